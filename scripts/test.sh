@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test suite: installs what it needs, makes sure PostgreSQL runs, then runs pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
+  for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+fi
+exec .venv/bin/python -m pytest -n "${MANGASYNC_TEST_WORKERS:-2}" "$@"
