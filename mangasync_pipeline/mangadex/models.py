@@ -1,0 +1,418 @@
+"""Typed MangaDex objects, parsed leniently from real responses.
+
+Every documented field is treated as optional (the live API drifts from its spec). An item
+missing what we cannot do without (id, attributes, its timestamps) raises `ItemError`, and
+the page parser skips it instead of failing the page.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Generic, TypeVar
+
+from mangasync_pipeline.mangadex.dates import parse_optional_timestamp, parse_timestamp
+from mangasync_pipeline.mangadex.errors import MalformedResponseError
+from mangasync_pipeline.mangadex.sanitize import (
+    DESCRIPTION_MAX,
+    NAME_MAX,
+    TITLE_MAX,
+    clean_localized,
+    clean_optional,
+    clean_text,
+)
+
+log = logging.getLogger("mangasync.mangadex")
+
+T = TypeVar("T")
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_NUMBER = re.compile(r"^\d+(\.\d+)?$")
+_SHORT = 64  # status, language codes, volume labels and other short enumerations
+
+
+class ItemError(ValueError):
+    """One item of a response cannot be used; the rest of the page can."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tag:
+    id: str
+    name: str
+    group: str | None
+    names: dict[str, str] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """An author or artist; `name` is None when the relationship was not expanded."""
+
+    id: str
+    name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Cover:
+    id: str
+    file_name: str | None
+    volume: str | None = None
+    locale: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Manga:
+    id: str
+    title: dict[str, str]
+    alt_titles: tuple[tuple[str, str], ...]
+    description: dict[str, str]
+    status: str | None
+    content_rating: str | None
+    original_language: str | None
+    publication_demographic: str | None
+    year: int | None
+    last_chapter: str | None
+    last_volume: str | None
+    latest_uploaded_chapter: str | None
+    available_languages: tuple[str, ...]
+    tags: tuple[Tag, ...]
+    authors: tuple[Person, ...]
+    artists: tuple[Person, ...]
+    cover: Cover | None
+    created_at: datetime
+    updated_at: datetime
+    version: int | None = None
+    state: str | None = None
+
+    @property
+    def authors_expanded(self) -> bool:
+        """True when the response carried author attributes (`includes[]=author`)."""
+        return bool(self.authors) and all(a.name is not None for a in self.authors)
+
+
+@dataclass(frozen=True, slots=True)
+class Chapter:
+    id: str
+    manga_id: str
+    chapter: str | None
+    number: Decimal | None
+    volume: str | None
+    title: str | None
+    translated_language: str | None
+    pages: int
+    external_url: str | None
+    is_unavailable: bool
+    publish_at: datetime
+    readable_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    version: int | None = None
+    group_ids: tuple[str, ...] = ()
+    uploader_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One response's worth of items; `skipped` counts malformed items left out."""
+
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+    skipped: int = 0
+    skipped_ids: tuple[str, ...] = ()
+
+
+# --- field helpers -------------------------------------------------------------------------
+
+
+def _uuid(value: object, what: str) -> str:
+    if not isinstance(value, str) or not _UUID.match(value.lower()):
+        raise ItemError(f"{what} is not a UUID: {str(value)[:60]!r}")
+    return value.lower()
+
+
+def _attributes(obj: object) -> tuple[str, Mapping[str, Any]]:
+    if not isinstance(obj, dict):
+        raise ItemError(f"item is a {type(obj).__name__}, not an object")
+    item_id = _uuid(obj.get("id"), "id")
+    attrs = obj.get("attributes")
+    if not isinstance(attrs, dict):
+        raise ItemError(f"item {item_id} has no attributes")
+    return item_id, attrs
+
+
+def _timestamp(attrs: Mapping[str, Any], key: str, item_id: str) -> datetime:
+    try:
+        return parse_timestamp(attrs.get(key))
+    except ValueError as exc:
+        raise ItemError(f"item {item_id}: {key} unparsable ({exc})") from None
+
+
+def _optional_timestamp(attrs: Mapping[str, Any], key: str, item_id: str) -> datetime | None:
+    try:
+        return parse_optional_timestamp(attrs.get(key))
+    except ValueError as exc:
+        raise ItemError(f"item {item_id}: {key} unparsable ({exc})") from None
+
+
+def _int_or_none(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value
+
+
+def _relationships(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    rels = obj.get("relationships")
+    if not isinstance(rels, list):
+        return []
+    out = []
+    for rel in rels:
+        if (
+            isinstance(rel, dict)
+            and isinstance(rel.get("id"), str)
+            and _UUID.match(rel["id"].lower())
+        ):
+            out.append(rel)
+    return out
+
+
+def pick_localized(values: Mapping[str, str], preferred: str = "en") -> str | None:
+    """The preferred language's text, else the first one present."""
+    if values.get(preferred):
+        return values[preferred]
+    for text in values.values():
+        if text:
+            return text
+    return None
+
+
+def parse_chapter_number(label: str | None) -> Decimal | None:
+    """`"45.5"` -> 45.5; None for null, "", and labels such as "EXTRA"."""
+    if label is None:
+        return None
+    label = label.strip()
+    if not _NUMBER.match(label):
+        return None
+    return Decimal(label)
+
+
+# --- item parsers --------------------------------------------------------------------------
+
+
+def parse_tag(obj: object) -> Tag:
+    tag_id, attrs = _attributes(obj)
+    names = clean_localized(attrs.get("name"), NAME_MAX)
+    name = pick_localized(names)
+    if name is None:
+        raise ItemError(f"tag {tag_id} has no name")
+    return Tag(id=tag_id, name=name, group=clean_optional(attrs.get("group"), _SHORT), names=names)
+
+
+def _person(rel: Mapping[str, Any]) -> Person:
+    attrs = rel.get("attributes")
+    name = clean_optional(attrs.get("name"), NAME_MAX) if isinstance(attrs, dict) else None
+    return Person(id=rel["id"].lower(), name=name)
+
+
+def _cover(rel: Mapping[str, Any]) -> Cover:
+    attrs = rel.get("attributes")
+    if not isinstance(attrs, dict):
+        return Cover(id=rel["id"].lower(), file_name=None)
+    file_name = clean_optional(attrs.get("fileName"), NAME_MAX)
+    # The file name becomes part of a URL: refuse anything that could step out of it.
+    if file_name is not None and ("/" in file_name or "\\" in file_name or ".." in file_name):
+        file_name = None
+    return Cover(
+        id=rel["id"].lower(),
+        file_name=file_name,
+        volume=clean_optional(attrs.get("volume"), _SHORT),
+        locale=clean_optional(attrs.get("locale"), _SHORT),
+    )
+
+
+def parse_manga(obj: object) -> Manga:
+    manga_id, attrs = _attributes(obj)
+    assert isinstance(obj, dict)
+    alt_titles: list[tuple[str, str]] = []
+    raw_alts = attrs.get("altTitles")
+    if isinstance(raw_alts, list):
+        for alt in raw_alts:
+            alt_titles.extend(clean_localized(alt, TITLE_MAX).items())
+    tags = []
+    raw_tags = attrs.get("tags")
+    if isinstance(raw_tags, list):
+        for raw_tag in raw_tags:
+            try:
+                tags.append(parse_tag(raw_tag))
+            except ItemError:
+                continue  # a broken tag costs the manga one genre, not its row
+    rels = _relationships(obj)
+    authors = tuple(_person(r) for r in rels if r.get("type") == "author")
+    artists = tuple(_person(r) for r in rels if r.get("type") == "artist")
+    covers = [_cover(r) for r in rels if r.get("type") == "cover_art"]
+    langs = attrs.get("availableTranslatedLanguages")
+    latest = attrs.get("latestUploadedChapter")
+    return Manga(
+        id=manga_id,
+        title=clean_localized(attrs.get("title"), TITLE_MAX),
+        alt_titles=tuple(alt_titles),
+        description=clean_localized(attrs.get("description"), DESCRIPTION_MAX),
+        status=clean_optional(attrs.get("status"), _SHORT),
+        content_rating=clean_optional(attrs.get("contentRating"), _SHORT),
+        original_language=clean_optional(attrs.get("originalLanguage"), _SHORT),
+        publication_demographic=clean_optional(attrs.get("publicationDemographic"), _SHORT),
+        year=_int_or_none(attrs.get("year")),
+        last_chapter=clean_optional(attrs.get("lastChapter"), _SHORT),
+        last_volume=clean_optional(attrs.get("lastVolume"), _SHORT),
+        latest_uploaded_chapter=(
+            latest.lower() if isinstance(latest, str) and _UUID.match(latest.lower()) else None
+        ),
+        available_languages=tuple(
+            clean_text(lang, _SHORT) for lang in langs if isinstance(lang, str)
+        )
+        if isinstance(langs, list)
+        else (),
+        tags=tuple(tags),
+        authors=authors,
+        artists=artists,
+        cover=covers[0] if covers else None,
+        created_at=_timestamp(attrs, "createdAt", manga_id),
+        updated_at=_timestamp(attrs, "updatedAt", manga_id),
+        version=_int_or_none(attrs.get("version")),
+        state=clean_optional(attrs.get("state"), _SHORT),
+    )
+
+
+def parse_chapter(
+    obj: object, *, manga_id: str | None = None, now: datetime | None = None
+) -> Chapter:
+    """`manga_id` is used when the item has no manga relationship (feeds know their manga)."""
+    chapter_id, attrs = _attributes(obj)
+    assert isinstance(obj, dict)
+    rels = _relationships(obj)
+    manga_ids = [r["id"].lower() for r in rels if r.get("type") == "manga"]
+    owner = manga_ids[0] if manga_ids else manga_id
+    if owner is None:
+        raise ItemError(f"chapter {chapter_id} has no manga relationship")
+    label = attrs.get("chapter")
+    label = clean_text(label, _SHORT) if isinstance(label, str) else None
+    external_url = clean_optional(attrs.get("externalUrl"), 512)
+    created_at = _timestamp(attrs, "createdAt", chapter_id)
+    updated_at = _timestamp(attrs, "updatedAt", chapter_id)
+    publish_at = _timestamp(attrs, "publishAt", chapter_id)
+    readable_at = _optional_timestamp(attrs, "readableAt", chapter_id)
+    if readable_at is None:
+        # MangaDex's rule: a future publishAt on an external-link chapter means
+        # "always just a link", readable since creation.
+        now = now or datetime.now(UTC)
+        readable_at = created_at if (publish_at > now and external_url) else publish_at
+    pages = _int_or_none(attrs.get("pages"))
+    uploaders = [r["id"].lower() for r in rels if r.get("type") == "user"]
+    return Chapter(
+        id=chapter_id,
+        manga_id=owner,
+        chapter=label or None,
+        number=parse_chapter_number(label),
+        volume=clean_optional(attrs.get("volume"), _SHORT),
+        title=clean_optional(attrs.get("title"), TITLE_MAX),
+        translated_language=clean_optional(attrs.get("translatedLanguage"), _SHORT),
+        pages=max(pages or 0, 0),
+        external_url=external_url,
+        is_unavailable=attrs.get("isUnavailable") is True,
+        publish_at=publish_at,
+        readable_at=readable_at,
+        created_at=created_at,
+        updated_at=updated_at,
+        version=_int_or_none(attrs.get("version")),
+        group_ids=tuple(r["id"].lower() for r in rels if r.get("type") == "scanlation_group"),
+        uploader_id=uploaders[0] if uploaders else None,
+    )
+
+
+# --- envelopes -----------------------------------------------------------------------------
+
+
+def _check_ok(payload: object, endpoint: str, response: str) -> Mapping[str, Any]:
+    if not isinstance(payload, dict):
+        raise MalformedResponseError(
+            f"malformed response from {endpoint}: body is a JSON {type(payload).__name__}, "
+            "not an object",
+            endpoint=endpoint,
+        )
+    if payload.get("result") != "ok":
+        raise MalformedResponseError(
+            f"malformed response from {endpoint}: result is {payload.get('result')!r}, not 'ok'",
+            endpoint=endpoint,
+        )
+    if payload.get("response") not in (response, None):
+        raise MalformedResponseError(
+            f"malformed response from {endpoint}: response is {payload.get('response')!r}, "
+            f"expected {response!r}",
+            endpoint=endpoint,
+        )
+    return payload
+
+
+def parse_entity(payload: object, endpoint: str, parse: Callable[[object], T]) -> T:
+    """A single-entity envelope; a malformed entity is a malformed response."""
+    body = _check_ok(payload, endpoint, "entity")
+    data = body.get("data")
+    if not isinstance(data, dict):
+        raise MalformedResponseError(
+            f"malformed response from {endpoint}: data is a {type(data).__name__}, not an object",
+            endpoint=endpoint,
+        )
+    try:
+        return parse(data)
+    except ItemError as exc:
+        raise MalformedResponseError(
+            f"malformed response from {endpoint}: {exc}", endpoint=endpoint
+        ) from None
+
+
+def _raw_id(obj: object) -> str:
+    if isinstance(obj, dict) and isinstance(obj.get("id"), str):
+        return clean_text(obj["id"], _SHORT) or "<no id>"
+    return "<no id>"
+
+
+def parse_collection(
+    payload: object,
+    endpoint: str,
+    parse: Callable[[object], T],
+    *,
+    logger: logging.Logger | None = None,
+) -> Page[T]:
+    """A collection envelope; malformed items are skipped, logged with their id and counted."""
+    body = _check_ok(payload, endpoint, "collection")
+    data = body.get("data")
+    if not isinstance(data, list):
+        raise MalformedResponseError(
+            f"malformed response from {endpoint}: data is a {type(data).__name__}, not a list",
+            endpoint=endpoint,
+        )
+    items: list[T] = []
+    skipped: list[str] = []
+    for obj in data:
+        try:
+            items.append(parse(obj))
+        except ItemError as exc:
+            skipped.append(_raw_id(obj))
+            (logger or log).warning("skipped malformed item from %s: %s", endpoint, exc)
+
+    def _count(key: str, default: int) -> int:
+        value = body.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+    return Page(
+        items=items,
+        total=_count("total", len(data)),
+        limit=_count("limit", len(data)),
+        offset=_count("offset", 0),
+        skipped=len(skipped),
+        skipped_ids=tuple(skipped),
+    )

@@ -1,0 +1,62 @@
+"""Cleaning of text that comes from MangaDex users: it is hostile until proven otherwise."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+TITLE_MAX = 500
+NAME_MAX = 200
+DESCRIPTION_MAX = 10_000
+
+_KEEP = {"\n", "\t"}
+
+
+def clean_text(value: object, max_len: int) -> str:
+    """NFC text without control characters (newline and tab kept), trimmed and capped.
+
+    Non-strings become "" so one odd field never breaks a whole item.
+    """
+    if not isinstance(value, str):
+        return ""
+    text = value.replace("\r\n", "\n").replace("\r", "\n")
+    text = unicodedata.normalize("NFC", text)
+    # Cc covers NUL and the C0/C1 controls; Cs are lone surrogates that JSON allows but
+    # UTF-8 (and PostgreSQL) rejects.
+    text = "".join(ch for ch in text if ch in _KEEP or unicodedata.category(ch) not in ("Cc", "Cs"))
+    text = text.strip()
+    if len(text) > max_len:
+        text = text[:max_len].rstrip()
+    return text
+
+
+def clean_optional(value: object, max_len: int) -> str | None:
+    """`clean_text`, but None (not "") when nothing is left."""
+    text = clean_text(value, max_len)
+    return text or None
+
+
+def clean_localized(value: object, max_len: int) -> dict[str, str]:
+    """A `{lang: text}` map; MangaDex sometimes sends `[]` for an empty one."""
+    if not isinstance(value, dict):
+        return {}
+    out: dict[str, str] = {}
+    for lang, text in value.items():
+        if not isinstance(lang, str):
+            continue
+        cleaned = clean_text(text, max_len)
+        if cleaned:
+            out[clean_text(lang, 16)] = cleaned
+    return out
+
+
+_NON_SLUG = re.compile(r"[^a-z0-9]+")
+SLUG_MAX = 80
+
+
+def slugify(text: str, fallback: str) -> str:
+    """ASCII-folded, lowercase, hyphenated; `fallback` when nothing ASCII is left."""
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    slug = _NON_SLUG.sub("-", folded.lower()).strip("-")
+    slug = slug[:SLUG_MAX].rstrip("-")
+    return slug or fallback
