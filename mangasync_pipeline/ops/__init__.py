@@ -1,0 +1,1 @@
+"""Operating mangasync: status report, process launcher, `run` and `demo`."""
