@@ -1,0 +1,133 @@
+"""The request rate limit, shared by every thread and process that uses the same MangaHub DB.
+
+MangaDex (and the simulator) count requests in a sliding one-second window, and a burst
+that is legal at our end can arrive as an illegal one at theirs once network jitter moves
+it around. So instead of "N per second" we space requests: at most one per
+`(1 + margin) / rate` seconds. Six consecutive requests then span more than a second by
+`5 * margin / rate` (40 ms at 5/s with the default margin), which absorbs the jitter, and
+the achieved rate stays at `1 / (1 + margin)` of the limit (96 %).
+
+Where the bucket lives:
+- no state URL (or an in-memory SQLite URL): in this process only;
+- a SQLite MangaHub DB: pyrate-limiter's SQLite bucket in a file beside the DB file,
+  behind its file lock so processes take turns;
+- a PostgreSQL MangaHub DB: pyrate-limiter's Postgres bucket (table
+  `ratelimit___mangadex`) in that same database.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pyrate_limiter import AbstractBucket, InMemoryBucket, Rate, RateItem, SQLiteBucket
+from sqlalchemy.engine import make_url
+
+DEFAULT_MARGIN = 0.03
+_LEAK_EVERY = 64
+_MIN_SLEEP = 0.002
+
+
+def spacing_ms(rate: float, margin: float = DEFAULT_MARGIN) -> int:
+    """Milliseconds between two requests for `rate` requests/second, margin included."""
+    return math.ceil(1000.0 * (1.0 + margin) / rate)
+
+
+def sqlite_state_path(db_path: str) -> Path:
+    """The limiter's file beside a SQLite MangaHub DB file."""
+    path = Path(db_path)
+    return path.with_name(path.name + ".ratelimit")
+
+
+def _make_bucket(rate: Rate, state_url: str | None, name: str) -> AbstractBucket:
+    if state_url is None:
+        return InMemoryBucket([rate])
+    url = make_url(state_url)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        if not url.database or url.database == ":memory:":
+            return InMemoryBucket([rate])
+        path = sqlite_state_path(url.database)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return SQLiteBucket.init_from_file(
+            [rate], table=f"{name}_rate", db_path=str(path), use_file_lock=True
+        )
+    if backend == "postgresql":
+        from psycopg_pool import ConnectionPool
+        from pyrate_limiter import PostgresBucket
+
+        conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        pool = ConnectionPool(conninfo, min_size=1, max_size=4, open=True)
+        return PostgresBucket(pool, name, [rate])
+    raise ValueError(f"rate limit state: unsupported database URL scheme {url.drivername!r}")
+
+
+class RateLimiter:
+    """Blocks until a request may be sent; `acquire()` returns the seconds it waited.
+
+    `rate` None or <= 0 turns the limit off (tests that are not about it, benchmarks).
+    """
+
+    def __init__(
+        self,
+        rate: float | None,
+        state_url: str | None = None,
+        *,
+        margin: float = DEFAULT_MARGIN,
+        name: str = "mangadex",
+    ) -> None:
+        self.rate = rate if rate and rate > 0 else None
+        self.name = name
+        self._lock = threading.Lock()
+        self._bucket: AbstractBucket | None = None
+        self._puts = 0
+        self.interval_ms = 0
+        if self.rate is not None:
+            self.interval_ms = spacing_ms(self.rate, margin)
+            self._bucket = _make_bucket(Rate(1, self.interval_ms), state_url, name)
+
+    @property
+    def enabled(self) -> bool:
+        return self._bucket is not None
+
+    def acquire(self) -> float:
+        bucket = self._bucket
+        if bucket is None:
+            return 0.0
+        started = time.monotonic()
+        cap = self.interval_ms / 1000.0
+        while True:
+            # A fresh timestamp for every attempt: the limiter's own retry loop adds its
+            # planned sleep to the old one, which under-counts oversleeping and lets the
+            # next process in early.
+            with self._lock:
+                item = RateItem(self.name, _now(bucket))
+                if bucket.put(item):
+                    self._puts += 1
+                    if self._puts % _LEAK_EVERY == 0:
+                        bucket.leak(item.timestamp)
+                    break
+                wait_ms = bucket.waiting(item)
+            wait = (wait_ms if isinstance(wait_ms, int) and wait_ms > 0 else 0) / 1000.0
+            time.sleep(min(max(wait, _MIN_SLEEP), cap))
+        return time.monotonic() - started
+
+    def close(self) -> None:
+        if self._bucket is not None:
+            self._bucket.close()
+            self._bucket = None
+
+    def __enter__(self) -> RateLimiter:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def _now(bucket: AbstractBucket) -> int:
+    now: Any = bucket.now()
+    assert isinstance(now, int)
+    return now
