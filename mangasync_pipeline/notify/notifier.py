@@ -1,0 +1,107 @@
+"""Hands outbox entries to the notification server's HTTP triggers, oldest first.
+
+Delivery is at least once and in order: the head of the queue must be accepted before
+anything behind it is sent, and a server that is down only delays notifications. The
+server's `dedup_key` handling makes a redelivery harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import httpx
+from sqlalchemy import Engine
+
+from mangasync_pipeline import __version__
+from mangasync_pipeline.config import utcnow
+from mangasync_pipeline.notify import outbox
+
+log = logging.getLogger("mangasync.notifier")
+
+
+@dataclass
+class DeliveryReport:
+    delivered: int = 0
+    rejected: int = 0
+    failed: int = 0
+    pending: int = 0
+    waiting_until: datetime | None = None
+    errors: list[str] = field(default_factory=list)
+
+    def as_metadata(self) -> dict[str, object]:
+        return {"delivered": self.delivered, "rejected": self.rejected,
+                "failed_attempts": self.failed, "still_pending": self.pending}
+
+
+class Notifier:
+    def __init__(self, server_url: str, token: str | None = None, timeout: float = 5.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        headers = {"User-Agent": f"mangasync/{__version__}"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.server_url = server_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.server_url, headers=headers,
+                                  timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
+                                  transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Notifier:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def deliver(self, engine: Engine, *, limit: int = 1000, now: datetime | None = None,
+                ignore_backoff: bool = False) -> DeliveryReport:
+        """Send due entries in id order; stop at the first one the server cannot take now."""
+        report = DeliveryReport()
+        now = now or utcnow()
+        with engine.connect() as conn:
+            entries = outbox.pending(conn, limit)
+        for entry in entries:
+            if not ignore_backoff and entry.next_attempt_at > now:
+                report.waiting_until = entry.next_attempt_at
+                break
+            outcome = self._post(entry)
+            with engine.begin() as conn:
+                if outcome is None:
+                    outbox.mark_delivered(conn, entry.id, utcnow())
+                    report.delivered += 1
+                    continue
+                permanent, error = outcome
+                if permanent:
+                    outbox.mark_rejected(conn, entry.id, error)
+                    report.rejected += 1
+                    log.error("notification %s (%s) rejected by the server: %s",
+                              entry.id, entry.dedup_key, error)
+                    continue
+                retry_at = outbox.mark_failed(conn, entry, error, utcnow())
+            report.failed += 1
+            report.errors.append(error)
+            report.waiting_until = retry_at
+            log.warning("notification %s (%s) not delivered, retry after %s: %s",
+                        entry.id, entry.dedup_key, retry_at.isoformat(timespec="seconds"),
+                        error)
+            break
+        with engine.connect() as conn:
+            report.pending = outbox.backlog(conn).pending
+        return report
+
+    def _post(self, entry: outbox.OutboxEntry) -> tuple[bool, str] | None:
+        """None when accepted; else (permanent?, reason)."""
+        body = {**entry.payload, "dedup_key": entry.dedup_key}
+        path = f"/notify/{entry.kind}"
+        try:
+            response = self._http.post(path, json=body)
+        except httpx.HTTPError as exc:
+            return False, f"{self.server_url}{path}: {type(exc).__name__}: {exc}"
+        if response.status_code in (200, 201, 202):
+            return None
+        detail = response.text[:300]
+        # 400/404/413 will never succeed on retry; 401 and 5xx can (token fixed, server back).
+        permanent = response.status_code in (400, 404, 413, 422)
+        return permanent, f"{path} answered {response.status_code}: {detail}"

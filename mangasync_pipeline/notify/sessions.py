@@ -1,0 +1,93 @@
+"""In-memory state of UDP sessions: one `Session` per registered device, one `UserState` per user.
+
+Nothing here touches the database or the network; the UDP endpoint drives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+
+from mangasync_pipeline.notify.store import Notice
+
+Address = tuple[str, int]
+
+
+@dataclass
+class Inflight:
+    """A pushed notification waiting for its ACK."""
+
+    id: int
+    data: bytes
+    timeout: float
+    attempts: int = 0
+    handle: asyncio.TimerHandle | None = None
+
+
+@dataclass(eq=False)
+class Session:
+    id: str
+    user_id: int
+    username: str
+    addr: Address
+    last_seen: float
+    queue: deque[Notice] = field(default_factory=deque)  # waiting for the send budget
+    seen: set[int] = field(default_factory=set)  # ids queued or sent in this session
+    inflight: dict[int, Inflight] = field(default_factory=dict)
+    # While catching up from the database, live pushes wait here to keep oldest-first order.
+    catching_up: bool = True
+    more_after: int | None = None  # more unread beyond this id remain in the database
+    live_pending: list[Notice] = field(default_factory=list)
+    pump_handle: asyncio.TimerHandle | asyncio.Handle | None = None
+    loading: bool = False
+    closed: bool = False
+
+    @property
+    def short(self) -> str:
+        return self.id[:8]
+
+    def cancel_timers(self) -> None:
+        for item in self.inflight.values():
+            if item.handle is not None:
+                item.handle.cancel()
+        self.inflight.clear()
+        if self.pump_handle is not None:
+            self.pump_handle.cancel()
+            self.pump_handle = None
+
+
+@dataclass
+class UserState:
+    """Per-user send budget (a token bucket) and the user's live sessions."""
+
+    user_id: int
+    capacity: float
+    rate: float  # tokens per second
+    tokens: float
+    updated: float
+    sessions: dict[str, Session] = field(default_factory=dict)
+    # Ids charged to the budget recently: a notification costs once, whatever the devices.
+    charged: dict[int, float] = field(default_factory=dict)
+
+    def _refill(self, now: float) -> None:
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+
+    def charge(self, notification_id: int, now: float) -> bool:
+        if notification_id in self.charged:
+            return True
+        self._refill(now)
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        self.charged[notification_id] = now
+        return True
+
+    def wait_for_token(self, now: float) -> float:
+        self._refill(now)
+        return max(0.0, (1 - self.tokens) / self.rate) if self.rate > 0 else 60.0
+
+    def prune(self, now: float, window: float) -> None:
+        if self.charged:
+            self.charged = {i: at for i, at in self.charged.items() if now - at < window}

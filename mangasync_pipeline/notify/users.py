@@ -1,0 +1,142 @@
+"""Readers and their libraries, as plain functions over an engine (used by the CLI and tests)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, func, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from mangasync_pipeline.config import utcnow
+from mangasync_pipeline.db import tables as t
+
+_USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+class UserError(ValueError):
+    """Something a user asked for that cannot be done; the message is one line."""
+
+
+class UnknownUser(UserError, LookupError):
+    pass
+
+
+class UnknownMangaRef(UserError, LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    id: int
+    username: str
+    created_at: datetime
+    library: int
+    unread: int
+
+
+@dataclass(frozen=True)
+class MangaInfo:
+    id: int
+    mangadex_id: str
+    slug: str
+    title: str
+
+
+def new_token() -> str:
+    """192 random bits, URL-safe: the user's HMAC key."""
+    return secrets.token_urlsafe(24)
+
+
+def add_user(engine: Engine, username: str) -> tuple[int, str]:
+    """Create a user; returns (id, token). The token is never retrievable again."""
+    if not _USERNAME.match(username):
+        raise UserError(f"username {username!r}: use 1-64 letters, digits or . _ @ -")
+    token = new_token()
+    try:
+        with engine.begin() as conn:
+            user_id = conn.execute(insert(t.users).values(
+                username=username, token=token, created_at=utcnow()).returning(t.users.c.id)
+            ).scalar_one()
+    except IntegrityError:
+        raise UserError(f"user {username!r} already exists") from None
+    return int(user_id), token
+
+
+def list_users(engine: Engine) -> list[UserInfo]:
+    u, lib, n = t.users, t.user_library, t.notifications
+    library = (select(func.count()).select_from(lib).where(lib.c.user_id == u.c.id)
+               .scalar_subquery())
+    unread = (select(func.count()).select_from(n)
+              .where(n.c.user_id == u.c.id, n.c.read.is_(False)).scalar_subquery())
+    with engine.connect() as conn:
+        rows = conn.execute(select(u.c.id, u.c.username, u.c.created_at, library.label("lib"),
+                                   unread.label("unread")).order_by(u.c.username)).all()
+    return [UserInfo(int(r.id), r.username, r.created_at, int(r.lib), int(r.unread))
+            for r in rows]
+
+
+def _user_id(conn: Connection, username: str) -> int:
+    user_id = conn.execute(select(t.users.c.id).where(t.users.c.username == username)).scalar()
+    if user_id is None:
+        raise UnknownUser(f"no user named {username!r} (see `mangasync users list`)")
+    return int(user_id)
+
+
+def resolve_manga(conn: Connection, ref: str) -> MangaInfo:
+    """A manga by local id, MangaDex UUID or slug."""
+    m = t.manga
+    ref = ref.strip()
+    if ref.isdigit() and int(ref) < 2**63:
+        cond = m.c.id == int(ref)
+    elif _UUID.match(ref):
+        cond = m.c.mangadex_id == ref.lower()
+    else:
+        cond = m.c.slug == ref
+    row = conn.execute(select(m.c.id, m.c.mangadex_id, m.c.slug, m.c.title).where(cond)).first()
+    if row is None and ref.isdigit():
+        row = conn.execute(select(m.c.id, m.c.mangadex_id, m.c.slug, m.c.title)
+                           .where(m.c.slug == ref)).first()
+    if row is None:
+        raise UnknownMangaRef(f"no manga {ref!r} in the catalogue (use a local id, a slug or "
+                              "a MangaDex id)")
+    return MangaInfo(int(row.id), row.mangadex_id, row.slug, row.title)
+
+
+def library_add(engine: Engine, username: str, ref: str) -> tuple[MangaInfo, bool]:
+    """Add a manga to a user's library; returns (manga, whether it was new there)."""
+    with engine.begin() as conn:
+        user_id = _user_id(conn, username)
+        manga = resolve_manga(conn, ref)
+        lib = t.user_library
+        present = conn.execute(select(lib.c.user_id).where(
+            lib.c.user_id == user_id, lib.c.manga_id == manga.id)).first()
+        if present is None:
+            conn.execute(insert(lib).values(user_id=user_id, manga_id=manga.id,
+                                            added_at=utcnow()))
+    return manga, present is None
+
+
+def library_remove(engine: Engine, username: str, ref: str) -> tuple[MangaInfo, bool]:
+    with engine.begin() as conn:
+        user_id = _user_id(conn, username)
+        manga = resolve_manga(conn, ref)
+        lib = t.user_library
+        result = conn.execute(delete(lib).where(lib.c.user_id == user_id,
+                                                lib.c.manga_id == manga.id))
+    return manga, bool(result.rowcount)
+
+
+def library_list(engine: Engine, username: str) -> list[dict[str, Any]]:
+    lib, m = t.user_library, t.manga
+    with engine.connect() as conn:
+        user_id = _user_id(conn, username)
+        rows = conn.execute(
+            select(m.c.id, m.c.slug, m.c.mangadex_id, m.c.title, m.c.status, lib.c.added_at)
+            .join(lib, lib.c.manga_id == m.c.id).where(lib.c.user_id == user_id)
+            .order_by(m.c.title)).all()
+    return [dict(r._mapping) for r in rows]
