@@ -1,0 +1,576 @@
+"""The MangaDex API client: polite (one shared rate limit, honest User-Agent), patient
+(retries with backoff, obeys Retry-After) and careful (shared circuit breaker, typed parsing).
+
+Plain Python; the Dagster resource wraps it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any, Literal, TypeVar
+
+import httpx
+
+from mangasync_pipeline import __version__
+from mangasync_pipeline.mangadex.breaker import CircuitBreaker, store_for
+from mangasync_pipeline.mangadex.dates import as_utc, format_since, to_second
+from mangasync_pipeline.mangadex.errors import (
+    CircuitOpenError,
+    MalformedResponseError,
+    MangaDexError,
+    MangaDexHTTPError,
+    MangaDexUnavailableError,
+    MangaNotFoundError,
+)
+from mangasync_pipeline.mangadex.models import (
+    Chapter,
+    Manga,
+    Page,
+    Tag,
+    parse_chapter,
+    parse_collection,
+    parse_entity,
+    parse_manga,
+    parse_tag,
+)
+from mangasync_pipeline.mangadex.ratelimit import RateLimiter
+from mangasync_pipeline.mangadex.sanitize import clean_text
+from mangasync_pipeline.mangadex.stats import ClientStats
+
+T = TypeVar("T", Manga, Chapter)
+
+DEFAULT_API_URL = "https://api.mangadex.org"
+DEFAULT_UPLOADS_URL = "https://uploads.mangadex.org"
+DEFAULT_INCLUDES: tuple[str, ...] = ("author", "artist", "cover_art")
+ALL_CONTENT_RATINGS: tuple[str, ...] = ("safe", "suggestive", "erotica", "pornographic")
+RESULT_WINDOW = 10_000  # MangaDex refuses offset + limit beyond this
+MANGA_PAGE = 100
+CHAPTER_PAGE = 100
+FEED_PAGE = 500
+MALFORMED_RETRIES = 2
+
+# Endpoint templates: the keys of `stats.requests`.
+EP_PING = "/ping"
+EP_TAGS = "/manga/tag"
+EP_MANGA_LIST = "/manga"
+EP_MANGA = "/manga/{id}"
+EP_FEED = "/manga/{id}/feed"
+EP_CHAPTERS = "/chapter"
+
+MangaKey = Literal["createdAt", "updatedAt"]
+ChapterKey = Literal["publishAt", "createdAt", "updatedAt"]
+_ATTR = {"createdAt": "created_at", "updatedAt": "updated_at", "publishAt": "publish_at"}
+
+Params = list[tuple[str, str]]
+
+
+class _Retry(Exception):
+    """One failed attempt that may be retried."""
+
+    def __init__(
+        self, reason: str, *, status: int | None = None, delay: float | None = None, rid: str = "-"
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.delay = delay  # what the server asked for, if it did
+        self.rid = rid
+
+
+class MangaDexClient:
+    """Thread-safe; one `httpx.Client` (connection reuse) for its whole life."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_API_URL,
+        *,
+        uploads_url: str = DEFAULT_UPLOADS_URL,
+        api_key: str | None = None,
+        rate_limit: float | None = 5.0,
+        state_url: str | None = None,
+        timeout: tuple[float, float] | float = (5.0, 30.0),
+        max_retries: int = 5,
+        backoff_base: float = 1.0,
+        backoff_max: float = 32.0,
+        max_retry_after: float = 900.0,
+        breaker_threshold: int = 10,
+        breaker_open_seconds: float = 300.0,
+        breaker_close_after: int = 3,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.uploads_url = uploads_url.rstrip("/")
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.max_retry_after = max_retry_after
+        self.log = logger or logging.getLogger("mangasync.mangadex")
+        self.stats = ClientStats()
+        connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+        headers = {"User-Agent": f"mangasync/{__version__}", "Accept": "application/json"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(read, connect=connect),
+            follow_redirects=False,
+        )
+        self.limiter = RateLimiter(rate_limit, state_url)
+        self.breaker = CircuitBreaker(
+            store_for(state_url),
+            threshold=breaker_threshold,
+            open_seconds=breaker_open_seconds,
+            close_after=breaker_close_after,
+            logger=self.log,
+        )
+        # After a 429 every thread of this process waits, not just the one that got it.
+        self._pause_until = 0.0
+        self._pause_lock = threading.Lock()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+        self.limiter.close()
+        self.breaker.close()
+
+    def __enter__(self) -> MangaDexClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- endpoints ----------------------------------------------------------------------------
+
+    def ping(self) -> bool:
+        """One attempt, no retries: is MangaDex answering right now?"""
+        try:
+            body = self._request(EP_PING, "/ping", None, json=False, retries=0)
+        except MangaDexError:
+            return False
+        return isinstance(body, str) and body.strip() == "pong"
+
+    def list_tags(self) -> list[Tag]:
+        payload = self._request(EP_TAGS, "/manga/tag", None)
+        page = parse_collection(payload, EP_TAGS, parse_tag, logger=self.log)
+        self.stats.add_skipped(page.skipped)
+        return page.items
+
+    def get_manga(self, manga_id: str, includes: Sequence[str] = DEFAULT_INCLUDES) -> Manga:
+        """Raises `MangaNotFoundError` for a removed or unknown manga."""
+        path = f"/manga/{manga_id}"
+        payload = self._request(EP_MANGA, path, _includes(includes))
+        return parse_entity(payload, path, parse_manga)
+
+    def get_manga_by_ids(
+        self, ids: Iterable[str], includes: Sequence[str] = DEFAULT_INCLUDES
+    ) -> list[Manga]:
+        """Manga for the ids MangaDex still has (unknown ids are simply absent), 100 a request."""
+        unique = list(dict.fromkeys(ids))
+        found: list[Manga] = []
+        for start in range(0, len(unique), MANGA_PAGE):
+            chunk = unique[start : start + MANGA_PAGE]
+            params: Params = [("ids[]", i) for i in chunk]
+            params += [("limit", str(MANGA_PAGE))]
+            params += [("contentRating[]", r) for r in ALL_CONTENT_RATINGS]
+            params += _includes(includes)
+            found.extend(self._manga_list(params).items)
+        return found
+
+    def newest_manga(
+        self,
+        limit: int,
+        includes: Sequence[str] = DEFAULT_INCLUDES,
+        content_ratings: Sequence[str] | None = None,
+    ) -> list[Manga]:
+        """The `limit` most recently created manga, newest first, 100 per request."""
+        if limit > RESULT_WINDOW:
+            raise ValueError(f"newest_manga: limit {limit} exceeds MangaDex's {RESULT_WINDOW}")
+        out: list[Manga] = []
+        offset = 0
+        while offset < limit:
+            size = min(MANGA_PAGE, limit - offset)
+            params: Params = [
+                ("order[createdAt]", "desc"),
+                ("limit", str(size)),
+                ("offset", str(offset)),
+            ]
+            params += _ratings(content_ratings) + _includes(includes)
+            page = self._manga_list(params)
+            out.extend(page.items)
+            offset += size
+            if len(page.items) + page.skipped < size or offset >= page.total:
+                break
+        return out[:limit]
+
+    def iter_manga_pages(
+        self,
+        key: MangaKey,
+        since: datetime | None,
+        until: datetime | None = None,
+        includes: Sequence[str] = DEFAULT_INCLUDES,
+        content_ratings: Sequence[str] | None = None,
+    ) -> Iterator[Page[Manga]]:
+        """Every manga whose `key` is in [since, until), ascending, one Page per request."""
+        if key not in ("createdAt", "updatedAt"):
+            raise ValueError(f"iter_manga_pages: key must be createdAt or updatedAt, not {key!r}")
+        base = _ratings(content_ratings) + _includes(includes)
+        return self._keyset(
+            EP_MANGA_LIST, "/manga", base, key, since, until, MANGA_PAGE, parse_manga
+        )
+
+    def iter_chapter_pages(
+        self,
+        key: ChapterKey,
+        since: datetime | None,
+        until: datetime | None = None,
+        languages: Sequence[str] | None = ("en",),
+        flags: dict[str, int] | None = None,
+        manga_id: str | None = None,
+        content_ratings: Sequence[str] | None = None,
+    ) -> Iterator[Page[Chapter]]:
+        """Chapters across all manga (or one) by `key` in [since, until), ascending.
+
+        Any of `flags` (includeFuturePublishAt / includeEmptyPages / includeExternalUrl)
+        disables MangaDex's default `publishAt <= now` filter.
+        """
+        if key not in ("publishAt", "createdAt", "updatedAt"):
+            raise ValueError(
+                f"iter_chapter_pages: key must be publishAt/createdAt/updatedAt: {key!r}"
+            )
+        base = _languages(languages) + _flags(flags) + _ratings(content_ratings)
+        if manga_id is not None:
+            base.append(("manga", manga_id))
+        return self._keyset(
+            EP_CHAPTERS,
+            "/chapter",
+            base,
+            key,
+            since,
+            until,
+            CHAPTER_PAGE,
+            lambda obj: parse_chapter(obj, manga_id=manga_id),
+        )
+
+    def iter_feed_pages(
+        self,
+        manga_id: str,
+        languages: Sequence[str] | None = ("en",),
+        limit: int = FEED_PAGE,
+        since: datetime | None = None,
+        flags: dict[str, int] | None = None,
+    ) -> Iterator[Page[Chapter]]:
+        """A manga's whole chapter feed by `createdAt` ascending, however long it is."""
+        path = f"/manga/{manga_id}/feed"
+        base = _languages(languages) + _flags(flags)
+        return self._keyset(
+            EP_FEED,
+            path,
+            base,
+            "createdAt",
+            since,
+            None,
+            min(limit, FEED_PAGE),
+            lambda obj: parse_chapter(obj, manga_id=manga_id),
+        )
+
+    def feed_page(
+        self,
+        manga_id: str,
+        languages: Sequence[str] | None,
+        order: dict[str, str],
+        limit: int,
+        offset: int = 0,
+        flags: dict[str, int] | None = None,
+    ) -> Page[Chapter]:
+        """One request to a manga's feed (e.g. its newest chapters for a baseline)."""
+        if offset + limit > RESULT_WINDOW:
+            raise ValueError(f"feed_page: offset + limit beyond MangaDex's {RESULT_WINDOW}")
+        path = f"/manga/{manga_id}/feed"
+        params: Params = [(f"order[{k}]", v) for k, v in order.items()]
+        params += [("limit", str(limit)), ("offset", str(offset))]
+        params += _languages(languages) + _flags(flags)
+        payload = self._request(EP_FEED, path, params)
+        page = parse_collection(
+            payload, path, lambda obj: parse_chapter(obj, manga_id=manga_id), logger=self.log
+        )
+        self.stats.add_skipped(page.skipped)
+        return page
+
+    def cover_url(self, manga: Manga) -> str | None:
+        from mangasync_pipeline.mangadex.mapping import cover_url
+
+        return cover_url(manga, self.uploads_url)
+
+    # -- paging -------------------------------------------------------------------------------
+
+    def _manga_list(self, params: Params) -> Page[Manga]:
+        payload = self._request(EP_MANGA_LIST, "/manga", params)
+        page = parse_collection(payload, EP_MANGA_LIST, parse_manga, logger=self.log)
+        self.stats.add_skipped(page.skipped)
+        return page
+
+    def _keyset(
+        self,
+        template: str,
+        path: str,
+        base: Params,
+        key: str,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int,
+        parse: Callable[[object], T],
+    ) -> Iterator[Page[T]]:
+        """Keyset pagination on `key`, so no query passes MangaDex's 10,000-result window.
+
+        The next request starts at the last item's timestamp (the `*Since` filters are
+        inclusive, to the second) and drops ids already yielded there. When a whole page
+        shares the cursor's second, it pages by offset within that second.
+        """
+        attr = _ATTR[key]
+        cursor = to_second(since) if since is not None else None
+        until = as_utc(until) if until is not None else None
+        offset = 0
+        at_cursor: set[str] = set()  # ids already yielded whose key is the cursor's second
+        skipped_seen: set[str] = set()
+        while True:
+            if offset + limit > RESULT_WINDOW:
+                raise MangaDexError(
+                    f"GET {template}: more than {RESULT_WINDOW} items share {key} "
+                    f"{format_since(cursor) if cursor else '?'}; cannot page further",
+                    endpoint=template,
+                )
+            params = list(base) + [
+                (f"order[{key}]", "asc"),
+                ("limit", str(limit)),
+                ("offset", str(offset)),
+            ]
+            if cursor is not None:
+                params.append((f"{key}Since", format_since(cursor)))
+            payload = self._request(template, path, params)
+            page = parse_collection(payload, path, parse, logger=self.log)
+            fetched = len(page.items) + page.skipped
+            fresh_skips = tuple(i for i in page.skipped_ids if i not in skipped_seen)
+            skipped_seen.update(page.skipped_ids)
+            self.stats.add_skipped(len(fresh_skips))
+            items: list[T] = []
+            reached_until = False
+            for item in page.items:
+                if item.id in at_cursor:
+                    continue
+                if until is not None and getattr(item, attr) >= until:
+                    reached_until = True
+                    break
+                items.append(item)
+            yield Page(
+                items=items,
+                total=page.total,
+                limit=page.limit,
+                offset=page.offset,
+                skipped=len(fresh_skips),
+                skipped_ids=fresh_skips,
+            )
+            if reached_until or fetched < limit:
+                return
+            keys = [to_second(getattr(i, attr)) for i in page.items]
+            last = max(keys) if keys else None
+            if last is None or (cursor is not None and last <= cursor):
+                offset += fetched  # the whole page shares the cursor's second
+                at_cursor.update(i.id for i, k in zip(page.items, keys, strict=True))
+            else:
+                cursor = last
+                offset = 0
+                at_cursor = {i.id for i, k in zip(page.items, keys, strict=True) if k == last}
+
+    # -- one request, with retries --------------------------------------------------------------
+
+    def _request(
+        self,
+        template: str,
+        path: str,
+        params: Params | None,
+        *,
+        json: bool = True,
+        retries: int | None = None,
+    ) -> Any:
+        max_retries = self.max_retries if retries is None else retries
+        attempt = 0
+        malformed = 0
+        while True:
+            try:
+                return self._attempt(template, path, params, json=json)
+            except _Retry as failure:
+                is_malformed = failure.status == -1
+                malformed += is_malformed
+                out_of_tries = attempt >= max_retries or (
+                    is_malformed and malformed > MALFORMED_RETRIES
+                )
+                if out_of_tries:
+                    if is_malformed:
+                        raise MalformedResponseError(
+                            f"malformed response from GET {path}: {failure.reason} "
+                            f"(x-request-id {failure.rid})",
+                            endpoint=template,
+                        ) from None
+                    raise MangaDexUnavailableError(
+                        f"MangaDex GET {path} failed after {attempt + 1} attempts: "
+                        f"{failure.reason} (x-request-id {failure.rid})",
+                        endpoint=template,
+                    ) from None
+                delay = self._delay(attempt, failure)
+                self.log.warning(
+                    "retrying GET %s in %.2fs (attempt %d of %d): %s, x-request-id %s",
+                    path,
+                    delay,
+                    attempt + 2,
+                    max_retries + 1,
+                    failure.reason,
+                    failure.rid,
+                )
+                self.stats.add_retry(delay)
+                time.sleep(delay)
+                attempt += 1
+
+    def _delay(self, attempt: int, failure: _Retry) -> float:
+        if failure.delay is not None:
+            if failure.delay > self.max_retry_after:
+                raise MangaDexUnavailableError(
+                    f"MangaDex asked to wait {failure.delay:.0f}s (more than "
+                    f"{self.max_retry_after:.0f}s) after {failure.reason}; giving up for now"
+                )
+            with self._pause_lock:
+                self._pause_until = max(self._pause_until, time.monotonic() + failure.delay)
+            return failure.delay
+        raw = self.backoff_base * (2**attempt)
+        return min(self.backoff_max, raw * random.uniform(1.0, 1.25))
+
+    def _wait_for_pause(self) -> None:
+        with self._pause_lock:
+            remaining = self._pause_until - time.monotonic()
+        if remaining > 0:
+            self.stats.add_retry_wait(remaining)
+            time.sleep(remaining)
+
+    def _attempt(self, template: str, path: str, params: Params | None, *, json: bool) -> Any:
+        try:
+            self.breaker.before_request()
+        except CircuitOpenError:
+            self.stats.add_circuit_rejection()
+            raise
+        self._wait_for_pause()
+        self.stats.add_rate_wait(self.limiter.acquire())
+        try:
+            response = self._http.get(path, params=params)
+        except httpx.TimeoutException as exc:
+            self.stats.add_request(template, "timeout")
+            reason = f"timeout ({type(exc).__name__})"
+            self.breaker.record_failure(f"{reason} on GET {path}")
+            raise _Retry(reason) from None
+        except httpx.TransportError as exc:
+            self.stats.add_request(template, "error")
+            reason = f"connection error ({type(exc).__name__}: {_one_line(str(exc))})"
+            self.breaker.record_failure(f"{reason} on GET {path}")
+            raise _Retry(reason) from None
+        status = response.status_code
+        rid = response.headers.get("x-request-id", "-")
+        self.stats.add_request(template, str(status))
+        if status == 429 or 500 <= status <= 504:
+            reason = f"HTTP {status}"
+            self.breaker.record_failure(f"{reason} on GET {path} (x-request-id {rid})")
+            delay = _retry_after(response) if status == 429 else None
+            raise _Retry(reason, status=status, delay=delay, rid=rid)
+        if status >= 300:
+            if status >= 500:
+                self.breaker.record_failure(f"HTTP {status} on GET {path} (x-request-id {rid})")
+            else:
+                self.breaker.record_success()  # MangaDex is up; the request is what's wrong
+            raise self._http_error(template, path, response)
+        if not json:
+            self.breaker.record_success()
+            return response.text
+        try:
+            payload = response.json()
+        except ValueError as exc:
+            reason = f"body is not JSON ({_one_line(str(exc))})"
+            self.breaker.record_failure(f"{reason} on GET {path} (x-request-id {rid})")
+            raise _Retry(reason, status=-1, rid=rid) from None
+        self.breaker.record_success()
+        return payload
+
+    def _http_error(self, template: str, path: str, response: httpx.Response) -> MangaDexHTTPError:
+        status = response.status_code
+        rid = response.headers.get("x-request-id", "-")
+        detail = _error_detail(response)
+        message = f"MangaDex GET {path} failed: HTTP {status}: {detail} (x-request-id {rid})"
+        cls = MangaNotFoundError if status == 404 and template == EP_MANGA else MangaDexHTTPError
+        return cls(message, endpoint=template, status=status, detail=detail, request_id=rid)
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _includes(includes: Sequence[str]) -> Params:
+    return [("includes[]", i) for i in includes]
+
+
+def _ratings(ratings: Sequence[str] | None) -> Params:
+    return [("contentRating[]", r) for r in ratings or ()]
+
+
+def _languages(languages: Sequence[str] | None) -> Params:
+    return [("translatedLanguage[]", lang) for lang in languages or ()]
+
+
+def _flags(flags: dict[str, int] | None) -> Params:
+    return [(name, str(int(value))) for name, value in (flags or {}).items()]
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    return " ".join(clean_text(text, limit).split()) or "no detail"
+
+
+def _error_detail(response: httpx.Response) -> str:
+    """MangaDex's error envelope detail (or title), else the text body (the UA rejection is
+    text/plain)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return _one_line(response.text)
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        first = errors[0]
+        parts = [p for p in (first.get("title"), first.get("detail")) if isinstance(p, str) and p]
+        if parts:
+            return _one_line(": ".join(parts))
+    return _one_line(response.text)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds to wait from `Retry-After` (seconds or HTTP date) and MangaDex's
+    `X-RateLimit-Retry-After` (a UNIX timestamp); the later of the two."""
+    waits: list[float] = []
+    now = time.time()
+    raw = response.headers.get("retry-after")
+    if raw:
+        try:
+            waits.append(float(raw))
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(raw) if raw else None
+            if parsed is not None:
+                waits.append(parsed.timestamp() - now)
+    raw_ts = response.headers.get("x-ratelimit-retry-after")
+    if raw_ts:
+        with contextlib.suppress(ValueError):
+            waits.append(float(raw_ts) - now)
+    if not waits:
+        return None
+    # A hair over what was asked: "retry after" means strictly after, never earlier.
+    return max(0.0, max(waits)) + 0.05
