@@ -66,18 +66,17 @@ def _error(status: int, message: str) -> JSONResponse:
 def create_app(ctx: ServerContext) -> FastAPI:
     app = FastAPI(title="MangaHub notification server", version="1")
 
-    async def handle_trigger(path_kind: str, request: Request) -> JSONResponse:
-        kind = triggers.KINDS[path_kind]
-        response = await _trigger(ctx, kind, request)
-        ctx.metrics.triggers.labels(kind, str(response.status_code)).inc()
-        return response
+    def trigger_route(kind: str) -> Callable[[Request], Awaitable[JSONResponse]]:
+        async def route(request: Request) -> JSONResponse:
+            response = await _trigger(ctx, kind, request)
+            ctx.metrics.triggers.labels(kind, str(response.status_code)).inc()
+            return response
+
+        return route
 
     for path_kind, kind in triggers.KINDS.items():
-        def route(request: Request, _k: str = path_kind) -> Awaitable[JSONResponse]:
-            return handle_trigger(_k, request)
-
         app.add_api_route(
-            f"/notify/{path_kind}", route, methods=["POST"], status_code=202,
+            f"/notify/{path_kind}", trigger_route(kind), methods=["POST"], status_code=202,
             summary=f"Notify users of {kind}", response_model=None,
             openapi_extra=_trigger_doc(kind), name=f"notify_{kind.lower()}",
         )

@@ -59,8 +59,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
     # --- plumbing -------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and friends: the client is gone; expiry will tell.
