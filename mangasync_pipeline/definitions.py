@@ -1,0 +1,22 @@
+"""The one `Definitions` of mangasync (loaded by workspace.yaml and `dg`)."""
+
+from __future__ import annotations
+
+from dagster import Definitions
+
+from mangasync_pipeline.defs.assets import catalogue, new_chapters
+from mangasync_pipeline.defs.checks import CHECKS
+from mangasync_pipeline.defs.jobs import JOBS
+from mangasync_pipeline.defs.resources import build_resources
+from mangasync_pipeline.defs.schedules import SCHEDULES
+from mangasync_pipeline.defs.sensors import SENSORS
+from mangasync_pipeline.defs.settings import SETTINGS
+
+defs = Definitions(
+    assets=[catalogue, new_chapters],
+    asset_checks=CHECKS,
+    jobs=JOBS,
+    sensors=SENSORS,
+    schedules=SCHEDULES,
+    resources=build_resources(SETTINGS),
+)

@@ -1,0 +1,87 @@
+"""Asset checks that catch real breakage in what the assets wrote."""
+
+
+from datetime import timedelta
+
+from dagster import AssetCheckResult, AssetCheckSeverity, asset_check
+from sqlalchemy import and_, func, select
+
+from mangasync_pipeline.config import utcnow
+from mangasync_pipeline.db.tables import chapters, genres, manga, manga_genres
+from mangasync_pipeline.defs.assets import GENRE_LINKS, MANGA_CATALOGUE, NEW_CHAPTERS
+from mangasync_pipeline.defs.resources import MangaHubDatabase
+from mangasync_pipeline.notify import outbox
+
+
+def _count(mangahub: MangaHubDatabase, stmt: object) -> int:
+    with mangahub.engine().connect() as conn:
+        return int(conn.execute(stmt).scalar() or 0)  # type: ignore[call-overload]
+
+
+@asset_check(asset=MANGA_CATALOGUE, description="Every manga has a title and a slug.")
+def manga_have_titles_and_slugs(mangahub: MangaHubDatabase) -> AssetCheckResult:
+    bad = _count(mangahub, select(func.count()).select_from(manga).where(
+        (func.trim(manga.c.title) == "") | (func.trim(manga.c.slug) == "")))
+    total = _count(mangahub, select(func.count()).select_from(manga))
+    return AssetCheckResult(passed=bad == 0, metadata={"manga": total, "without_title": bad})
+
+
+@asset_check(asset=GENRE_LINKS, description="Every genre link points at an existing manga "
+             "and genre.")
+def genre_links_point_at_rows(mangahub: MangaHubDatabase) -> AssetCheckResult:
+    dangling = _count(mangahub, select(func.count()).select_from(
+        manga_genres.outerjoin(manga, manga.c.id == manga_genres.c.manga_id)
+        .outerjoin(genres, genres.c.id == manga_genres.c.genre_id))
+        .where((manga.c.id.is_(None)) | (genres.c.id.is_(None))))
+    return AssetCheckResult(passed=dangling == 0, metadata={"dangling_links": dangling})
+
+
+@asset_check(asset=MANGA_CATALOGUE, description="No notification waits in the outbox for "
+             "more than an hour (is the notification server up?).")
+def notification_outbox_backlog(mangahub: MangaHubDatabase) -> AssetCheckResult:
+    with mangahub.engine().connect() as conn:
+        backlog = outbox.backlog(conn)
+    age = backlog.oldest_age_seconds(utcnow())
+    return AssetCheckResult(
+        passed=age <= timedelta(hours=1).total_seconds(),
+        severity=AssetCheckSeverity.WARN,
+        metadata={"pending": backlog.pending, "oldest_pending_age_seconds": round(age)},
+    )
+
+
+@asset_check(asset=NEW_CHAPTERS, description="No chapter belongs to a manga outside the "
+             "catalogue.")
+def chapters_of_catalogued_manga(mangahub: MangaHubDatabase) -> AssetCheckResult:
+    orphans = _count(mangahub, select(func.count()).select_from(
+        chapters.outerjoin(manga, manga.c.id == chapters.c.manga_id))
+        .where(manga.c.id.is_(None)))
+    return AssetCheckResult(passed=orphans == 0, metadata={"orphan_chapters": orphans})
+
+
+@asset_check(asset=NEW_CHAPTERS, description="total_chapters is never below the highest "
+             "stored whole chapter number.")
+def total_chapters_not_below_stored(mangahub: MangaHubDatabase) -> AssetCheckResult:
+    top = (select(chapters.c.manga_id, func.max(chapters.c.chapter_number).label("top"))
+           .group_by(chapters.c.manga_id).subquery())
+    behind = _count(mangahub, select(func.count()).select_from(
+        manga.join(top, top.c.manga_id == manga.c.id)).where(
+        and_(top.c.top.is_not(None), (manga.c.total_chapters.is_(None))
+             | (manga.c.total_chapters < func.floor(top.c.top)))))
+    return AssetCheckResult(passed=behind == 0, metadata={"manga_behind": behind})
+
+
+@asset_check(asset=NEW_CHAPTERS, description="At most one NEW_CHAPTER per manga, language and "
+             "chapter number.")
+def one_notification_per_chapter_number(mangahub: MangaHubDatabase) -> AssetCheckResult:
+    dupes = (select(chapters.c.manga_id).where(chapters.c.notified.is_(True),
+                                               chapters.c.chapter_number.is_not(None))
+             .group_by(chapters.c.manga_id, chapters.c.translated_language,
+                       chapters.c.chapter_number)
+             .having(func.count() > 1).subquery())
+    n = _count(mangahub, select(func.count()).select_from(dupes))
+    return AssetCheckResult(passed=n == 0, metadata={"duplicate_numbers": n})
+
+
+CHECKS = [manga_have_titles_and_slugs, genre_links_point_at_rows, notification_outbox_backlog,
+          chapters_of_catalogued_manga, total_chapters_not_below_stored,
+          one_notification_per_chapter_number]

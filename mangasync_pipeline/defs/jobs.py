@@ -1,0 +1,130 @@
+"""Jobs: the asset jobs that sensors and schedules target, and three op jobs."""
+
+import time
+from collections.abc import Iterator
+
+from dagster import (
+    AssetMaterialization,
+    Config,
+    Failure,
+    MetadataValue,
+    OpExecutionContext,
+    Output,
+    define_asset_job,
+    job,
+    op,
+)
+
+from mangasync_pipeline.defs.assets import GENRE_LINKS, MANGA_CATALOGUE, NEW_CHAPTERS
+from mangasync_pipeline.defs.reporting import (
+    delivery_metadata,
+    preview,
+    record_metrics,
+    request_metadata,
+)
+from mangasync_pipeline.defs.resources import (
+    MangaDexResource,
+    MangaHubDatabase,
+    NotifierResource,
+    SyncSettings,
+)
+from mangasync_pipeline.defs.settings import DAILY, MANGADEX_POOL, RUN_RETRY
+from mangasync_pipeline.mangadex.errors import MangaNotFoundError
+from mangasync_pipeline.sync.catalogue import initial_sync
+from mangasync_pipeline.sync.manga_sync import sync_one
+
+catalogue_job = define_asset_job(
+    "catalogue_job", selection=[MANGA_CATALOGUE, GENRE_LINKS], partitions_def=DAILY,
+    description="Materializes manga_catalogue and genre_links partitions (sensor runs and "
+                "backfills).")
+
+new_chapters_job = define_asset_job(
+    "new_chapters_job", selection=[NEW_CHAPTERS], partitions_def=DAILY,
+    description="Materializes new_chapters partitions (the schedule's runs and backfills).")
+
+
+class InitialSyncConfig(Config):
+    force: bool = False
+
+
+@op(pool=MANGADEX_POOL, retry_policy=RUN_RETRY)
+def import_newest_manga(context: OpExecutionContext, config: InitialSyncConfig,
+                        mangahub: MangaHubDatabase, mangadex: MangaDexResource,
+                        sync_settings: SyncSettings) -> Iterator[AssetMaterialization | Output]:
+    """Imports the newest INITIAL_SYNC_LIMIT manga once; `force` runs it again."""
+    engine, client = mangahub.engine(), mangadex.client()
+    before = client.stats.snapshot()
+    started = time.monotonic()
+    result = initial_sync(engine, client, sync_settings.initial_sync_limit, force=config.force)
+    requests, spent = request_metadata(client, before)
+    if result.skipped:
+        context.log.info("initial sync already completed; run with force: true to repeat it")
+        yield Output(None, metadata={"skipped": True, "cursor": str(result.cursor)})
+        return
+    report = result.catalogue
+    record_metrics(engine, "initial_sync", spent, time.monotonic() - started,
+                   {"manga_synced": report.seen})
+    # Record what it wrote as materializations of the catalogue partitions it touched.
+    for day, count in sorted(report.days.items()):
+        yield AssetMaterialization(asset_key=MANGA_CATALOGUE, partition=day,
+                                   metadata={"manga_imported": count,
+                                             "source": "initial_sync_job"})
+    yield Output(None, metadata={
+        **report.summary(), **requests, "cursor": str(result.cursor),
+        "partitions_written": len(report.days), "preview": preview(report.preview()),
+    })
+
+
+@job(description="Imports the newest INITIAL_SYNC_LIMIT manga (order[createdAt]=desc, 100 per "
+                 "request). Runs once; run config {ops: {import_newest_manga: {config: "
+                 "{force: true}}}} repeats it. Notifies no one.")
+def initial_sync_job() -> None:
+    import_newest_manga()
+
+
+class SyncMangaConfig(Config):
+    mangadex_id: str
+
+
+@op(pool=MANGADEX_POOL)
+def sync_one_manga(context: OpExecutionContext, config: SyncMangaConfig,
+                   mangahub: MangaHubDatabase, mangadex: MangaDexResource,
+                   notifier: NotifierResource, sync_settings: SyncSettings) -> Output:
+    engine, client = mangahub.engine(), mangadex.client()
+    try:
+        found = sync_one(engine, client, config.mangadex_id.strip().lower(),
+                         sync_settings.language_list)
+    except MangaNotFoundError as exc:
+        raise Failure(description=f"MangaDex has no manga {config.mangadex_id}: {exc}") from None
+    delivery = notifier.deliver(engine)
+    context.log.info(f"manga {found['manga_id']} ({config.mangadex_id}): {found}")
+    return Output(None, metadata={
+        **{k: v for k, v in found.items() if k != "new_chapters"},
+        "new_chapters": preview(found["new_chapters"]),
+        "report": MetadataValue.json(found), **delivery_metadata(delivery),
+    })
+
+
+@job(description="Re-reads one manga and its whole feed; run config "
+                 "{ops: {sync_one_manga: {config: {mangadex_id: <uuid>}}}}.")
+def sync_manga_job() -> None:
+    sync_one_manga()
+
+
+@op
+def deliver_outbox(context: OpExecutionContext, mangahub: MangaHubDatabase,
+                   notifier: NotifierResource) -> Output:
+    report = notifier.deliver(mangahub.engine())
+    if report.errors:
+        context.log.warning(f"notification server not reachable: {report.errors[0]}")
+    return Output(None, metadata={**delivery_metadata(report),
+                                  "next_attempt_at": str(report.waiting_until or "")})
+
+
+@job(description="Hands pending outbox notifications to the notification server, in order.")
+def deliver_notifications_job() -> None:
+    deliver_outbox()
+
+
+JOBS = [catalogue_job, new_chapters_job, initial_sync_job, sync_manga_job,
+        deliver_notifications_job]

@@ -1,0 +1,53 @@
+"""Turning run reports into what a person reads in the Dagster UI and in /metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dagster import MetadataValue
+from sqlalchemy import Engine
+
+from mangasync_pipeline.mangadex.client import MangaDexClient
+from mangasync_pipeline.mangadex.stats import StatsSnapshot
+from mangasync_pipeline.notify.notifier import DeliveryReport
+from mangasync_pipeline.sync import metrics
+
+
+def request_metadata(client: MangaDexClient, before: StatsSnapshot
+                     ) -> tuple[dict[str, Any], StatsSnapshot]:
+    spent = client.stats.snapshot() - before
+    return {
+        "mangadex_requests": spent.total_requests,
+        "mangadex_requests_by_endpoint": MetadataValue.json(spent.by_endpoint()),
+        "mangadex_retries": spent.retries,
+        "rate_limit_wait_seconds": round(spent.rate_limit_wait_s, 2),
+        "retry_wait_seconds": round(spent.retry_wait_s, 2),
+    }, spent
+
+
+def delivery_metadata(report: DeliveryReport) -> dict[str, Any]:
+    return {f"outbox_{k}": v for k, v in report.as_metadata().items()}
+
+
+def preview(lines: list[str], limit: int = 10) -> MetadataValue:
+    if not lines:
+        return MetadataValue.md("_nothing new_")
+    shown = "\n".join(f"- {line}" for line in lines[:limit])
+    more = f"\n- … and {len(lines) - limit} more" if len(lines) > limit else ""
+    return MetadataValue.md(shown + more)
+
+
+def record_metrics(engine: Engine, sync: str, spent: StatsSnapshot, duration: float,
+                   counts: dict[str, int]) -> None:
+    values: dict[tuple[str, str], float] = {}
+    for (endpoint, status), n in spent.requests.items():
+        key = ("mangadex_requests_total", metrics.labels_text(
+            {"endpoint": endpoint, "status": status}))
+        values[key] = values.get(key, 0) + n
+    values[("mangadex_rate_limit_wait_seconds_total", "")] = spent.rate_limit_wait_s
+    values[("sync_duration_seconds_total", metrics.labels_text({"sync": sync}))] = duration
+    values[("sync_runs_total", metrics.labels_text({"sync": sync}))] = 1
+    for name, n in counts.items():
+        values[(f"{name}_total", metrics.labels_text({"sync": sync}))] = n
+    with engine.begin() as conn:
+        metrics.add(conn, values)

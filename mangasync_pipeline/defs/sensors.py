@@ -1,0 +1,109 @@
+"""Sensors detect and hand work to runs; they never do the work (60 s tick limit)."""
+
+import hashlib
+from datetime import date
+
+from dagster import (
+    DefaultSensorStatus,
+    RunConfig,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from mangasync_pipeline.config import utcnow
+from mangasync_pipeline.defs.assets import CatalogueConfig
+from mangasync_pipeline.defs.jobs import catalogue_job, deliver_notifications_job
+from mangasync_pipeline.defs.resources import MangaDexResource, MangaHubDatabase
+from mangasync_pipeline.defs.settings import SETTINGS
+from mangasync_pipeline.mangadex.errors import MangaDexError
+from mangasync_pipeline.notify import outbox
+from mangasync_pipeline.sync import state
+from mangasync_pipeline.sync.catalogue import PollCursor, detect_changes, start_cursor
+
+
+def _partition_for(day: str) -> str:
+    # Manga older than the first partition still need a partition to run under.
+    return max(date.fromisoformat(day), SETTINGS.partitions_start).isoformat()
+
+
+@sensor(
+    job=catalogue_job,
+    minimum_interval_seconds=max(30, int(SETTINGS.new_manga_poll_interval.total_seconds())),
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Asks MangaDex (one updatedAtSince keyset query) for manga created or changed "
+                "since its cursor and requests catalogue runs for their day partitions.",
+)
+def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabase,
+                     mangadex: MangaDexResource) -> SensorResult | SkipReason:
+    engine = mangahub.engine()
+    cursor = PollCursor.decode(context.cursor)
+    if cursor is None:
+        with engine.connect() as conn:
+            mirrored = state.get_state(conn, state.NEW_MANGA_POLL)
+        cursor = (PollCursor.decode(mirrored["last_cursor"]) if mirrored else None) \
+            or start_cursor(engine, utcnow())
+    try:
+        detection = detect_changes(engine, mangadex.client(), cursor)
+    except MangaDexError as exc:
+        state.mark_error(engine, state.NEW_MANGA_POLL, str(exc))
+        return SkipReason(f"MangaDex not reachable, cursor kept at {cursor.since}: {exc}")
+    requests = []
+    by_partition: dict[str, list[str]] = {}
+    for day in detection.days:
+        by_partition.setdefault(_partition_for(day), []).extend(
+            detection.new_by_day.get(day, []) + detection.updated_by_day.get(day, []))
+    # Only manga the run actually inserts can be announced, so one flag serves both kinds.
+    for partition, ids in sorted(by_partition.items()):
+        digest = hashlib.sha1(",".join(sorted(ids)).encode()).hexdigest()[:16]
+        requests.append(RunRequest(
+            partition_key=partition,
+            run_key=f"new-manga:{partition}:{digest}",
+            run_config=RunConfig(ops={"catalogue": CatalogueConfig(
+                mangadex_ids=sorted(ids), notify_new_manga=True)}),
+            tags={"mangasync/trigger": "new_manga_sensor", "mangasync/manga": str(len(ids))},
+        ))
+    new_cursor = detection.cursor or cursor
+    with engine.begin() as conn:
+        state.set_state(conn, state.NEW_MANGA_POLL, status="idle", last_run_at=utcnow(),
+                        last_success_at=utcnow(), last_cursor=new_cursor.encode(),
+                        error_message=None,
+                        metadata={"new": sum(len(v) for v in detection.new_by_day.values()),
+                                  "updated": sum(len(v)
+                                                 for v in detection.updated_by_day.values())})
+    if not requests:
+        return SensorResult(skip_reason=SkipReason(
+            f"nothing new since {cursor.since.isoformat()} ({detection.seen} changes seen)"),
+            cursor=new_cursor.encode())
+    context.log.info(f"requesting catalogue runs for {sorted(by_partition)}; cursor now "
+                     f"{new_cursor.since.isoformat()}")
+    return SensorResult(run_requests=requests, cursor=new_cursor.encode())
+
+
+@sensor(
+    job=deliver_notifications_job,
+    minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Requests a delivery run when the outbox holds notifications the server has "
+                "not accepted yet (oldest first, with backoff).",
+)
+def notification_outbox_sensor(context: SensorEvaluationContext,
+                               mangahub: MangaHubDatabase) -> RunRequest | SkipReason:
+    with mangahub.engine().connect() as conn:
+        backlog = outbox.backlog(conn)
+        head = outbox.pending(conn, 1)
+    if not head:
+        return SkipReason("outbox empty")
+    now = utcnow()
+    summary = (f"{backlog.pending} pending, oldest {round(backlog.oldest_age_seconds(now))} s "
+               "old")
+    if head[0].next_attempt_at > now:
+        return SkipReason(f"{summary}; next attempt at "
+                          f"{head[0].next_attempt_at.isoformat(timespec='seconds')}")
+    return RunRequest(run_key=f"outbox:{head[0].id}:{head[0].attempts}",
+                      tags={"mangasync/outbox_pending": str(backlog.pending)})
+
+
+SENSORS = [new_manga_sensor, notification_outbox_sensor]

@@ -1,0 +1,334 @@
+"""New-chapter detection whose cost grows with new chapters, not with the catalogue.
+
+MangaDex's global `/chapter` list is read with keyset windows (never each manga's feed), the
+chapters of catalogued manga are stored, and NEW_CHAPTER notifications are queued by the rules
+of CONTRACTS.md:
+
+- the chapter id was not stored before;
+- it became readable after its manga entered the catalogue (history is never new);
+- its number is higher than every number known for (manga, language), or it has none.
+
+Known numbers come from stored chapters and, the first time a (manga, language) shows activity
+with nothing stored, from one feed request: the highest number readable before the manga was
+catalogued (`chapter_baselines`). So an empty `lastChapter` never turns history into news.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select, update
+
+from mangasync_pipeline.config import utcnow
+from mangasync_pipeline.db.queries import insert_ignore
+from mangasync_pipeline.db.tables import chapter_baselines, chapters, manga
+from mangasync_pipeline.mangadex.client import MangaDexClient
+from mangasync_pipeline.mangadex.models import Chapter
+from mangasync_pipeline.notify import outbox
+from mangasync_pipeline.sync import state
+from mangasync_pipeline.sync.catalogue import day_bounds
+
+log = logging.getLogger("mangasync.chapters")
+
+Pair = tuple[int, str]  # (local manga id, language)
+
+# The two windows that together see every chapter once it is readable (API-FACTS §3 and §6):
+# - by publishAt, with no include* flag, so MangaDex's default `publishAt <= now` applies:
+#   regular uploads, and scheduled ones once they are out;
+# - by createdAt with includeExternalUrl=1 and includeFuturePublishAt=1: link-only chapters
+#   parked at a far-future publishAt, readable from their createdAt, which the first window
+#   never returns. Any include* flag drops the default filter, hence both flags set to 1.
+QUERIES: dict[str, dict[str, int] | None] = {
+    "publishAt": None,
+    "createdAt": {"includeExternalUrl": 1, "includeFuturePublishAt": 1},
+}
+
+
+@dataclass
+class MangaInfo:
+    id: int
+    mangadex_id: str
+    title: str
+    catalogued_at: datetime
+    total_chapters: int | None
+
+
+@dataclass
+class ChapterReport:
+    seen: int = 0
+    stored: int = 0
+    already_stored: int = 0
+    history: int = 0
+    not_catalogued: int = 0
+    other_language: int = 0
+    skipped_items: int = 0
+    baseline_requests: int = 0
+    notifications: int = 0
+    new_numbers: list[str] = field(default_factory=list)
+    newest: dict[str, datetime] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {"chapters_seen": self.seen, "chapters_stored": self.stored,
+                "already_stored": self.already_stored, "history_not_notified": self.history,
+                "skipped_not_catalogued": self.not_catalogued,
+                "skipped_other_language": self.other_language,
+                "items_skipped_malformed": self.skipped_items,
+                "baseline_feed_requests": self.baseline_requests,
+                "notifications_queued": self.notifications,
+                "new_numbers": len(self.new_numbers)}
+
+
+def number_text(number: Decimal) -> str:
+    text = format(number.normalize(), "f")
+    return text
+
+
+def _manga_info(conn: Connection, mangadex_ids: Iterable[str]) -> dict[str, MangaInfo]:
+    ids = sorted(set(mangadex_ids))
+    if not ids:
+        return {}
+    rows = conn.execute(select(manga.c.id, manga.c.mangadex_id, manga.c.title,
+                               manga.c.catalogued_at, manga.c.total_chapters)
+                        .where(manga.c.mangadex_id.in_(ids))).all()
+    return {r.mangadex_id: MangaInfo(r.id, r.mangadex_id, r.title, r.catalogued_at,
+                                     r.total_chapters) for r in rows}
+
+
+def _known_numbers(conn: Connection, pairs: set[Pair]) -> tuple[dict[Pair, Decimal | None],
+                                                                set[Pair]]:
+    """Highest known number per pair, and the pairs we know nothing about yet."""
+    if not pairs:
+        return {}, set()
+    manga_ids = sorted({m for m, _ in pairs})
+    stored: dict[Pair, Decimal | None] = {}
+    counts: dict[Pair, int] = {}
+    for m, lang, top, n in conn.execute(
+        select(chapters.c.manga_id, chapters.c.translated_language,
+               func.max(chapters.c.chapter_number), func.count())
+        .where(chapters.c.manga_id.in_(manga_ids))
+        .group_by(chapters.c.manga_id, chapters.c.translated_language)
+    ).tuples():
+        stored[(m, lang)] = Decimal(top) if top is not None else None
+        counts[(m, lang)] = n
+    baselines = {(m, lang): (Decimal(top) if top is not None else None)
+                 for m, lang, top in conn.execute(
+                     select(chapter_baselines.c.manga_id, chapter_baselines.c.translated_language,
+                            chapter_baselines.c.max_number)
+                     .where(chapter_baselines.c.manga_id.in_(manga_ids))).tuples()}
+    known: dict[Pair, Decimal | None] = {}
+    missing: set[Pair] = set()
+    for pair in pairs:
+        values = [v for v in (stored.get(pair), baselines.get(pair)) if v is not None]
+        known[pair] = max(values) if values else None
+        if pair not in baselines and not counts.get(pair):
+            missing.add(pair)
+    return known, missing
+
+
+def _fetch_baselines(client: MangaDexClient, missing: set[Pair],
+                     infos: dict[int, MangaInfo]) -> dict[Pair, Decimal | None]:
+    """One feed request per manga: the top numbers readable before it was catalogued."""
+    by_manga: dict[int, list[str]] = defaultdict(list)
+    for m, lang in missing:
+        by_manga[m].append(lang)
+    found: dict[Pair, Decimal | None] = {}
+    for m, langs in by_manga.items():
+        info = infos[m]
+        page = client.feed_page(info.mangadex_id, tuple(sorted(langs)),
+                                order={"chapter": "desc"}, limit=500)
+        for lang in langs:
+            numbers = [c.number for c in page.items
+                       if c.translated_language == lang and c.number is not None
+                       and c.readable_at <= info.catalogued_at]
+            found[(m, lang)] = max(numbers) if numbers else None
+    return found
+
+
+def process_chapters(engine: Engine, client: MangaDexClient | None, items: Sequence[Chapter],
+                     languages: Sequence[str], report: ChapterReport, *,
+                     baselines: dict[Pair, Decimal | None] | None = None) -> None:
+    """Store one page of chapters and queue what the rules say is new.
+
+    `baselines` may be given by a caller that already read a whole feed; otherwise the
+    missing ones are fetched with `client` (one request per manga, outside the transaction).
+    """
+    report.seen += len(items)
+    wanted = [c for c in items if c.translated_language in languages]
+    report.other_language += len(items) - len(wanted)
+    for c in wanted:
+        key_times = {"publishAt": c.publish_at, "createdAt": c.created_at,
+                     "readableAt": c.readable_at}
+        for key, value in key_times.items():
+            if key not in report.newest or value > report.newest[key]:
+                report.newest[key] = value
+    with engine.connect() as conn:
+        infos_by_dex = _manga_info(conn, (c.manga_id for c in wanted))
+        ours = [c for c in wanted if c.manga_id in infos_by_dex]
+        report.not_catalogued += len(wanted) - len(ours)
+        stored_ids = set(conn.execute(select(chapters.c.mangadex_chapter_id).where(
+            chapters.c.mangadex_chapter_id.in_([c.id for c in ours]))).scalars()) if ours else set()
+        fresh = [c for c in ours if c.id not in stored_ids]
+        report.already_stored += len(ours) - len(fresh)
+        pairs = {(infos_by_dex[c.manga_id].id, c.translated_language or "") for c in fresh}
+        known, missing = _known_numbers(conn, pairs)
+    if not fresh:
+        return
+    infos = {i.id: i for i in infos_by_dex.values()}
+    if missing:
+        given = {p: v for p, v in (baselines or {}).items() if p in missing}
+        still = missing - set(given)
+        if still and client is not None and baselines is None:
+            given.update(_fetch_baselines(client, still, infos))
+            report.baseline_requests += len({m for m, _ in still})
+        for pair in missing:
+            value = given.get(pair)
+            if value is not None and (known[pair] is None or value > known[pair]):
+                known[pair] = value
+    _store(engine, fresh, infos_by_dex, known, missing, baselines_found={
+        p: known[p] for p in missing}, report=report)
+
+
+def _store(engine: Engine, fresh: list[Chapter], infos_by_dex: dict[str, MangaInfo],
+           known: dict[Pair, Decimal | None], missing: set[Pair],
+           baselines_found: dict[Pair, Decimal | None], report: ChapterReport) -> None:
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    notices: list[tuple[str, dict[str, Any], str]] = []
+    top_integer: dict[int, int] = {}
+    running = dict(known)
+    # Oldest first, so that of several groups' uploads of a number the first one announces it.
+    for c in sorted(fresh, key=lambda c: (c.readable_at, c.created_at, c.id)):
+        info = infos_by_dex[c.manga_id]
+        lang = c.translated_language or ""
+        pair = (info.id, lang)
+        notify = False
+        if c.readable_at <= info.catalogued_at:
+            report.history += 1
+        elif c.number is None or running[pair] is None or c.number > running[pair]:
+            notify = True
+        if c.number is not None:
+            if running[pair] is None or c.number > running[pair]:  # type: ignore[operator]
+                running[pair] = c.number
+            top_integer[info.id] = max(top_integer.get(info.id, 0), math.floor(c.number))
+        rows.append({
+            "manga_id": info.id, "mangadex_chapter_id": c.id, "chapter_number": c.number,
+            "label": c.chapter, "title": c.title, "volume": c.volume, "pages": c.pages,
+            "translated_language": lang, "external_url": c.external_url,
+            "scanlation_group": c.group_ids[0] if c.group_ids else None,
+            "published_at": c.publish_at, "readable_at": c.readable_at, "notified": notify,
+            "created_at": c.created_at, "updated_at": now,
+        })
+        if notify:
+            label = number_text(c.number) if c.number is not None else None
+            key = (f"new-chapter:{info.mangadex_id}:{lang}:{label}" if label is not None
+                   else f"new-chapter:{info.mangadex_id}:{lang}:id:{c.id}")
+            payload: dict[str, Any] = {"manga_id": info.id, "title": info.title,
+                                       "chapter": label, "language": lang}
+            if c.title:
+                payload["chapter_title"] = c.title
+            notices.append((key, payload, c.id))
+    with engine.begin() as conn:
+        insert_ignore(conn, chapters, rows, conflict=["mangadex_chapter_id"])
+        if missing:
+            insert_ignore(conn, chapter_baselines, [
+                {"manga_id": m, "translated_language": lang,
+                 "max_number": baselines_found.get((m, lang)), "checked_at": now}
+                for m, lang in missing], conflict=["manga_id", "translated_language"])
+        for key, payload, chapter_id in notices:
+            outbox.enqueue(conn, outbox.NEW_CHAPTER, payload, key, now)
+            log.info("new chapter %s of manga %s (%s) ch %s [%s]: queued", chapter_id,
+                     payload["manga_id"], payload["title"], payload["chapter"],
+                     payload["language"])
+        touched = sorted({infos_by_dex[c.manga_id].id for c in fresh})
+        conn.execute(update(manga).where(manga.c.id.in_(touched))
+                     .values(last_chapter_check=now))
+        for manga_id, top in top_integer.items():
+            conn.execute(update(manga).where(manga.c.id == manga_id).where(
+                (manga.c.total_chapters.is_(None)) | (manga.c.total_chapters < top))
+                .values(total_chapters=top))
+    report.stored += len(rows)
+    report.notifications += len(notices)
+    report.new_numbers += [p["chapter"] or "(no number)" for _, p, _ in notices]
+
+
+# --- partitions and the schedule --------------------------------------------------------------
+
+
+def load_cursors(engine: Engine) -> dict[str, datetime]:
+    with engine.connect() as conn:
+        row = state.get_state(conn, state.CHAPTER_CHECK)
+    if not row or not row["last_cursor"]:
+        return {}
+    try:
+        raw = json.loads(row["last_cursor"])
+        return {k: datetime.fromisoformat(v) for k, v in raw.items()}
+    except (ValueError, AttributeError):
+        log.warning("chapter_check cursor %r unreadable: reading whole partitions",
+                    row["last_cursor"])
+        return {}
+
+
+def window_starts(cursors: dict[str, datetime], start: datetime, end: datetime,
+                  lookback: timedelta) -> dict[str, datetime]:
+    """Where each query starts: the partition's start, or the cursor minus the lookback."""
+    starts = {}
+    for key in QUERIES:
+        cursor = cursors.get(key)
+        if cursor is not None and start <= cursor - lookback < end:
+            starts[key] = cursor - lookback
+        else:
+            starts[key] = start
+    return starts
+
+
+def chapter_pages(client: MangaDexClient, languages: Sequence[str],
+                  starts: dict[str, datetime], end: datetime) -> Iterator[tuple[str, Any]]:
+    for key, flags in QUERIES.items():
+        for page in client.iter_chapter_pages(key, since=starts[key], until=end,  # type: ignore[arg-type]
+                                              languages=tuple(languages), flags=flags):
+            yield key, page
+
+
+def sync_chapter_window(engine: Engine, client: MangaDexClient, languages: Sequence[str],
+                        start: datetime, end: datetime, *, lookback: timedelta,
+                        use_cursor: bool = True) -> ChapterReport:
+    """Materialize chapter partitions [start, end): store and notify, then advance cursors."""
+    report = ChapterReport()
+    cursors = load_cursors(engine) if use_cursor else {}
+    starts = window_starts(cursors, start, end, lookback)
+    state.mark_running(engine, state.CHAPTER_CHECK)
+    try:
+        for _key, page in chapter_pages(client, languages, starts, end):
+            report.skipped_items += page.skipped
+            process_chapters(engine, client, page.items, languages, report)
+        merged = dict(cursors)
+        for key in QUERIES:
+            seen = report.newest.get(key)
+            # The window is done up to its end or now, whichever is first.
+            done_to = min(end, utcnow())
+            candidate = max(seen, done_to - timedelta(seconds=1)) if seen else done_to
+            if key not in merged or candidate > merged[key]:
+                merged[key] = candidate
+        with engine.begin() as conn:
+            state.mark_success(conn, state.CHAPTER_CHECK, status="idle",
+                               cursor=json.dumps({k: v.isoformat() for k, v in merged.items()}),
+                               metadata=report.summary())
+    except Exception as exc:
+        state.mark_error(engine, state.CHAPTER_CHECK, f"{type(exc).__name__}: {exc}")
+        raise
+    return report
+
+
+def sync_chapter_days(engine: Engine, client: MangaDexClient, languages: Sequence[str],
+                      first_day: Any, last_day: Any, *, lookback: timedelta) -> ChapterReport:
+    start, _ = day_bounds(first_day)
+    _, end = day_bounds(last_day)
+    return sync_chapter_window(engine, client, languages, start, end, lookback=lookback)

@@ -1,0 +1,76 @@
+"""Re-read one manga and its whole feed: `sync_manga_job` and `POST /api/manga/{id}/sync`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Engine, or_, select
+
+from mangasync_pipeline.config import Settings, utcnow
+from mangasync_pipeline.db.engine import shared_engine
+from mangasync_pipeline.db.tables import manga
+from mangasync_pipeline.mangadex.client import DEFAULT_INCLUDES, MangaDexClient
+from mangasync_pipeline.mangadex.mapping import manga_row
+from mangasync_pipeline.sync.catalogue_store import NotifyPolicy, upsert_manga
+from mangasync_pipeline.sync.chapters import ChapterReport, process_chapters
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def resolve_mangadex_id(engine: Engine, manga_ref: str) -> str:
+    """A local id, a slug or a MangaDex UUID -> the MangaDex UUID (LookupError if unknown)."""
+    ref = manga_ref.strip()
+    if _UUID.match(ref):
+        return ref.lower()
+    conditions = [manga.c.slug == ref]
+    if ref.isdigit():
+        conditions.append(manga.c.id == int(ref))
+    with engine.connect() as conn:
+        found = conn.execute(select(manga.c.mangadex_id).where(or_(*conditions))).scalar()
+    if found is None:
+        raise LookupError(f"no manga {ref!r} in the catalogue (give a local id, a slug or a "
+                          "MangaDex UUID)")
+    return found
+
+
+def sync_one(engine: Engine, client: MangaDexClient, mangadex_id: str,
+             languages: Sequence[str]) -> dict[str, Any]:
+    """Upsert the manga (never a NEW_MANGA), then apply the chapter rules to its full feed."""
+    before = client.stats.snapshot()
+    item = client.get_manga(mangadex_id, includes=DEFAULT_INCLUDES)
+    with engine.begin() as conn:
+        upsert = upsert_manga(conn, [manga_row(item, client.uploads_url)], utcnow(),
+                              NotifyPolicy(new_manga=False, updates=True))
+    report = ChapterReport()
+    feed = [c for page in client.iter_feed_pages(mangadex_id, tuple(languages))
+            for c in page.items]
+    # The whole feed is at hand, so history before cataloguing is the baseline: no extra request.
+    process_chapters(engine, client, feed, languages, report, baselines={})
+    spent = client.stats.snapshot() - before
+    with engine.connect() as conn:
+        row = conn.execute(select(manga.c.id, manga.c.slug, manga.c.title,
+                                  manga.c.total_chapters)
+                           .where(manga.c.mangadex_id == mangadex_id)).one()
+    return {
+        "manga_id": row.id, "mangadex_id": mangadex_id, "slug": row.slug, "title": row.title,
+        "total_chapters": row.total_chapters,
+        "catalogue": "inserted" if upsert.inserted else ("updated" if upsert.updated
+                                                         else "unchanged"),
+        "chapters_in_feed": report.seen, "chapters_stored": report.stored,
+        "already_stored": report.already_stored, "new_chapters": report.new_numbers,
+        "notifications_queued": report.notifications + upsert.notifications,
+        "requests": spent.total_requests,
+    }
+
+
+def sync_manga(settings: Settings, manga_ref: str) -> dict[str, Any]:
+    """The per-manga sync for callers outside Dagster (the notification server's REST API)."""
+    engine = shared_engine(settings.database_url)
+    mangadex_id = resolve_mangadex_id(engine, manga_ref)
+    with MangaDexClient(settings.mangadex_api_url, uploads_url=settings.mangadex_uploads_url,
+                        api_key=settings.mangadex_api_key,
+                        rate_limit=settings.mangadex_rate_limit,
+                        state_url=settings.database_url) as client:
+        return sync_one(engine, client, mangadex_id, settings.languages)
