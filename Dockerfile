@@ -1,0 +1,30 @@
+# One image for every mangasync service: Dagster code location, webserver, daemon, and the
+# notification server. docker-compose.yml picks the command.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    DAGSTER_HOME=/opt/dagster/dagster_home
+
+WORKDIR /opt/dagster/app
+
+# Dependencies first, so that a code change does not reinstall them.
+COPY pyproject.toml README.md ./
+RUN mkdir -p mangasync_pipeline && touch mangasync_pipeline/__init__.py \
+    && pip install . && pip uninstall -y mangasync
+
+COPY mangasync_pipeline ./mangasync_pipeline
+RUN pip install --no-deps .
+
+COPY dagster.yaml ${DAGSTER_HOME}/dagster.yaml
+COPY docker/workspace.yaml ./workspace.yaml
+
+RUN useradd --system --uid 10001 --home-dir /opt/dagster mangasync \
+    && mkdir -p ${DAGSTER_HOME}/storage \
+    && chown -R mangasync ${DAGSTER_HOME}
+USER mangasync
+
+EXPOSE 3000 4000 8085 9091/udp
+CMD ["mangasync", "--help"]

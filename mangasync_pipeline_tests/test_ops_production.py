@@ -1,0 +1,194 @@
+"""Production files: no container engine runs here, so the compose file, the image recipe, the
+environment template and Dagster's instance config are checked for what a deployment needs."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from dagster import DagsterInstance
+from dagster._core.instance.config import dagster_instance_config
+
+from mangasync_pipeline_tests.conftest import PG_ADMIN_DSN, _pg_admin
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# CONTRACTS.md, "Configuration".
+CONTRACT_VARIABLES = {
+    "DATABASE_URL", "MANGADEX_API_URL", "MANGADEX_UPLOADS_URL", "MANGADEX_API_KEY",
+    "MANGADEX_RATE_LIMIT", "MANGASYNC_LANGUAGES", "INITIAL_SYNC_LIMIT",
+    "NEW_MANGA_POLL_INTERVAL", "CHAPTER_POLL_INTERVAL", "CHAPTER_BATCH_SIZE", "UDP_SERVER_URL",
+    "NOTIFY_TRIGGER_TOKEN", "MANGASYNC_HTTP_PORT", "MANGASYNC_UDP_PORT", "MANGASYNC_BIND",
+    "MANGASYNC_PARTITIONS_START",
+}
+LONG_RUNNING = {"postgres", "code-location", "dagster-webserver", "dagster-daemon", "notify"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def env_example_variables() -> dict[str, str]:
+    """`NAME=value` lines of .env.example, commented (default shown) or not."""
+    found: dict[str, str] = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if m := re.match(r"^#?\s*([A-Z][A-Z0-9_]*)=(.*)$", line):
+            found.setdefault(m.group(1), m.group(2))
+    return found
+
+
+def test_compose_has_every_service_with_health_and_restart(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) >= LONG_RUNNING
+    for name in LONG_RUNNING:
+        service = services[name]
+        assert service.get("restart") in ("unless-stopped", "always"), name
+        assert service["healthcheck"]["test"], name
+    daemons = [n for n, s in services.items() if "dagster-daemon" in str(s.get("command"))]
+    assert daemons == ["dagster-daemon"], "exactly one Dagster daemon"
+
+
+def test_compose_start_order_waits_for_health(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, service in services.items():
+        for dependency, spec in (service.get("depends_on") or {}).items():
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+            if spec["condition"] == "service_healthy":
+                assert "healthcheck" in services[dependency], dependency
+    waits = {n: set(s.get("depends_on") or {}) for n, s in services.items()}
+    assert "postgres" in waits["migrate"]
+    assert "migrate" in waits["code-location"] and "migrate" in waits["notify"]
+    assert "code-location" in waits["dagster-webserver"]
+    assert "code-location" in waits["dagster-daemon"]
+    assert services["code-location"]["depends_on"]["migrate"]["condition"] == (
+        "service_completed_successfully")
+
+
+def test_compose_commands_and_environment(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    code = services["code-location"]["command"]
+    assert code[:3] == ["dagster", "code-server", "start"]
+    assert "mangasync_pipeline.definitions" in code
+    port = code[code.index("--port") + 1]
+
+    workspace = yaml.safe_load((ROOT / "docker" / "workspace.yaml").read_text())
+    grpc = workspace["load_from"][0]["grpc_server"]
+    assert (grpc["host"], str(grpc["port"])) == ("code-location", port)
+
+    notify = services["notify"]
+    assert notify["command"] == ["mangasync", "server"]
+    assert notify["environment"]["MANGASYNC_BIND"] == "0.0.0.0"
+    assert any(p.endswith(":9091/udp") for p in notify["ports"])
+    assert any(p.endswith(":3000") for p in services["dagster-webserver"]["ports"])
+
+    for name in ("migrate", "code-location", "dagster-webserver", "dagster-daemon", "notify"):
+        service = services[name]
+        assert service["env_file"] == ".env", name
+        env = service["environment"]
+        assert env["DATABASE_URL"].startswith("${DATABASE_URL:-postgresql+psycopg://"), name
+        assert "@postgres:5432/" in env["DATABASE_URL"]
+        assert env["DAGSTER_POSTGRES_HOST"] == "postgres"
+        assert env["UDP_SERVER_URL"] == "${UDP_SERVER_URL:-http://notify:8085}"
+
+    init = services["postgres"]["volumes"][1].split(":")[0]
+    assert (ROOT / init).is_file()
+
+
+def test_compose_variables_are_documented(compose: dict[str, Any]) -> None:
+    documented = env_example_variables()
+    text = (ROOT / "docker-compose.yml").read_text()
+    for name, has_default in re.findall(r"\$\{([A-Z_][A-Z0-9_]*)(:[-?])?", text):
+        assert name in documented or has_default, f"${{{name}}} is neither documented nor defaulted"
+
+
+def test_env_example_lists_every_setting() -> None:
+    documented = env_example_variables()
+    assert set(documented) >= CONTRACT_VARIABLES, CONTRACT_VARIABLES - set(documented)
+    read_by_code = set(re.findall(r'get\("([A-Z][A-Z0-9_]*)"\)',
+                                  (ROOT / "mangasync_pipeline" / "config.py").read_text()))
+    assert read_by_code <= set(documented), read_by_code - set(documented)
+    dagster_env = set(re.findall(r"\{env: ([A-Z_]+)\}", (ROOT / "dagster.yaml").read_text()))
+    assert dagster_env <= set(documented)
+    # Each line with a default shows the contract's default.
+    assert documented["MANGADEX_RATE_LIMIT"] == "5"
+    assert documented["NEW_MANGA_POLL_INTERVAL"] == "5m"
+    assert documented["CHAPTER_POLL_INTERVAL"] == "15m"
+    assert documented["MANGASYNC_BIND"] == "127.0.0.1"
+
+
+def test_dockerfile_builds_one_image_for_every_service() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim\b", dockerfile, re.M)
+    assert re.search(r"^RUN pip install .*\.$", dockerfile, re.M)
+    assert "COPY dagster.yaml ${DAGSTER_HOME}/dagster.yaml" in dockerfile
+    assert "COPY docker/workspace.yaml ./workspace.yaml" in dockerfile
+    for source in re.findall(r"^COPY (\S+)", dockerfile, re.M):
+        assert (ROOT / source).exists(), source
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv", ".env"} <= set(ignored)
+
+
+@pytest.fixture
+def dagster_pg_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The env vars dagster.yaml reads, pointing at a fresh PostgreSQL database."""
+    name = f"mangasync_dagster_{uuid.uuid4().hex[:12]}"
+    _pg_admin(f'CREATE DATABASE "{name}"')
+    hostport = PG_ADMIN_DSN.split("@", 1)[1].rsplit("/", 1)[0]
+    host, _, port = hostport.partition(":")
+    user = PG_ADMIN_DSN.split("://", 1)[1].split("@", 1)[0].split(":")[0]
+    monkeypatch.setenv("DAGSTER_POSTGRES_USER", user)
+    monkeypatch.setenv("DAGSTER_POSTGRES_PASSWORD", "")
+    monkeypatch.setenv("DAGSTER_POSTGRES_HOST", host)
+    monkeypatch.setenv("DAGSTER_POSTGRES_PORT", port or "5432")
+    monkeypatch.setenv("DAGSTER_POSTGRES_DB", name)
+    yield name
+    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_production_dagster_yaml_passes_dagster_validation(dagster_pg_env: str) -> None:
+    config, _ = dagster_instance_config(str(ROOT))
+    assert config["storage"]["postgres"]["postgres_db"]["db_name"] == {
+        "env": "DAGSTER_POSTGRES_DB"}
+    assert config["run_retries"] == {"enabled": True, "max_retries": 2,
+                                     "retry_on_asset_or_op_failure": False}
+
+
+def test_production_instance_runs_on_postgresql(dagster_pg_env: str, tmp_path: Path) -> None:
+    shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+        assert instance.run_monitoring_enabled
+        concurrency = instance.get_concurrency_config()
+        assert concurrency.pool_config.default_pool_limit == 3
+        assert concurrency.run_queue_config is not None
+        assert concurrency.run_queue_config.max_concurrent_runs == 8
+        # The pool MangaDex steps use gets the default limit from PostgreSQL-backed storage.
+        assert instance.event_log_storage.get_concurrency_info("mangadex").limit == 3
+
+
+def test_embedded_dagster_yaml_is_valid_and_uses_sqlite(tmp_path: Path) -> None:
+    template = ROOT / "scripts" / "dagster_home" / "dagster.yaml"
+    dagster_instance_config(str(template.parent))
+    shutil.copy(template, tmp_path / "dagster.yaml")
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert "Sqlite" in type(instance.run_storage).__name__
+        assert instance.run_retries_enabled
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 2
+
+
+def test_local_workspace_loads_the_definitions_module() -> None:
+    workspace = yaml.safe_load((ROOT / "workspace.yaml").read_text())
+    module = workspace["load_from"][0]["python_module"]
+    assert module["module_name"] == "mangasync_pipeline.definitions"
+    assert module["attribute"] == "defs"
