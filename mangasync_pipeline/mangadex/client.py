@@ -10,6 +10,7 @@ import contextlib
 import email.utils
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -166,7 +167,7 @@ class MangaDexClient:
 
     def get_manga(self, manga_id: str, includes: Sequence[str] = DEFAULT_INCLUDES) -> Manga:
         """Raises `MangaNotFoundError` for a removed or unknown manga."""
-        path = f"/manga/{manga_id}"
+        path = f"/manga/{_manga_id(manga_id)}"
         payload = self._request(EP_MANGA, path, _includes(includes))
         return parse_entity(payload, path, parse_manga)
 
@@ -174,7 +175,7 @@ class MangaDexClient:
         self, ids: Iterable[str], includes: Sequence[str] = DEFAULT_INCLUDES
     ) -> list[Manga]:
         """Manga for the ids MangaDex still has (unknown ids are simply absent), 100 a request."""
-        unique = list(dict.fromkeys(ids))
+        unique = list(dict.fromkeys(_manga_id(i) for i in ids))
         found: list[Manga] = []
         for start in range(0, len(unique), MANGA_PAGE):
             chunk = unique[start : start + MANGA_PAGE]
@@ -248,7 +249,7 @@ class MangaDexClient:
             )
         base = _languages(languages) + _flags(flags) + _ratings(content_ratings)
         if manga_id is not None:
-            base.append(("manga", manga_id))
+            base.append(("manga", _manga_id(manga_id)))
         return self._keyset(
             EP_CHAPTERS,
             "/chapter",
@@ -269,7 +270,7 @@ class MangaDexClient:
         flags: dict[str, int] | None = None,
     ) -> Iterator[Page[Chapter]]:
         """A manga's whole chapter feed by `createdAt` ascending, however long it is."""
-        path = f"/manga/{manga_id}/feed"
+        path = f"/manga/{_manga_id(manga_id)}/feed"
         base = _languages(languages) + _flags(flags)
         return self._keyset(
             EP_FEED,
@@ -294,7 +295,7 @@ class MangaDexClient:
         """One request to a manga's feed (e.g. its newest chapters for a baseline)."""
         if offset + limit > RESULT_WINDOW:
             raise ValueError(f"feed_page: offset + limit beyond MangaDex's {RESULT_WINDOW}")
-        path = f"/manga/{manga_id}/feed"
+        path = f"/manga/{_manga_id(manga_id)}/feed"
         params: Params = [(f"order[{k}]", v) for k, v in order.items()]
         params += [("limit", str(limit)), ("offset", str(offset))]
         params += _languages(languages) + _flags(flags)
@@ -515,6 +516,16 @@ class MangaDexClient:
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def _manga_id(value: str) -> str:
+    """Ids go into URL paths: only a UUID may."""
+    if not isinstance(value, str) or not _UUID.match(value):
+        raise ValueError(f"not a MangaDex manga id (a UUID): {str(value)[:80]!r}")
+    return value.lower()
 
 
 def _includes(includes: Sequence[str]) -> Params:

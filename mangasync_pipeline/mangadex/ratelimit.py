@@ -12,7 +12,8 @@ Where the bucket lives:
 - a SQLite MangaHub DB: pyrate-limiter's SQLite bucket in a file beside the DB file,
   behind its file lock so processes take turns;
 - a PostgreSQL MangaHub DB: pyrate-limiter's Postgres bucket (table
-  `ratelimit___mangadex`) in that same database.
+  `ratelimit___mangadex`) in that same database. Stamps are this machine's wall clock,
+  so processes on several hosts need synchronised clocks (NTP), as they do anyway.
 """
 
 from __future__ import annotations
@@ -128,6 +129,11 @@ class RateLimiter:
 
 
 def _now(bucket: AbstractBucket) -> int:
-    now: Any = bucket.now()
-    assert isinstance(now, int)
-    return now
+    if isinstance(bucket, InMemoryBucket):
+        now: Any = bucket.now()
+        assert isinstance(now, int)
+        return now
+    # Shared buckets compare stamps from several processes, so wall-clock milliseconds.
+    # Not the Postgres bucket's database clock: its extra round trip comes between the
+    # stamp and the admission, and every millisecond there lets the next process in early.
+    return time.time_ns() // 1_000_000
