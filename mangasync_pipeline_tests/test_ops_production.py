@@ -178,9 +178,9 @@ def test_production_instance_runs_on_postgresql(dagster_pg_env: str, tmp_path: P
 
 
 def test_embedded_dagster_yaml_is_valid_and_uses_sqlite(tmp_path: Path) -> None:
-    template = ROOT / "scripts" / "dagster_home" / "dagster.yaml"
-    dagster_instance_config(str(template.parent))
+    template = ROOT / "mangasync_pipeline" / "ops" / "dagster_home.yaml"
     shutil.copy(template, tmp_path / "dagster.yaml")
+    dagster_instance_config(str(tmp_path))
     with DagsterInstance.from_config(str(tmp_path)) as instance:
         assert "Sqlite" in type(instance.run_storage).__name__
         assert instance.run_retries_enabled
