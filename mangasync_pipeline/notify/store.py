@@ -11,7 +11,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, exists, func, insert, literal, select, text, tuple_, update
+from sqlalchemy import (
+    Engine,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from mangasync_pipeline.config import utcnow
@@ -197,16 +208,24 @@ class NotifyStore:
         pairs = sorted(set(acks))
         if not pairs:
             return 0
+        by_user: dict[int, list[int]] = {}
+        for user_id, nid in pairs:
+            by_user.setdefault(user_id, []).append(nid)
         n = t.notifications
         changed = 0
         now = utcnow()
+        # One statement per user (an ACK holds at most 100 ids), all in one transaction.
+        # (A row-value `(user_id, id) IN (...)` would be one statement, but SQLAlchemy's
+        # cached SQLite rendering of it matched nothing after the first use.)
+        stmt = (update(n).where(n.c.user_id == bindparam("u"),
+                                n.c.id.in_(bindparam("ids", expanding=True)),
+                                n.c.read.is_(False))
+                .values(read=True, delivered_at=now))
         with self.engine.begin() as conn:
-            for start in range(0, len(pairs), _CHUNK):
-                chunk = pairs[start:start + _CHUNK]
-                result = conn.execute(
-                    update(n).where(tuple_(n.c.user_id, n.c.id).in_(chunk), n.c.read.is_(False))
-                    .values(read=True, delivered_at=now))
-                changed += result.rowcount or 0
+            for user_id, ids in by_user.items():
+                for start in range(0, len(ids), _CHUNK):
+                    result = conn.execute(stmt, {"u": user_id, "ids": ids[start:start + _CHUNK]})
+                    changed += result.rowcount or 0
             if self.is_postgres:
                 conn.execute(text("SELECT pg_notify(:ch, :msg)"), {
                     "ch": NOTIFY_CHANNEL,

@@ -20,7 +20,7 @@ def fast_options(**changes: object) -> ServerOptions:
     return replace(FAST, **changes)  # type: ignore[arg-type]
 
 
-def test_settings(db_url: str, **changes: object) -> Settings:
+def server_settings(db_url: str, **changes: object) -> Settings:
     base = Settings(database_url=db_url, http_port=0, udp_port=0, bind="127.0.0.1")
     return replace(base, **changes)  # type: ignore[arg-type]
 

@@ -152,6 +152,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
                     item.handle.cancel()
             self._acks.append((session.user_id, nid))
         if ids:
+            log.debug("ACK of %s from user %s session %s", ids, session.user_id, session.short)
             self._ack_wakeup.set()
 
     def _on_register(self, msg: dict[str, Any], addr: Address, size: int, now: float) -> None:
@@ -422,6 +423,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
                         "and will be sent again): %s", len(batch), exc)
             return
         self.metrics.acknowledged.inc(changed)
+        log.debug("%d of %d acknowledged notifications marked read", changed, len(batch))
 
     async def close(self) -> None:
         """Stop pushing; ACKs already received are written, unacknowledged stay unread."""

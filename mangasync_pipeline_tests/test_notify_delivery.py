@@ -1,0 +1,184 @@
+"""Pushing notifications over real UDP on loopback: online, offline catch-up, loss, restarts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from sqlalchemy import Engine, select
+
+from mangasync_pipeline.db import tables as t
+from mangasync_pipeline.notify.app import ServerHandle
+from mangasync_pipeline.notify.client import NotificationClient
+from mangasync_pipeline.notify.testing import add_manga, fast_options, follow, server_settings
+from mangasync_pipeline.notify.users import add_user
+
+
+@pytest.fixture
+def server(db_url: str) -> Iterator[ServerHandle]:
+    with ServerHandle(server_settings(db_url), fast_options()) as handle:
+        yield handle
+
+
+def _unread(engine: Engine, user_id: int) -> list[int]:
+    n = t.notifications
+    with engine.connect() as conn:
+        return list(conn.execute(select(n.c.id).where(n.c.user_id == user_id,
+                                                      n.c.read.is_(False))).scalars())
+
+
+def _wait_until(check: object, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_online_user_receives_pushes_and_ack_marks_them_read(
+        server: ServerHandle, engine: Engine) -> None:
+    manga_id = add_manga(engine, "Awesome Manga")
+    alice, token = add_user(engine, "alice")
+    bob, bob_token = add_user(engine, "bob")
+    follow(engine, [alice], manga_id)
+    with NotificationClient(*server.udp_addr, "alice", token) as client:
+        assert client.register()["unread"] == 0
+        chapter = httpx.post(f"{server.http_url}/notify/new-chapter", json={
+            "manga_id": manga_id, "title": "Awesome Manga", "chapter": "42.5",
+            "chapter_title": "The Duel", "language": "en"})
+        assert chapter.status_code == 202
+        assert chapter.json()["recipients"] == 1  # bob does not follow it
+        assert chapter.json()["online"] == 1
+        got = client.wait_for(1, 5)
+        assert got[0]["type"] == "NEW_CHAPTER"
+        assert got[0]["chapter"] == "42.5"
+        assert got[0]["id"] == chapter.json()["notification_ids"][0]
+        assert "The Duel" in got[0]["message"]
+        assert got[0]["created_at"].endswith("Z")
+        assert _wait_until(lambda: not _unread(engine, alice))
+    with engine.connect() as conn:
+        delivered = conn.execute(select(t.notifications.c.delivered_at)
+                                 .where(t.notifications.c.user_id == alice)).scalar_one()
+    assert delivered is not None
+    assert _unread(engine, bob) == []
+
+
+def test_offline_user_gets_every_unread_oldest_first_on_register(
+        server: ServerHandle, engine: Engine) -> None:
+    manga_id = add_manga(engine)
+    user_id, token = add_user(engine, "carol")
+    follow(engine, [user_id], manga_id)
+    ids = []
+    for number in range(1, 8):
+        r = httpx.post(f"{server.http_url}/notify/new-chapter", json={
+            "manga_id": manga_id, "title": "Awesome Manga", "chapter": number})
+        assert r.json() == {"notification_ids": r.json()["notification_ids"],
+                            "recipients": 1, "online": 0}
+        ids += r.json()["notification_ids"]
+    with NotificationClient(*server.udp_addr, "carol", token) as client:
+        assert client.register()["unread"] == 7
+        got = client.wait_for(7, 5)
+        assert [m["id"] for m in got] == ids
+        assert [m["chapter"] for m in got] == [str(n) for n in range(1, 8)]
+    assert _wait_until(lambda: not _unread(engine, user_id))
+
+
+def test_every_notification_shows_once_despite_30_percent_loss(
+        server: ServerHandle, engine: Engine) -> None:
+    manga_id = add_manga(engine)
+    user_id, token = add_user(engine, "dave")
+    follow(engine, [user_id], manga_id)
+    for number in range(10):
+        httpx.post(f"{server.http_url}/notify/new-chapter",
+                   json={"manga_id": manga_id, "title": "Lossy", "chapter": number})
+    with NotificationClient(*server.udp_addr, "dave", token, drop_rate=0.3, seed=7) as client:
+        client.register(timeout=0.5, attempts=20)
+        for number in range(10, 20):
+            httpx.post(f"{server.http_url}/notify/new-chapter",
+                       json={"manga_id": manga_id, "title": "Lossy", "chapter": number})
+        got = client.wait_for(20, 15)
+        assert client.dropped > 0
+        assert sorted(m["chapter"] for m in got) == sorted(str(n) for n in range(20))
+        assert len({m["id"] for m in got}) == len(got) == 20
+    assert _wait_until(lambda: not _unread(engine, user_id))
+
+
+def test_server_restart_mid_retransmission_loses_nothing(db_url: str, engine: Engine) -> None:
+    manga_id = add_manga(engine)
+    user_id, token = add_user(engine, "erin")
+    follow(engine, [user_id], manga_id)
+    # Slow retransmission, and a client that drops everything: the server is mid-retry.
+    options = fast_options(ack_timeout=0.5)
+    with ServerHandle(server_settings(db_url), options) as first:
+        deaf = NotificationClient(*first.udp_addr, "erin", token)
+        deaf.register()
+        deaf.drop_rate = 1.0
+        posted = [httpx.post(f"{first.http_url}/notify/new-chapter", json={
+            "manga_id": manga_id, "title": "Restart", "chapter": n}).json()["notification_ids"][0]
+            for n in range(5)]
+        assert _wait_until(lambda: first.call(
+            lambda s: s.udp is not None and sum(
+                x.attempts for sess in s.udp.sessions.values()
+                for x in sess.inflight.values()) > 0))
+        deaf.close()
+    assert sorted(_unread(engine, user_id)) == posted  # SIGTERM-like stop kept them unread
+    with ServerHandle(server_settings(db_url), options) as second, \
+            NotificationClient(*second.udp_addr, "erin", token) as client:
+        assert client.register()["unread"] == 5
+        assert [m["id"] for m in client.wait_for(5, 5)] == posted
+    assert _wait_until(lambda: not _unread(engine, user_id))
+
+
+def test_listen_style_client_reregisters_after_restart(db_url: str, engine: Engine) -> None:
+    manga_id = add_manga(engine)
+    user_id, token = add_user(engine, "fay")
+    first = ServerHandle(server_settings(db_url), fast_options()).start()
+    port = first.udp_addr[1]
+    client = NotificationClient("127.0.0.1", port, "fay", token)
+    client.register()
+    first.stop()
+    settings = server_settings(db_url, udp_port=port)
+    with ServerHandle(settings, fast_options()) as second, client:
+        client.poll(0.5)  # PING -> SESSION_UNKNOWN -> REGISTER again
+        assert client.registrations == 2
+        httpx.post(f"{second.http_url}/notify/new-manga",
+                   json={"manga_id": manga_id, "title": "After restart"})
+        assert [m["title"] for m in client.wait_for(1, 5)] == ["After restart"]
+    assert _unread(engine, user_id) == []
+
+
+def test_several_devices_each_get_the_push_and_one_ack_is_enough(
+        server: ServerHandle, engine: Engine) -> None:
+    manga_id = add_manga(engine)
+    user_id, token = add_user(engine, "gus")
+    with NotificationClient(*server.udp_addr, "gus", token) as phone, \
+            NotificationClient(*server.udp_addr, "gus", token) as laptop:
+        phone.register()
+        laptop.register()
+        r = httpx.post(f"{server.http_url}/notify/new-manga",
+                       json={"manga_id": manga_id, "title": "Two devices"})
+        assert r.json()["online"] == 1
+        assert phone.wait_for(1, 5)[0]["id"] == laptop.wait_for(1, 5)[0]["id"]
+    assert _wait_until(lambda: not _unread(engine, user_id))
+
+
+def test_send_budget_paces_a_burst(db_url: str, engine: Engine) -> None:
+    manga_id = add_manga(engine)
+    user_id, token = add_user(engine, "hal")
+    follow(engine, [user_id], manga_id)
+    options = fast_options(send_budget=3, budget_window=1.0)
+    with ServerHandle(server_settings(db_url), options) as server:
+        for n in range(8):
+            httpx.post(f"{server.http_url}/notify/new-chapter",
+                       json={"manga_id": manga_id, "title": "Flood", "chapter": n})
+        with NotificationClient(*server.udp_addr, "hal", token) as client:
+            client.register()
+            client.poll(0.25)
+            assert len(client.received) == 3  # the budget, the rest stays unread for now
+            assert len(_unread(engine, user_id)) == 5
+            got = client.wait_for(8, 5)
+            assert [m["chapter"] for m in got] == [str(n) for n in range(8)]
+
