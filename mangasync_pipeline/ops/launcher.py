@@ -237,3 +237,31 @@ def ignore_signals_while_stopping() -> None:
     """A second Ctrl-C must not interrupt the clean-up of the first."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
+
+
+def run_session(body: Callable[[Launcher], None], echo: Callable[[str], None] | None = None,
+                launch_id: str | None = None) -> None:
+    """Run `body` with a launcher; on its end, an error, Ctrl-C, SIGTERM or SIGHUP, stop every
+    process it started. A start-up failure becomes a one-line `click.ClickException`."""
+    say = echo or (lambda line: click.echo(line, err=True))
+    launcher = Launcher(launch_id=launch_id, echo=say)
+    failure: LaunchError | None = None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM,
+                                                       signal.SIGHUP)}
+    try:
+        with stop_on_signals():
+            body(launcher)
+    except Stopped as stop:
+        say(f"{stop}: stopping {len(launcher.running)} processes...")
+    except LaunchError as exc:
+        failure = exc
+    finally:
+        ignore_signals_while_stopping()
+        try:
+            launcher.stop_all()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    if failure is not None:
+        raise click.ClickException(str(failure))
+    say("all stopped")

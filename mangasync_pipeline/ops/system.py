@@ -1,0 +1,118 @@
+"""The long-running parts of mangasync on one machine: notification server and Dagster
+(webserver and daemon via `dg dev`), shared by `scripts/run.sh` and `mangasync demo`."""
+
+from __future__ import annotations
+
+import signal
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+
+from mangasync_pipeline.config import Settings
+from mangasync_pipeline.ops.launcher import (
+    Launcher,
+    LaunchError,
+    Running,
+    Service,
+    http_ok,
+    python_command,
+    venv_script,
+)
+
+DEFINITIONS_MODULE = "mangasync_pipeline.definitions"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    dagster_ui: str
+    server_http: str
+    server_udp: str
+
+
+def prepare_dagster_home(home: Path) -> Path:
+    """DAGSTER_HOME with the embedded instance config (SQLite storage inside it).
+
+    Written only when missing, so an operator's edits survive restarts."""
+    home = home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text((files("mangasync_pipeline.ops") / "dagster_home.yaml").read_text())
+    return home
+
+
+def local_address(bind: str) -> str:
+    """Where a process on this machine reaches a listener bound to `bind`."""
+    return "127.0.0.1" if bind in ("0.0.0.0", "", "::") else bind
+
+
+def port_free(host: str, port: int, kind: int = socket.SOCK_STREAM) -> bool:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def pick_port(preferred: int, host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
+    """`preferred` when it is free, else any free port (for the demo, beside a running system)."""
+    return preferred if port_free(host, preferred, kind) else free_port(host, kind)
+
+
+def require_free(host: str, port: int, what: str, variable: str,
+                 kind: int = socket.SOCK_STREAM) -> None:
+    # Checked up front: a health check would otherwise succeed against whatever already
+    # listens there, and we would report a system that is not ours.
+    if not port_free(host, port, kind):
+        proto = "UDP" if kind == socket.SOCK_DGRAM else "TCP"
+        raise LaunchError(f"{proto} port {port} on {host} ({what}) is in use: stop what runs "
+                          f"there or choose another port with {variable}")
+
+
+def start_system(launcher: Launcher, settings: Settings, env: Mapping[str, str], *,
+                 dagster_home: Path, dagster_host: str, dagster_port: int,
+                 logs: Path | None = None) -> tuple[Running, Running, Endpoints]:
+    """Start the notification server, then Dagster; return once both answer."""
+    server_host = local_address(settings.bind)
+    require_free(settings.bind, settings.http_port, "notification server HTTP",
+                 "MANGASYNC_HTTP_PORT")
+    require_free(settings.bind, settings.udp_port, "notification server UDP",
+                 "MANGASYNC_UDP_PORT", socket.SOCK_DGRAM)
+    require_free(dagster_host, dagster_port, "Dagster UI", "--dagster-port")
+
+    def output(name: str) -> Path | str:
+        return logs / f"{name}.log" if logs else "terminal"
+
+    server = launcher.start(Service("server", python_command("server"), env=env,
+                                    output=output("server")))
+    health = f"http://{server_host}:{settings.http_port}/health"
+    launcher.wait_until(server, lambda: http_ok(health), 60, f"answer on {health}")
+
+    dagster_env = {**env, "DAGSTER_HOME": str(prepare_dagster_home(dagster_home))}
+    dagster = launcher.start(Service(
+        "dagster",
+        [venv_script("dg"), "dev", "--module-name", DEFINITIONS_MODULE,
+         "--host", dagster_host, "--port", str(dagster_port)],
+        env=dagster_env, cwd=dagster_home.parent, output=output("dagster"),
+        # Dagster shuts its webserver, daemon and code servers down cleanly on SIGINT.
+        stop_signal=signal.SIGINT, stop_timeout=30,
+    ))
+    ui = f"http://{local_address(dagster_host)}:{dagster_port}"
+    launcher.wait_until(dagster, lambda: http_ok(f"{ui}/server_info"), 240,
+                        f"Dagster UI on {ui}")
+    return server, dagster, Endpoints(
+        dagster_ui=ui,
+        server_http=f"http://{server_host}:{settings.http_port}",
+        server_udp=f"{server_host}:{settings.udp_port}",
+    )
