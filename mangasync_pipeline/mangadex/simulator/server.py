@@ -94,8 +94,10 @@ class Simulator:
 
     def start(self) -> Simulator:
         self._server = _Server((self.host, self.port), _Handler, self)
+        # A short poll interval keeps stop() (and so every test teardown) quick.
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="mangadex-simulator", daemon=True)
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+            name="mangadex-simulator", daemon=True)
         self._thread.start()
         if self.publish_every:
             self._live = LivePublisher(self.catalogue, self.publish_every)
