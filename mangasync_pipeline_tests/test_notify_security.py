@@ -1,0 +1,188 @@
+"""Refusals over real UDP: forged, replayed or misdirected datagrams change nothing."""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from sqlalchemy import Engine, select
+
+from mangasync_pipeline.db import tables as t
+from mangasync_pipeline.notify import protocol
+from mangasync_pipeline.notify.app import ServerHandle
+from mangasync_pipeline.notify.client import NotificationClient
+from mangasync_pipeline.notify.testing import add_manga, fast_options, server_settings
+from mangasync_pipeline.notify.users import add_user
+
+
+@pytest.fixture
+def server(db_url: str) -> Iterator[ServerHandle]:
+    options = fast_options(ack_timeout=5.0, error_interval=0.05)  # no retries in these tests
+    with ServerHandle(server_settings(db_url), options) as handle:
+        yield handle
+
+
+def _raw(server: ServerHandle) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.connect(server.udp_addr)
+    sock.settimeout(0.5)
+    return sock
+
+
+def _answer(sock: socket.socket, timeout: float = 0.5) -> dict | None:
+    sock.settimeout(timeout)
+    try:
+        return protocol.decode(sock.recv(2000))
+    except TimeoutError:
+        return None
+
+
+def _sessions(server: ServerHandle) -> int:
+    return server.call(lambda s: len(s.udp.sessions) if s.udp else 0)
+
+
+def _read_flags(engine: Engine) -> dict[int, bool]:
+    n = t.notifications
+    with engine.connect() as conn:
+        return {int(i): bool(r) for i, r in conn.execute(select(n.c.id, n.c.read))}
+
+
+def test_bad_registers_are_refused_alike_and_create_no_session(
+        server: ServerHandle, engine: Engine) -> None:
+    _, token = add_user(engine, "alice")
+    sock = _raw(server)
+    good = protocol.register_message("alice", token)
+    sock.send(protocol.encode(good))
+    assert _answer(sock)["type"] == "REGISTERED"
+    before = _sessions(server)
+    attempts = {
+        "replayed": good,
+        "wrong signature": {**good, "nonce": "another-nonce-1", "sig": "0" * 64},
+        "stale timestamp": protocol.register_message("alice", token, ts=int(time.time()) - 120),
+        "future timestamp": protocol.register_message("alice", token, ts=int(time.time()) + 90),
+        "unknown user": protocol.register_message("mallory", token),
+        "wrong token": protocol.register_message("alice", "not-the-token"),
+    }
+    for why, msg in attempts.items():
+        time.sleep(0.06)  # one ERROR per address per error_interval
+        sock.send(protocol.encode(msg))
+        answer = _answer(sock)
+        assert answer == {"type": "ERROR", "code": "AUTH_FAILED"}, why
+    assert _sessions(server) == before
+
+
+def test_ack_ping_unregister_from_another_address_are_ignored(
+        server: ServerHandle, engine: Engine) -> None:
+    manga_id = add_manga(engine)
+    _, token = add_user(engine, "bob")
+    with NotificationClient(*server.udp_addr, "bob", token) as bob:
+        bob.register()
+        bob.drop_rate = 1.0  # bob never sees (so never ACKs) the push
+        httpx.post(f"{server.http_url}/notify/new-manga", json={"manga_id": manga_id,
+                                                                "title": "Mine"})
+        time.sleep(0.2)
+        [nid] = _read_flags(engine)
+        thief = _raw(server)
+        for msg in ({"type": "ACK", "session": bob.session, "ids": [nid]},
+                    {"type": "PING", "session": bob.session},
+                    {"type": "UNREGISTER", "session": bob.session}):
+            time.sleep(0.06)
+            thief.send(protocol.encode(msg))
+            answer = _answer(thief)
+            assert answer is not None and answer.get("code") == "SESSION_UNKNOWN"
+        assert _read_flags(engine) == {nid: False}
+        assert _sessions(server) == 1
+        bob.drop_rate = 0.0
+        bob.ping()  # the session still answers its own address
+        kinds = [m["type"] for m in iter(lambda: bob.recv(0.3), None)]
+        assert "PONG" in kinds
+
+
+def test_ack_of_another_users_ids_changes_nothing(server: ServerHandle, engine: Engine) -> None:
+    manga_id = add_manga(engine)
+    _, carol_token = add_user(engine, "carol")
+    _, dan_token = add_user(engine, "dan")
+    httpx.post(f"{server.http_url}/notify/new-manga", json={"manga_id": manga_id, "title": "T"})
+    flags = _read_flags(engine)
+    with NotificationClient(*server.udp_addr, "dan", dan_token) as dan:
+        dan.register()
+        dan_ids = {m["id"] for m in dan.wait_for(1, 3)}
+        carol_ids = set(flags) - dan_ids
+        dan.send({"type": "ACK", "session": dan.session, "ids": sorted(carol_ids)})
+        dan.poll(0.3)
+    after = _read_flags(engine)
+    assert all(after[i] is False for i in carol_ids)
+    assert all(after[i] is True for i in dan_ids)
+    del carol_token
+
+
+def test_nothing_but_short_errors_to_unknown_addresses(server: ServerHandle) -> None:
+    sock = _raw(server)
+    sock.send(b"{}")  # shorter than any ERROR: no answer at all
+    assert _answer(sock, 0.3) is None
+    sock.send(b'{"type": "PING", "session": "nope-nope-nope-nope-nope"}')
+    answer = _answer(sock)
+    assert answer is not None and answer["type"] == "ERROR"
+    time.sleep(0.06)
+    # A burst gets at most one ERROR per interval.
+    cause = b'{"type":"WHAT","padding":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}'
+    for _ in range(20):
+        sock.send(cause)
+    answers = []
+    while (a := _answer(sock, 0.1)) is not None:
+        answers.append(a)
+    assert 1 <= len(answers) <= 3
+    for a in answers:
+        assert len(protocol.encode(a)) <= len(cause)
+
+
+def test_failed_registers_from_one_address_are_dropped_after_the_limit(
+        db_url: str, engine: Engine) -> None:
+    _, token = add_user(engine, "eve")
+    options = fast_options(failed_register_limit=3, error_interval=0.0)
+    with ServerHandle(server_settings(db_url), options) as server:
+        sock = _raw(server)
+        answers = []
+        for _ in range(6):
+            sock.send(protocol.encode(protocol.register_message("eve", "guess")))
+            answers.append(_answer(sock, 0.3))
+        assert [a is not None for a in answers] == [True, True, True, False, False, False]
+        # Even the right token is ignored from that address for now.
+        sock.send(protocol.encode(protocol.register_message("eve", token)))
+        assert _answer(sock, 0.3) is None
+        with NotificationClient(*server.udp_addr, "eve", token) as other_port:
+            assert other_port.register()["type"] == "REGISTERED"
+
+
+def test_ten_thousand_random_datagrams_do_not_stop_service(
+        server: ServerHandle, engine: Engine) -> None:
+    manga_id = add_manga(engine)
+    _, token = add_user(engine, "fred")
+    rng = random.Random(1234)
+    templates = [b'{"type":"REGISTER","user":"fred","ts":1,"nonce":"x","sig":"y"}',
+                 b'{"type":"ACK","session":"s","ids":[1,2,"x"]}', b'{"type":"PING"}',
+                 b'{"type":"ACK","session":null,"ids":' + b"[1," * 300 + b"]}", b"[1,2,3]",
+                 b'{"type":"NEW_MANGA","id":1}', b"\xff\xfe", b"", b"{" * 1000]
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(8)]
+    for i in range(10_000):
+        kind = rng.random()
+        if kind < 0.4:
+            data = rng.randbytes(rng.randint(0, 1500))
+        elif kind < 0.8:
+            base = rng.choice(templates)
+            data = base[: rng.randint(0, len(base))]  # truncated JSON
+        else:
+            data = rng.choice(templates)
+        socks[i % len(socks)].sendto(data, server.udp_addr)
+    for s in socks:
+        s.close()
+    with NotificationClient(*server.udp_addr, "fred", token) as client:
+        client.register()
+        r = httpx.post(f"{server.http_url}/notify/new-manga",
+                       json={"manga_id": manga_id, "title": "Still here"})
+        assert r.status_code == 202
+        assert client.wait_for(1, 5)[0]["title"] == "Still here"
