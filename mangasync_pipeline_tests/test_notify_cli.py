@@ -1,0 +1,130 @@
+"""`mangasync users|library|server|listen` as an operator runs them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+from click.testing import CliRunner
+from sqlalchemy import Engine, select
+
+from mangasync_pipeline.cli import cli
+from mangasync_pipeline.db import tables as t
+from mangasync_pipeline.notify.testing import add_manga
+
+
+def _run(db_url: str, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args), env={"DATABASE_URL": db_url})
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_users_add_shows_the_token_once_and_list_never(db_url: str, engine: Engine) -> None:
+    code, out, err = _run(db_url, "users", "add", "alice")
+    assert code == 0
+    token = out.strip()
+    assert len(token) >= 32 and "\n" not in token
+    assert "shown only once" in err
+    with engine.connect() as conn:
+        assert conn.execute(select(t.users.c.token)).scalar_one() == token
+    code, out, _ = _run(db_url, "users", "list")
+    assert code == 0 and "alice" in out and token not in out
+    code, _, err = _run(db_url, "users", "add", "alice")
+    assert code == 1 and "already exists" in err and len(err.strip().splitlines()) == 1
+
+
+def test_library_by_id_slug_or_uuid_with_clear_errors(db_url: str, engine: Engine) -> None:
+    manga_id = add_manga(engine, "One Piece", slug="one-piece")
+    with engine.connect() as conn:
+        uuid = conn.execute(select(t.manga.c.mangadex_id)).scalar_one()
+    _run(db_url, "users", "add", "bob")
+    assert _run(db_url, "library", "add", "bob", str(manga_id))[0] == 0
+    code, out, _ = _run(db_url, "library", "add", "bob", "one-piece")
+    assert code == 0 and "already in" in out
+    code, out, _ = _run(db_url, "library", "list", "bob")
+    assert "one-piece" in out and "One Piece" in out
+    assert "removed from" in _run(db_url, "library", "remove", "bob", uuid)[1]
+    assert "empty" in _run(db_url, "library", "list", "bob")[1]
+    code, _, err = _run(db_url, "library", "add", "nobody", "one-piece")
+    assert code == 1 and "no user named 'nobody'" in err and "Traceback" not in err
+    code, _, err = _run(db_url, "library", "add", "bob", "no-such-manga")
+    assert code == 1 and "no manga 'no-such-manga'" in err
+
+
+def _free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line:
+            return line
+        time.sleep(0.05)
+    raise AssertionError("no line from listen in time")
+
+
+def test_server_and_listen_commands_end_to_end(db_url: str, engine: Engine) -> None:
+    manga_id = add_manga(engine, "Awesome Manga")
+    token = _run(db_url, "users", "add", "reader")[1].strip()
+    _run(db_url, "library", "add", "reader", str(manga_id))
+    http_port, udp_port = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM)
+    env = {**os.environ, "DATABASE_URL": db_url, "MANGASYNC_HTTP_PORT": str(http_port),
+           "MANGASYNC_UDP_PORT": str(udp_port), "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "mangasync_pipeline.cli"]
+    server = subprocess.Popen([*cmd, "server"], env=env, stderr=subprocess.PIPE, text=True)
+    listen = None
+    try:
+        base = f"http://127.0.0.1:{http_port}"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        listen = subprocess.Popen([*cmd, "listen", "--user", "reader", "--token", token],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{base}/health").json()["udp"]["sessions"] == 0:
+            assert time.monotonic() < deadline, "listen did not register"
+            time.sleep(0.1)
+        r = httpx.post(f"{base}/notify/new-chapter", json={
+            "manga_id": manga_id, "title": "Awesome Manga", "chapter": "42.5"})
+        assert r.json()["online"] == 1
+        line = _read_line(listen, 10)
+        assert "NEW_CHAPTER" in line and "Awesome Manga" in line and "42.5" in line
+        listen.send_signal(signal.SIGINT)
+        _, listen_err = listen.communicate(timeout=10)
+        assert listen.returncode == 0 and "Traceback" not in listen_err
+        server.send_signal(signal.SIGTERM)
+        _, server_err = server.communicate(timeout=20)
+        assert server.returncode == 0, server_err
+        assert "Traceback" not in server_err and "stopped" in server_err
+    finally:
+        for proc in (listen, server):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    with engine.connect() as conn:
+        assert conn.execute(select(t.notifications.c.read)).scalar_one() is True
+
+
+def test_server_refuses_an_unmigrated_database_in_one_line(tmp_path: object) -> None:
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/empty.sqlite",
+           "MANGASYNC_HTTP_PORT": str(_free_port(socket.SOCK_STREAM)),
+           "MANGASYNC_UDP_PORT": str(_free_port(socket.SOCK_DGRAM))}
+    proc = subprocess.run([sys.executable, "-m", "mangasync_pipeline.cli", "server"], env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    assert "mangasync migrate" in proc.stderr and "Traceback" not in proc.stderr
