@@ -159,6 +159,15 @@ class Launcher:
             return f" (log: {output}):\n  " + "\n  ".join(text)
         return ""
 
+    def run_to_end(self, service: Service, timeout: float) -> int:
+        """Run a one-off command (it is stopped like the rest if we are); its exit code."""
+        running = self.start(service)
+        self.wait_until(running, lambda: running.process.poll() is not None, timeout,
+                        "its end")
+        self.running.remove(running)
+        self._stop(running)  # anything it left behind in its group
+        return running.process.returncode
+
     def first_exited(self) -> Running | None:
         return next((r for r in self.running if r.process.poll() is not None), None)
 
