@@ -1,0 +1,36 @@
+"""The wire format: signatures as PROTOCOL.md defines them, and the 1200-byte cut."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+from mangasync_pipeline.notify import protocol
+
+
+def test_signature_is_hmac_sha256_of_the_documented_string() -> None:
+    expected = hmac.new(b"tok", b"REGISTER|alice|1700000000|abcdefgh", hashlib.sha256).hexdigest()
+    assert protocol.sign_register("tok", "alice", 1700000000, "abcdefgh") == expected
+    assert protocol.signature_matches("tok", "alice", 1700000000, "abcdefgh", expected)
+    assert not protocol.signature_matches("tok", "alice", 1700000000, "abcdefgh", expected[:-1])
+    assert not protocol.signature_matches("tok", "alice", 1700000000, "abcdefgh", "é" * 64)
+
+
+def test_long_multibyte_text_is_cut_on_a_character_with_an_ellipsis() -> None:
+    msg = {"type": "MANGA_UPDATE", "id": 1, "manga_id": 2, "title": "進撃の巨人" * 60,
+           "message": "状態: 完結 " * 300, "created_at": "2026-01-01T00:00:00Z"}
+    data = protocol.encode(msg)
+    assert len(data) <= 1200
+    decoded = json.loads(data.decode("utf-8"))
+    assert decoded["message"].endswith("…") or decoded["message"] == "…"
+    assert decoded["title"].endswith("…")
+    assert decoded["title"][:-1] in msg["title"]
+    assert len(data) > 1150  # cut as little as needed
+
+
+def test_short_messages_are_untouched_and_garbage_decodes_to_none() -> None:
+    msg = {"type": "PONG"}
+    assert protocol.decode(protocol.encode(msg)) == msg
+    for junk in (b"", b"\xff", b"[1]", b'{"type": 3}', b"{" * 2000, b'{"a":1}'):
+        assert protocol.decode(junk) is None
