@@ -274,3 +274,19 @@ def run_session(body: Callable[[Launcher], None], echo: Callable[[str], None] | 
     if failure is not None:
         raise click.ClickException(str(failure))
     say("all stopped")
+
+
+def processes_with_env(name: str, value: str) -> list[int]:
+    """Live processes whose environment has `name=value` (Linux): how a test proves that
+    nothing a launcher started outlived it."""
+    needle = f"{name}={value}".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if needle in environ.read_bytes().split(b"\0"):
+                stat = (environ.parent / "stat").read_text()
+                if stat.rsplit(")", 1)[1].split()[0] != "Z":
+                    found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
