@@ -78,6 +78,10 @@ class NotifyServer:
             local_addr=(bind, self.udp_port))
         self.udp = udp
         assert udp.transport is not None
+        udp_sock = udp.transport.get_extra_info("socket")
+        with contextlib.suppress(OSError):
+            # Thousands of clients ACK within milliseconds of a broadcast: buffer them.
+            udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
         self.udp_port = udp.transport.get_extra_info("sockname")[1]
         ctx = ServerContext(self.settings, store, metrics, self.origin, self.run_db, udp)
         sock = socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET)

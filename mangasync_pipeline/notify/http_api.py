@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -30,6 +31,18 @@ _ACCEPTED = {
     },
     "required": ["notification_ids", "recipients", "online"],
 }
+
+
+BULK_ANALYZE = 1000  # recipients of one trigger after which table statistics are refreshed
+_background_tasks: set[asyncio.Future[Any]] = set()
+
+
+def _background(work: Awaitable[Any]) -> None:
+    task = asyncio.ensure_future(work)
+    _background_tasks.add(task)
+    task.add_done_callback(_background_tasks.discard)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or log.warning(
+        "refreshing statistics failed: %s", t.exception()))
 
 
 @dataclass
@@ -168,4 +181,6 @@ async def _trigger(ctx: ServerContext, kind: str, request: Request) -> JSONRespo
                  outcome.response["online"])
         if udp is not None and outcome.notices:
             udp.deliver(outcome.notices)  # after commit: the rows are durable first
+        if outcome.response["recipients"] >= BULK_ANALYZE:
+            _background(ctx.run_db(ctx.store.refresh_statistics))
     return JSONResponse(outcome.response, status_code=202)

@@ -132,7 +132,8 @@ class NotifyStore:
             u = t.users
             recent = exists().where(
                 n.c.user_id == u.c.id, n.c.type == kind, n.c.manga_id == manga_id,
-                n.c.chapter.is_not_distinct_from(chapter),
+                # `IS NOT DISTINCT FROM` cannot use an index on PostgreSQL; these can.
+                n.c.chapter.is_(None) if chapter is None else n.c.chapter == chapter,
                 n.c.created_at > now - SUPPRESS_WINDOW,
             )
             source = select(
@@ -144,11 +145,9 @@ class NotifyStore:
                 source = source.join(t.user_library, and_(
                     t.user_library.c.user_id == u.c.id, t.user_library.c.manga_id == manga_id))
             # One INSERT ... SELECT whatever the number of recipients.
-            conn.execute(insert(n).from_select(
+            rows = sorted(conn.execute(insert(n).from_select(
                 ["user_id", "type", "manga_id", "chapter", "title", "message", "read",
-                 "created_at", "trigger_id"], source))
-            rows = conn.execute(select(n.c.id, n.c.user_id).where(n.c.trigger_id == trigger_id)
-                                .order_by(n.c.id)).all()
+                 "created_at", "trigger_id"], source).returning(n.c.id, n.c.user_id)).all())
             ids = [int(r.id) for r in rows]
             online = {int(r.user_id) for r in rows} & set(online_users)
             response: dict[str, Any] = {
@@ -171,6 +170,18 @@ class NotifyStore:
             for r in rows if int(r.user_id) in online
         ]
         return TriggerOutcome(int(trigger_id), response, False, notices)
+
+    def refresh_statistics(self) -> None:
+        """ANALYZE notifications after a big broadcast (PostgreSQL).
+
+        Until autovacuum catches up, the planner believes the table is as small as before and
+        picks a nested loop for the one-hour suppression check: seconds instead of
+        milliseconds on the next broadcast.
+        """
+        if self.is_postgres:
+            with self.engine.connect() as conn:
+                conn.execute(text("ANALYZE notifications"))
+                conn.commit()
 
     def trigger_notices(self, trigger_id: int, user_ids: Collection[int]) -> list[Notice]:
         """Unread notifications of one trigger for the given users (another server's trigger)."""
@@ -203,28 +214,41 @@ class NotifyStore:
                 .order_by(n.c.id).limit(limit)).all()
         return int(count), [_notice(r) for r in rows]
 
-    def mark_read(self, acks: Iterable[tuple[int, int]]) -> int:
-        """Mark (user_id, notification_id) pairs read; pairs of other users match nothing."""
-        pairs = sorted(set(acks))
+    def mark_read(self, acks: Iterable[tuple[int, int]],
+                  known: Collection[tuple[int, int]] = ()) -> int:
+        """Mark (user_id, notification_id) pairs read; pairs of other users match nothing.
+
+        `known` pairs were read from this user's own rows by the caller (pushed to that user),
+        so they are updated by id alone: one statement for thousands of ACKs.
+        """
+        known_set = set(known)
+        pairs = sorted(set(acks) | known_set)
         if not pairs:
             return 0
+        n = t.notifications
+        now = utcnow()
+        by_id = sorted(i for _, i in known_set)
         by_user: dict[int, list[int]] = {}
         for user_id, nid in pairs:
-            by_user.setdefault(user_id, []).append(nid)
-        n = t.notifications
+            if (user_id, nid) not in known_set:
+                by_user.setdefault(user_id, []).append(nid)
         changed = 0
-        now = utcnow()
-        # One statement per user (an ACK holds at most 100 ids), all in one transaction.
-        # (A row-value `(user_id, id) IN (...)` would be one statement, but SQLAlchemy's
-        # cached SQLite rendering of it matched nothing after the first use.)
-        stmt = (update(n).where(n.c.user_id == bindparam("u"),
-                                n.c.id.in_(bindparam("ids", expanding=True)),
-                                n.c.read.is_(False))
-                .values(read=True, delivered_at=now))
+        # (A row-value `(user_id, id) IN (...)` would do all at once, but SQLAlchemy's cached
+        # SQLite rendering of it matched nothing after its first use.)
+        by_user_stmt = (update(n).where(n.c.user_id == bindparam("u"),
+                                        n.c.id.in_(bindparam("ids", expanding=True)),
+                                        n.c.read.is_(False))
+                        .values(read=True, delivered_at=now))
         with self.engine.begin() as conn:
+            for start in range(0, len(by_id), _CHUNK):
+                result = conn.execute(update(n).where(n.c.id.in_(by_id[start:start + _CHUNK]),
+                                                      n.c.read.is_(False))
+                                      .values(read=True, delivered_at=now))
+                changed += result.rowcount or 0
             for user_id, ids in by_user.items():
                 for start in range(0, len(ids), _CHUNK):
-                    result = conn.execute(stmt, {"u": user_id, "ids": ids[start:start + _CHUNK]})
+                    result = conn.execute(by_user_stmt,
+                                          {"u": user_id, "ids": ids[start:start + _CHUNK]})
                     changed += result.rowcount or 0
             if self.is_postgres:
                 conn.execute(text("SELECT pg_notify(:ch, :msg)"), {

@@ -52,6 +52,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending_registers = 0
         self._acks: list[tuple[int, int]] = []
+        self._known_acks: list[tuple[int, int]] = []  # ids this process pushed to that user
         self._ack_wakeup = asyncio.Event()
         self._ack_task = self._spawn(self._ack_writer())
         self._sweeper = self._spawn(self._sweep())
@@ -143,14 +144,18 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             self._error(addr, "BAD_REQUEST", size, "ids: list of at most 100 ids", now)
             return
         user = self.users.get(session.user_id)
+        devices = list(user.sessions.values()) if user else [session]
         for nid in ids:
-            # Only this user's own pushes are cancelled here; the database update below is
-            # restricted to the user's rows, so someone else's ids change nothing.
-            for other in (user.sessions.values() if user else (session,)):
+            # Only this user's own pushes are cancelled here, and only ids pushed to this user
+            # count as known; the rest are checked against the user's rows in the database,
+            # so someone else's ids change nothing.
+            known = False
+            for other in devices:
                 item = other.inflight.pop(nid, None)
                 if item is not None and item.handle is not None:
                     item.handle.cancel()
-            self._acks.append((session.user_id, nid))
+                known = known or nid in other.seen
+            (self._known_acks if known else self._acks).append((session.user_id, nid))
         if ids:
             log.debug("ACK of %s from user %s session %s", ids, session.user_id, session.short)
             self._ack_wakeup.set()
@@ -414,16 +419,18 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
     async def _flush_acks(self) -> None:
         batch, self._acks = self._acks, []
-        if not batch:
+        known, self._known_acks = self._known_acks, []
+        if not batch and not known:
             return
         try:
-            changed = await self.run_db(self.store.mark_read, batch)
+            changed = await self.run_db(self.store.mark_read, batch, known)
         except Exception as exc:
             log.warning("could not mark %d acknowledged notifications read (they stay unread "
-                        "and will be sent again): %s", len(batch), exc)
+                        "and will be sent again): %s", len(batch) + len(known), exc)
             return
         self.metrics.acknowledged.inc(changed)
-        log.debug("%d of %d acknowledged notifications marked read", changed, len(batch))
+        log.debug("%d of %d acknowledged notifications marked read", changed,
+                  len(batch) + len(known))
 
     async def close(self) -> None:
         """Stop pushing; ACKs already received are written, unacknowledged stay unread."""
