@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from mangasync_pipeline.mangadex.errors import CircuitOpenError
+from mangasync_pipeline.mangadex.errors import CircuitOpenError, MangaDexError
 
 State = Literal["closed", "open", "half_open"]
 Change = Callable[["CircuitState"], "CircuitState | None"]
@@ -74,11 +74,21 @@ class SqlCircuitStore:
     clobbering each other."""
 
     def __init__(self, url: str) -> None:
+        from sqlalchemy import inspect
+
         from mangasync_pipeline.db.engine import make_engine
         from mangasync_pipeline.db.tables import mangadex_circuit
 
         self._engine = make_engine(url)
         self._table = mangadex_circuit
+        if not inspect(self._engine).has_table(mangadex_circuit.name):
+            from mangasync_pipeline.db.engine import describe
+
+            self._engine.dispose()
+            raise MangaDexError(
+                f"database {describe(url)} has no table {mangadex_circuit.name} for the "
+                "MangaDex circuit breaker: run `mangasync migrate` first"
+            )
 
     def _state(self, row: Any) -> CircuitState:
         if row is None:

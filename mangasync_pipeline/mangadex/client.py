@@ -41,7 +41,7 @@ from mangasync_pipeline.mangadex.models import (
     parse_manga,
     parse_tag,
 )
-from mangasync_pipeline.mangadex.ratelimit import RateLimiter
+from mangasync_pipeline.mangadex.ratelimit import DEFAULT_MARGIN, RateLimiter
 from mangasync_pipeline.mangadex.sanitize import clean_text
 from mangasync_pipeline.mangadex.stats import ClientStats
 
@@ -96,6 +96,7 @@ class MangaDexClient:
         api_key: str | None = None,
         rate_limit: float | None = 5.0,
         state_url: str | None = None,
+        rate_margin: float = DEFAULT_MARGIN,
         timeout: tuple[float, float] | float = (5.0, 30.0),
         max_retries: int = 5,
         backoff_base: float = 1.0,
@@ -124,7 +125,7 @@ class MangaDexClient:
             timeout=httpx.Timeout(read, connect=connect),
             follow_redirects=False,
         )
-        self.limiter = RateLimiter(rate_limit, state_url)
+        self.limiter = RateLimiter(rate_limit, state_url, margin=rate_margin)
         self.breaker = CircuitBreaker(
             store_for(state_url),
             threshold=breaker_threshold,

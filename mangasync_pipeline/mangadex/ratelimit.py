@@ -5,7 +5,7 @@ that is legal at our end can arrive as an illegal one at theirs once network jit
 it around. So instead of "N per second" we space requests: at most one per
 `(1 + margin) / rate` seconds. Six consecutive requests then span more than a second by
 `5 * margin / rate` (40 ms at 5/s with the default margin), which absorbs the jitter, and
-the achieved rate stays at `1 / (1 + margin)` of the limit (96 %).
+the achieved rate stays near `1 / (1 + margin)` of the limit (96 %).
 
 Where the bucket lives:
 - no state URL (or an in-memory SQLite URL): in this process only;
@@ -18,6 +18,7 @@ Where the bucket lives:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -27,7 +28,7 @@ from typing import Any
 from pyrate_limiter import AbstractBucket, InMemoryBucket, Rate, RateItem, SQLiteBucket
 from sqlalchemy.engine import make_url
 
-DEFAULT_MARGIN = 0.03
+DEFAULT_MARGIN = 0.04
 _LEAK_EVERY = 64
 _MIN_SLEEP = 0.002
 
@@ -85,10 +86,12 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._bucket: AbstractBucket | None = None
         self._puts = 0
+        self._shared_lock: Any = None
         self.interval_ms = 0
         if self.rate is not None:
             self.interval_ms = spacing_ms(self.rate, margin)
             self._bucket = _make_bucket(Rate(1, self.interval_ms), state_url, name)
+            self._shared_lock = self._bucket.limiter_lock()
 
     @property
     def enabled(self) -> bool:
@@ -101,10 +104,11 @@ class RateLimiter:
         started = time.monotonic()
         cap = self.interval_ms / 1000.0
         while True:
-            # A fresh timestamp for every attempt: the limiter's own retry loop adds its
-            # planned sleep to the old one, which under-counts oversleeping and lets the
-            # next process in early.
-            with self._lock:
+            # The stamp is taken inside the cross-process lock (SQLite's file lock, which
+            # polls every 50 ms): a stamp taken before waiting for it would be stale by the
+            # time the request is admitted, and the next process would be let in that much
+            # early. A fresh stamp for every attempt, for the same reason.
+            with self._lock, self._shared_lock or contextlib.nullcontext():
                 item = RateItem(self.name, _now(bucket))
                 if bucket.put(item):
                     self._puts += 1

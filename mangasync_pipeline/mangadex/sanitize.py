@@ -9,7 +9,9 @@ TITLE_MAX = 500
 NAME_MAX = 200
 DESCRIPTION_MAX = 10_000
 
-_KEEP = {"\n", "\t"}
+# Unicode category Cc (C0 and C1 controls, NUL included) except tab and newline, and Cs:
+# lone surrogates, which JSON allows but UTF-8 (and PostgreSQL) rejects.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def clean_text(value: object, max_len: int) -> str:
@@ -20,10 +22,9 @@ def clean_text(value: object, max_len: int) -> str:
     if not isinstance(value, str):
         return ""
     text = value.replace("\r\n", "\n").replace("\r", "\n")
-    text = unicodedata.normalize("NFC", text)
-    # Cc covers NUL and the C0/C1 controls; Cs are lone surrogates that JSON allows but
-    # UTF-8 (and PostgreSQL) rejects.
-    text = "".join(ch for ch in text if ch in _KEEP or unicodedata.category(ch) not in ("Cc", "Cs"))
+    if not text.isascii():  # ASCII is already NFC; most of MangaDex's text is ASCII
+        text = unicodedata.normalize("NFC", text)
+    text = _CONTROL.sub("", text)
     text = text.strip()
     if len(text) > max_len:
         text = text[:max_len].rstrip()
