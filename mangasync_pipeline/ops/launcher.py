@@ -152,7 +152,7 @@ class Launcher:
                                   f"{self._tail(running)}")
             time.sleep(0.25)
 
-    def _tail(self, running: Running, lines: int = 15) -> str:
+    def _tail(self, running: Running, lines: int = 8) -> str:
         output = running.service.output
         if isinstance(output, Path) and output.exists():
             text = output.read_text(errors="replace").splitlines()[-lines:]

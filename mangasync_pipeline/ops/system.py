@@ -106,7 +106,7 @@ def start_system(launcher: Launcher, settings: Settings, env: Mapping[str, str],
          "--host", dagster_host, "--port", str(dagster_port)],
         env=dagster_env, cwd=dagster_home.parent, output=output("dagster"),
         # Dagster shuts its webserver, daemon and code servers down cleanly on SIGINT.
-        stop_signal=signal.SIGINT, stop_timeout=30,
+        stop_signal=signal.SIGINT, stop_timeout=45,
     ))
     ui = f"http://{local_address(dagster_host)}:{dagster_port}"
     launcher.wait_until(dagster, lambda: http_ok(f"{ui}/server_info"), 240,

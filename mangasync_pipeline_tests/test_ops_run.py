@@ -1,0 +1,154 @@
+"""The run command and the demo, end to end as an operator starts them, and Ctrl-C.
+
+Each test starts the real processes (simulator, notification server, Dagster webserver and
+daemon) on free loopback ports and proves that Ctrl-C leaves none of them behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from mangasync_pipeline.ops.launcher import http_ok, processes_with_env
+from mangasync_pipeline.ops.system import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+TAG = "MANGASYNC_TEST_TAG"
+
+
+@dataclass
+class Session:
+    """A command started as in a terminal: its own process group, output read line by line."""
+
+    process: subprocess.Popen[str]
+    tag: str
+    lines: queue.Queue[str] = field(default_factory=queue.Queue)
+    seen: list[str] = field(default_factory=list)
+
+    def wait_for(self, predicate: str | tuple[str, ...], timeout: float) -> str:
+        wanted = (predicate,) if isinstance(predicate, str) else predicate
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.5)
+            except queue.Empty:
+                if self.process.poll() is not None:
+                    break
+                continue
+            self.seen.append(line)
+            if any(w in line for w in wanted):
+                return line
+        tail = "\n".join(self.seen[-40:])
+        raise AssertionError(f"no line with {wanted} within {timeout:.0f}s; output:\n{tail}")
+
+    def ctrl_c(self, timeout: float = 90) -> int:
+        os.killpg(self.process.pid, signal.SIGINT)
+        code = self.process.wait(timeout=timeout)
+        time.sleep(0.2)
+        while not self.lines.empty():
+            self.seen.append(self.lines.get())
+        return code
+
+    def leftovers(self) -> list[int]:
+        return processes_with_env(TAG, self.tag)
+
+
+Starter = Callable[[list[str], dict[str, str]], Session]
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Starter]:
+    sessions: list[Session] = []
+
+    def _start(argv: list[str], env: dict[str, str]) -> Session:
+        tag = uuid.uuid4().hex
+        process = subprocess.Popen(
+            argv, cwd=tmp_path, env={**os.environ, **env, TAG: tag}, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        session = Session(process, tag)
+
+        def pump() -> None:
+            assert process.stdout is not None
+            for line in process.stdout:
+                session.lines.put(line.rstrip("\n"))
+
+        threading.Thread(target=pump, daemon=True).start()
+        sessions.append(session)
+        return session
+
+    yield _start
+    for session in sessions:  # a failed test must not leave a system running
+        for pid in session.leftovers():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_run_offline_says_why_keeps_running_and_stops_on_ctrl_c(
+    start: Starter, tmp_path: Path
+) -> None:
+    http, udp, ui = free_port(), free_port(kind=socket.SOCK_DGRAM), free_port()
+    dead = free_port()  # nothing listens: MangaDex is unreachable
+    # As scripts/run.sh does before starting the system.
+    subprocess.run([sys.executable, "-m", "mangasync_pipeline.cli", "migrate"], cwd=tmp_path,
+                   env={**os.environ, "DATABASE_URL": ""}, check=True, capture_output=True)
+    session = start(
+        [sys.executable, "-m", "mangasync_pipeline.ops.run", "--dagster-port", str(ui)],
+        {"MANGADEX_API_URL": f"http://127.0.0.1:{dead}", "MANGASYNC_HTTP_PORT": str(http),
+         "MANGASYNC_UDP_PORT": str(udp), "UDP_SERVER_URL": f"http://127.0.0.1:{http}",
+         "NEW_MANGA_POLL_INTERVAL": "30s", "DAGSTER_HOME": "", "DATABASE_URL": ""})
+    session.wait_for("mangasync is running", 240)
+    assert http_ok(f"http://127.0.0.1:{ui}/server_info")
+    assert http_ok(f"http://127.0.0.1:{http}/health")
+    # Embedded defaults: both databases in the working directory.
+    assert (tmp_path / ".dagster_home" / "dagster.yaml").exists()
+    assert (tmp_path / ".mangasync" / "mangahub.sqlite").exists()
+
+    session.wait_for(("MangaDex not reachable", "MangaDex circuit opened"), 120)
+    assert session.process.poll() is None, "an unreachable MangaDex must not stop the system"
+    running = "\n".join(session.seen)
+    assert "Traceback" not in running, "an outage is one line per attempt, not a traceback"
+
+    assert session.ctrl_c() == 0
+    assert "all stopped" in "\n".join(session.seen)
+    assert session.leftovers() == []
+
+
+def test_demo_shows_notifications_and_ctrl_c_stops_all(
+    start: Starter, tmp_path: Path
+) -> None:
+    ports = [free_port(), free_port(kind=socket.SOCK_DGRAM), free_port(), free_port()]
+    session = start(
+        [sys.executable, "-m", "mangasync_pipeline.cli", "demo", "--manga", "80",
+         "--initial-sync", "20", "--publish-every", "3", "--poll-interval", "10s",
+         "--http-port", str(ports[0]), "--udp-port", str(ports[1]),
+         "--dagster-port", str(ports[2]), "--mangadex-port", str(ports[3])],
+        {})
+    session.wait_for("appear below as they arrive", 300)
+    token_line = next(line for line in session.seen if "demo user" in line)
+    assert "token " in token_line
+    assert any(f"Dagster UI           http://127.0.0.1:{ports[2]}" in s for s in session.seen)
+
+    # Within a minute on an idle machine; the margin is for CI runners busy with other tests.
+    first = session.wait_for(("NEW_MANGA", "NEW_CHAPTER"), 150)
+    assert "New manga" in first or "Chapter" in first
+
+    workdir = tmp_path / ".mangasync" / "demo"
+    assert (workdir / "mangahub.sqlite").exists()
+    assert (workdir / "logs" / "dagster.log").exists()
+
+    assert session.ctrl_c() == 0
+    assert "all stopped" in "\n".join(session.seen)
+    assert session.leftovers() == []
