@@ -93,6 +93,14 @@ def test_chapters_and_feed_have_the_captured_shape(client: httpx.Client) -> None
     assert [r["type"] for r in ours["data"][0]["relationships"]] == [
         r["type"] for r in real["data"][0]["relationships"]]
 
+    expanded = get_ok(client, "/chapter", **{
+        "limit": 3, "includes[]": ["scanlation_group", "manga", "user"]})["data"][0]
+    assert {r["type"] for r in expanded["relationships"] if "attributes" in r} == {
+        "scanlation_group", "manga", "user"}
+    manga_rel = next(r for r in expanded["relationships"] if r["type"] == "manga")
+    assert manga_rel["attributes"].keys() == fixture("manga-get-single.json")["data"][
+        "attributes"].keys()
+
     manga_id = ours["data"][0]["relationships"][1]["id"]
     feed = get_ok(client, f"/manga/{manga_id}/feed")
     assert attrs_keys(feed["data"]) == attrs_keys(real["data"]) and feed["limit"] == 100

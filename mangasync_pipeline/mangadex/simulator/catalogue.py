@@ -251,7 +251,11 @@ class Catalogue:
         """`/chapter` (manga_id None) or `/manga/{id}/feed` (manga_id set)."""
         with self.lock:
             now = self.now()
-            key = (q.cache_key(), manga_id, now)
+            # Results depend on `now` only through which chapters have publishAt <= now, and
+            # that set is fixed by how many of them there are: key on the count, so cached
+            # pages survive the clock ticking.
+            published = bisect.bisect_right(self.c_index["publishAt"].keys, (now, "\uffff"))
+            key = (q.cache_key(), manga_id, published)
             matches = self._cached(key, lambda: self._match_chapters(q, manga_id, now))
             return matches[q.offset:q.offset + q.limit], len(matches)
 
