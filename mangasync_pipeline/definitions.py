@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dagster import Definitions
 
+from mangasync_pipeline.config import Settings
 from mangasync_pipeline.defs.assets import catalogue, new_chapters
 from mangasync_pipeline.defs.checks import CHECKS
 from mangasync_pipeline.defs.jobs import JOBS
@@ -12,11 +13,17 @@ from mangasync_pipeline.defs.schedules import SCHEDULES
 from mangasync_pipeline.defs.sensors import SENSORS
 from mangasync_pipeline.defs.settings import SETTINGS
 
-defs = Definitions(
-    assets=[catalogue, new_chapters],
-    asset_checks=CHECKS,
-    jobs=JOBS,
-    sensors=SENSORS,
-    schedules=SCHEDULES,
-    resources=build_resources(SETTINGS),
-)
+
+def build_definitions(settings: Settings) -> Definitions:
+    """The definitions with resources for `settings` (tests point them elsewhere)."""
+    return Definitions(
+        assets=[catalogue, new_chapters],
+        asset_checks=CHECKS,
+        jobs=JOBS,
+        sensors=SENSORS,
+        schedules=SCHEDULES,
+        resources=build_resources(settings),
+    )
+
+
+defs = build_definitions(SETTINGS)

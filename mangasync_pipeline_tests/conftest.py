@@ -17,6 +17,8 @@ from sqlalchemy import Engine
 from mangasync_pipeline.db.engine import make_engine
 from mangasync_pipeline.db.migrate import upgrade
 
+pytest_plugins = ["mangasync_pipeline_tests.receiver"]
+
 PG_ADMIN_DSN = os.environ.get("MANGASYNC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 

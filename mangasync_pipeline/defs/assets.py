@@ -14,6 +14,7 @@ from dagster import (
     multi_asset,
 )
 
+from mangasync_pipeline.defs.failures import one_line_failures
 from mangasync_pipeline.defs.reporting import (
     delivery_metadata,
     preview,
@@ -70,15 +71,16 @@ def catalogue(context: AssetExecutionContext, config: CatalogueConfig,
     before = client.stats.snapshot()
     started = time.monotonic()
     window = context.partition_time_window
-    if config.mangadex_ids:
-        policy = NotifyPolicy(new_manga=config.notify_new_manga,
-                              new_manga_after=initial_sync_cursor(engine), updates=True)
-        context.log.info(f"re-reading {len(config.mangadex_ids)} manga named by the sensor")
-        report = import_ids(engine, client, config.mangadex_ids, policy=policy)
-    else:
-        context.log.info(f"importing manga created in [{window.start}, {window.end})")
-        report = import_created_range(engine, client, window.start, window.end, policy=SILENT,
-                                      progress=context.log.info)
+    with one_line_failures(f"catalogue {context.partition_key_range}"):
+        if config.mangadex_ids:
+            policy = NotifyPolicy(new_manga=config.notify_new_manga,
+                                  new_manga_after=initial_sync_cursor(engine), updates=True)
+            context.log.info(f"re-reading {len(config.mangadex_ids)} manga named by the sensor")
+            report = import_ids(engine, client, config.mangadex_ids, policy=policy)
+        else:
+            context.log.info(f"importing manga created in [{window.start}, {window.end})")
+            report = import_created_range(engine, client, window.start, window.end,
+                                          policy=SILENT, progress=context.log.info)
     delivery = notifier.deliver(engine)
     requests, spent = request_metadata(client, before)
     summary = report.summary()
@@ -116,8 +118,9 @@ def new_chapters(context: AssetExecutionContext, mangahub: MangaHubDatabase,
     before = client.stats.snapshot()
     started = time.monotonic()
     window = context.partition_time_window
-    report = sync_chapter_window(engine, client, sync_settings.language_list, window.start,
-                                 window.end, lookback=sync_settings.lookback)
+    with one_line_failures(f"new_chapters {context.partition_key_range}"):
+        report = sync_chapter_window(engine, client, sync_settings.language_list, window.start,
+                                     window.end, lookback=sync_settings.lookback)
     delivery = notifier.deliver(engine)
     requests, spent = request_metadata(client, before)
     summary = report.summary()

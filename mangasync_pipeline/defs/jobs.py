@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from dagster import (
     AssetMaterialization,
     Config,
-    Failure,
     MetadataValue,
     OpExecutionContext,
     Output,
@@ -16,6 +15,7 @@ from dagster import (
 )
 
 from mangasync_pipeline.defs.assets import GENRE_LINKS, MANGA_CATALOGUE, NEW_CHAPTERS
+from mangasync_pipeline.defs.failures import one_line_failures
 from mangasync_pipeline.defs.reporting import (
     delivery_metadata,
     preview,
@@ -28,18 +28,17 @@ from mangasync_pipeline.defs.resources import (
     NotifierResource,
     SyncSettings,
 )
-from mangasync_pipeline.defs.settings import DAILY, MANGADEX_POOL, RUN_RETRY
-from mangasync_pipeline.mangadex.errors import MangaNotFoundError
+from mangasync_pipeline.defs.settings import MANGADEX_POOL, RUN_RETRY
 from mangasync_pipeline.sync.catalogue import initial_sync
 from mangasync_pipeline.sync.manga_sync import sync_one
 
 catalogue_job = define_asset_job(
-    "catalogue_job", selection=[MANGA_CATALOGUE, GENRE_LINKS], partitions_def=DAILY,
+    "catalogue_job", selection=[MANGA_CATALOGUE, GENRE_LINKS],
     description="Materializes manga_catalogue and genre_links partitions (sensor runs and "
                 "backfills).")
 
 new_chapters_job = define_asset_job(
-    "new_chapters_job", selection=[NEW_CHAPTERS], partitions_def=DAILY,
+    "new_chapters_job", selection=[NEW_CHAPTERS],
     description="Materializes new_chapters partitions (the schedule's runs and backfills).")
 
 
@@ -55,7 +54,9 @@ def import_newest_manga(context: OpExecutionContext, config: InitialSyncConfig,
     engine, client = mangahub.engine(), mangadex.client()
     before = client.stats.snapshot()
     started = time.monotonic()
-    result = initial_sync(engine, client, sync_settings.initial_sync_limit, force=config.force)
+    with one_line_failures("initial sync"):
+        result = initial_sync(engine, client, sync_settings.initial_sync_limit,
+                              force=config.force)
     requests, spent = request_metadata(client, before)
     if result.skipped:
         context.log.info("initial sync already completed; run with force: true to repeat it")
@@ -91,11 +92,9 @@ def sync_one_manga(context: OpExecutionContext, config: SyncMangaConfig,
                    mangahub: MangaHubDatabase, mangadex: MangaDexResource,
                    notifier: NotifierResource, sync_settings: SyncSettings) -> Output:
     engine, client = mangahub.engine(), mangadex.client()
-    try:
+    with one_line_failures(f"sync of manga {config.mangadex_id}"):
         found = sync_one(engine, client, config.mangadex_id.strip().lower(),
                          sync_settings.language_list)
-    except MangaNotFoundError as exc:
-        raise Failure(description=f"MangaDex has no manga {config.mangadex_id}: {exc}") from None
     delivery = notifier.deliver(engine)
     context.log.info(f"manga {found['manga_id']} ({config.mangadex_id}): {found}")
     return Output(None, metadata={

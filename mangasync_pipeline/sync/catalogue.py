@@ -200,12 +200,13 @@ def detect_changes(engine: Engine, client: MangaDexClient, cursor: PollCursor, *
     last: PollCursor = cursor
     pages = client.iter_manga_pages("updatedAt", since=cursor.since, includes=())
     for n, page in enumerate(pages):
-        items = [m for m in page.items if m.id not in skip]
+        # Ids at the cursor's instant were handled; the same id updated again is news.
+        items = [m for m in page.items if not (m.id in skip and m.updated_at == cursor.since)]
         if items:
             with engine.connect() as conn:
                 known = dict(conn.execute(
                     select(manga.c.mangadex_id, manga.c.mangadex_updated_at).where(
-                        manga.c.mangadex_id.in_([m.id for m in items]))).tuples().all())
+                        manga.c.mangadex_id.in_([m.id for m in items]))).all())
             for item in items:
                 day = item.created_at.date().isoformat()
                 if item.id in known:

@@ -28,7 +28,8 @@ class NotifyPolicy:
     """Who hears about what this upsert finds."""
 
     new_manga: bool = False
-    # NEW_MANGA only for manga created on MangaDex after this instant (the initial sync's cursor).
+    # NEW_MANGA only for manga created on MangaDex from this instant on (the initial sync's
+    # cursor); manga that sync imported are not new to the upsert, so ties are safe.
     new_manga_after: datetime | None = None
     updates: bool = True
 
@@ -70,7 +71,7 @@ def upsert_manga(conn: Connection, rows: Sequence[MangaRow], now: datetime,
         if row.mangadex_id not in existing:
             result.inserted.append((local_id, row.mangadex_id, row.title))
             if policy.new_manga and (policy.new_manga_after is None
-                                     or row.created_at > policy.new_manga_after):
+                                     or row.created_at >= policy.new_manga_after):
                 outbox.enqueue(conn, outbox.NEW_MANGA, {"manga_id": local_id, "title": row.title},
                                f"new-manga:{row.mangadex_id}", now)
                 result.notifications += 1
@@ -92,8 +93,8 @@ def upsert_manga(conn: Connection, rows: Sequence[MangaRow], now: datetime,
     if changed:
         conn.execute(
             update(manga).where(manga.c.id == bindparam("b_id"))
-            .values({c: bindparam(c) for c in SYNCED_COLUMNS}, last_synced_at=now,
-                    updated_at=now),
+            .values({**{c: bindparam(c) for c in SYNCED_COLUMNS}, "last_synced_at": now,
+                     "updated_at": now}),
             changed,
         )
     untouched = [ids[r.mangadex_id] for r in rows
@@ -185,18 +186,18 @@ def _link_genres(conn: Connection, rows: list[MangaRow], ids: dict[str, int],
     genre_ids: dict[str, int] = {}
     if names:
         known = dict(conn.execute(select(genres.c.name, genres.c.id)
-                                  .where(genres.c.name.in_(names))).tuples().all())
+                                  .where(genres.c.name.in_(names))).all())
         missing = [n for n in names if n not in known]
         if missing:
             insert_ignore(conn, genres, [{"name": n} for n in missing], conflict=["name"])
             known = dict(conn.execute(select(genres.c.name, genres.c.id)
-                                      .where(genres.c.name.in_(names))).tuples().all())
+                                      .where(genres.c.name.in_(names))).all())
             result.genres_created += len(missing)
         genre_ids = known
     wanted = {(ids[r.mangadex_id], genre_ids[g]) for r in rows for g in r.genres}
     manga_ids = [ids[r.mangadex_id] for r in rows]
     have = set(conn.execute(select(manga_genres.c.manga_id, manga_genres.c.genre_id)
-                            .where(manga_genres.c.manga_id.in_(manga_ids))).tuples().all())
+                            .where(manga_genres.c.manga_id.in_(manga_ids))).all())
     add = sorted(wanted - have)
     remove = sorted(have - wanted)
     if add:

@@ -115,14 +115,14 @@ def _known_numbers(conn: Connection, pairs: set[Pair]) -> tuple[dict[Pair, Decim
                func.max(chapters.c.chapter_number), func.count())
         .where(chapters.c.manga_id.in_(manga_ids))
         .group_by(chapters.c.manga_id, chapters.c.translated_language)
-    ).tuples():
+    ):
         stored[(m, lang)] = Decimal(top) if top is not None else None
         counts[(m, lang)] = n
     baselines = {(m, lang): (Decimal(top) if top is not None else None)
                  for m, lang, top in conn.execute(
                      select(chapter_baselines.c.manga_id, chapter_baselines.c.translated_language,
                             chapter_baselines.c.max_number)
-                     .where(chapter_baselines.c.manga_id.in_(manga_ids))).tuples()}
+                     .where(chapter_baselines.c.manga_id.in_(manga_ids)))}
     known: dict[Pair, Decimal | None] = {}
     missing: set[Pair] = set()
     for pair in pairs:
