@@ -143,6 +143,8 @@ def _update_message(old: dict[str, Any], row: MangaRow) -> str | None:
 
 def _insert_new(conn: Connection, rows: list[MangaRow], now: datetime) -> None:
     """Insert with unique slugs; a slug taken meanwhile by another run gets the id suffix."""
+    # MangaDex timestamps are whole seconds: a chapter of the same second is not history.
+    catalogued_at = now.replace(microsecond=0)
     pending = rows
     for attempt in range(3):
         if not pending:
@@ -150,7 +152,7 @@ def _insert_new(conn: Connection, rows: list[MangaRow], now: datetime) -> None:
         slugs = _choose_slugs(conn, pending, attempt)
         insert_ignore(conn, manga, [
             {"mangadex_id": r.mangadex_id, "slug": slugs[r.mangadex_id], **_synced_values(r),
-             "catalogued_at": now, "last_synced_at": now, "updated_at": now}
+             "catalogued_at": catalogued_at, "last_synced_at": now, "updated_at": now}
             for r in pending
         ])
         present = set(_ids(conn, [r.mangadex_id for r in pending]))

@@ -147,7 +147,7 @@ def _fetch_baselines(client: MangaDexClient, missing: set[Pair],
         for lang in langs:
             numbers = [c.number for c in page.items
                        if c.translated_language == lang and c.number is not None
-                       and c.readable_at <= info.catalogued_at]
+                       and c.readable_at < info.catalogued_at]
             found[(m, lang)] = max(numbers) if numbers else None
     return found
 
@@ -210,7 +210,7 @@ def _store(engine: Engine, fresh: list[Chapter], infos_by_dex: dict[str, MangaIn
         lang = c.translated_language or ""
         pair = (info.id, lang)
         notify = False
-        if c.readable_at <= info.catalogued_at:
+        if c.readable_at < info.catalogued_at:
             report.history += 1
         elif c.number is None or running[pair] is None or c.number > running[pair]:
             notify = True

@@ -1,0 +1,281 @@
+"""New-chapter rules (CONTRACTS.md "When users are notified"), one test per rule, over the
+simulator's real HTTP API and a real database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine, insert, select, update
+
+from mangasync_pipeline.config import utcnow
+from mangasync_pipeline.db.tables import chapters, manga
+from mangasync_pipeline.mangadex.client import MangaDexClient
+from mangasync_pipeline.mangadex.simulator import Simulator
+from mangasync_pipeline.notify.notifier import Notifier
+from mangasync_pipeline.sync.catalogue import SILENT, import_ids
+from mangasync_pipeline.sync.chapters import ChapterReport, sync_chapter_window
+from mangasync_pipeline.sync.manga_sync import sync_one
+from mangasync_pipeline_tests.receiver import Receiver
+from mangasync_pipeline_tests.sync_helpers import Pipeline, client_for, outbox_rows, settings_for
+
+LOOKBACK = timedelta(hours=1)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+
+@dataclass
+class World:
+    sim: Simulator
+    engine: Engine
+    client: MangaDexClient
+    db_url: str
+
+    def admin(self, method: str, path: str, body: Any = None) -> Any:
+        response = httpx.request(method, f"{self.sim.url}{path}", json=body, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def add_manga(self, title: str, *, history: int = 0, language: str = "en",
+                  catalogue: bool = True, last_chapter: str = "") -> str:
+        """A manga created a year ago with `history` chapters published before today."""
+        created = utcnow() - timedelta(days=365)
+        mid = self.admin("POST", "/_sim/manga", {
+            "title": {"en": title}, "createdAt": iso(created), "contentRating": "safe",
+            "lastChapter": last_chapter})["ids"][0]
+        if history:
+            self.add_chapters(mid, [(str(n), created + timedelta(days=n)) for n in
+                                    range(1, history + 1)], language=language)
+        if catalogue:
+            import_ids(self.engine, self.client, [mid], policy=SILENT)
+        return mid
+
+    def add_chapters(self, manga_id: str, specs: list[tuple[str | None, datetime | None]], *,
+                     language: str = "en", group: str = "Alpha Scans",
+                     **extra: Any) -> list[str]:
+        body = []
+        for label, when in specs:
+            spec: dict[str, Any] = {"manga": manga_id, "chapter": label, "language": language,
+                                    "group": group, **extra}
+            if when is not None:
+                spec.update(createdAt=iso(when), publishAt=iso(when))
+            body.append(spec)
+        return self.admin("POST", "/_sim/chapters", body)["ids"]
+
+    def poll(self, start: datetime | None = None, end: datetime | None = None,
+             languages: tuple[str, ...] = ("en",)) -> ChapterReport:
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        return sync_chapter_window(self.engine, self.client, languages, start or today,
+                                   end or today + timedelta(days=2), lookback=LOOKBACK)
+
+    def new_chapter_keys(self) -> list[str]:
+        return [r.dedup_key for r in outbox_rows(self.engine, "new-chapter")]
+
+    def payloads(self) -> list[dict[str, Any]]:
+        return [r.payload for r in outbox_rows(self.engine, "new-chapter")]
+
+    def requests(self) -> dict[str, int]:
+        return dict(self.admin("GET", "/_sim/stats")["requests"])
+
+
+@pytest.fixture
+def world(db_url: str, engine: Engine) -> Iterator[World]:
+    with Simulator(seed=11, manga_count=5, rate_limit=None, chapters_per_manga=0) as sim:
+        settings = settings_for(db_url, sim.url)
+        with client_for(settings) as client:
+            yield World(sim, engine, client, db_url)
+
+
+def test_history_of_a_manga_with_empty_last_chapter_never_notifies(world: World) -> None:
+    mid = world.add_manga("Long Runner", history=150, last_chapter="")
+    # History republished in today's window (MangaDex re-dates chapters) is still history.
+    world.add_chapters(mid, [("150", utcnow() - timedelta(minutes=10))], group="Beta")
+    report = world.poll()
+    assert world.new_chapter_keys() == []
+    assert report.notifications == 0 and report.history == 1
+
+
+def test_181_then_late_180_5_then_182_from_two_groups(world: World) -> None:
+    mid = world.add_manga("Numbers", history=180)
+    world.add_chapters(mid, [("181", None)])
+    first = world.poll()
+    assert first.baseline_requests == 1  # one feed request learns that 180 is history
+    assert [p["chapter"] for p in world.payloads()] == ["181"]
+
+    world.add_chapters(mid, [("180.5", None)])
+    world.poll()
+    assert [p["chapter"] for p in world.payloads()] == ["181"]
+
+    world.add_chapters(mid, [("182", None)], group="Alpha Scans")
+    world.add_chapters(mid, [("182", None)], group="Beta Scans")
+    third = world.poll()
+    assert third.baseline_requests == 0
+    assert [p["chapter"] for p in world.payloads()] == ["181", "182"]
+    with world.engine.connect() as conn:
+        stored = conn.execute(select(chapters.c.label).where(
+            chapters.c.label.in_(["180.5", "181", "182"]))).scalars().all()
+        total = conn.execute(select(manga.c.total_chapters).where(
+            manga.c.mangadex_id == mid)).scalar()
+    assert sorted(stored) == ["180.5", "181", "182", "182"]  # every group's upload is stored
+    assert total == 182
+
+
+def test_a_reupload_of_an_old_number_notifies_no_one(world: World) -> None:
+    mid = world.add_manga("Reuploads", history=20)
+    world.add_chapters(mid, [("10", None)], group="Uncensored Scans")
+    report = world.poll()
+    assert world.new_chapter_keys() == [] and report.stored == 1
+
+
+def test_a_oneshot_and_an_extra_notify_without_a_number(world: World) -> None:
+    mid = world.add_manga("Shorts", history=3)
+    world.add_chapters(mid, [(None, None)])
+    world.add_chapters(mid, [("EXTRA", None)], group="Other")
+    world.poll()
+    assert [p["chapter"] for p in world.payloads()] == [None, None]
+    assert len(set(world.new_chapter_keys())) == 2
+
+
+def test_chapters_in_other_languages_are_ignored(world: World) -> None:
+    mid = world.add_manga("Polyglot", history=5)
+    world.add_chapters(mid, [("6", None)], language="es")
+    report = world.poll(languages=("en",))
+    assert world.new_chapter_keys() == [] and report.stored == 0
+    world.add_chapters(mid, [("6", None)], language="en")
+    world.poll(languages=("en",))
+    assert [(p["chapter"], p["language"]) for p in world.payloads()] == [("6", "en")]
+
+
+def test_a_scheduled_chapter_is_notified_only_once_it_is_out(world: World) -> None:
+    mid = world.add_manga("Scheduled", history=9)
+    now = utcnow().replace(microsecond=0)
+    world.admin("POST", "/_sim/chapters", [{"manga": mid, "chapter": "10", "language": "en",
+                                            "createdAt": iso(now),
+                                            "publishAt": iso(now + timedelta(hours=1))}])
+    report = world.poll()
+    assert report.stored == 0 and world.new_chapter_keys() == []
+    world.admin("POST", "/_sim/clock", {"offset_seconds": 3700})
+    world.poll()
+    assert [p["chapter"] for p in world.payloads()] == ["10"]
+    world.poll()
+    assert len(world.new_chapter_keys()) == 1
+
+
+def test_a_link_only_chapter_with_far_future_publish_at_is_notified(world: World) -> None:
+    mid = world.add_manga("Official", history=4)
+    world.admin("POST", "/_sim/chapters", [{
+        "manga": mid, "chapter": "5", "language": "en", "pages": 0,
+        "externalUrl": "https://publisher.example/ch5", "publishAt": "2037-12-31T00:00:00",
+    }])
+    world.poll()
+    assert [p["chapter"] for p in world.payloads()] == ["5"]
+    with world.engine.connect() as conn:
+        row = conn.execute(select(chapters).where(chapters.c.label == "5")).one()
+    assert row.external_url == "https://publisher.example/ch5"
+    assert row.readable_at < utcnow() + timedelta(minutes=1)
+
+
+def test_chapters_of_manga_outside_the_catalogue_are_skipped(world: World) -> None:
+    outside = world.add_manga("Not Ours", history=2, catalogue=False)
+    world.add_chapters(outside, [("3", None)])
+    report = world.poll()
+    assert report.not_catalogued == 1 and report.stored == 0
+    assert world.new_chapter_keys() == []
+    assert world.requests().get("/manga/{id}/feed", 0) == 0
+
+
+def test_backfill_of_yesterday_after_an_outage_stores_and_notifies_each_once(
+        world: World) -> None:
+    mid = world.add_manga("Outage", history=4)
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    yesterday = today - timedelta(days=1)
+    with world.engine.begin() as conn:  # catalogued before the outage began
+        conn.execute(update(manga).where(manga.c.mangadex_id == mid)
+                     .values(catalogued_at=yesterday - timedelta(days=2)))
+    world.add_chapters(mid, [("5", yesterday + timedelta(hours=9)),
+                             ("6", yesterday + timedelta(hours=15))])
+    world.add_chapters(mid, [("6", yesterday + timedelta(hours=16))], group="Late Group")
+    first = world.poll(yesterday, today)
+    assert first.stored == 3
+    assert [p["chapter"] for p in world.payloads()] == ["5", "6"]
+    second = world.poll(yesterday, today)
+    assert second.stored == 0 and len(world.new_chapter_keys()) == 2
+
+
+def test_the_same_partition_through_dagster_reports_readable_metadata(
+        world: World, receiver: Receiver) -> None:
+    mid = world.add_manga("Via Dagster", history=7)
+    world.add_chapters(mid, [("8", None)])
+    pipeline = Pipeline(settings_for(world.db_url, world.sim.url, receiver.url))
+    today = datetime.now(UTC).date().isoformat()
+    result = pipeline.run("new_chapters_job", partition_key=today)
+    materialization = result.asset_materializations_for_node("new_chapters")[0]
+    meta = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+    assert meta["chapters_stored"] == 1 and meta["notifications_queued"] == 1
+    assert meta["mangadex_requests"] >= 2 and meta["outbox_delivered"] == 1
+    assert [b["chapter"] for b in receiver.of_kind("new-chapter")] == ["8"]
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks and all(checks.values())
+    pipeline.run("new_chapters_job", partition_key=today)
+    assert len(receiver.accepted) == 1
+
+
+def test_a_crash_between_commit_and_delivery_delivers_later_once(
+        world: World, receiver: Receiver) -> None:
+    mid = world.add_manga("Crashy", history=2)
+    world.add_chapters(mid, [("3", None)])
+    world.poll()  # committed; the process "dies" before handing anything over
+    assert [r.status for r in outbox_rows(world.engine)] == ["pending"]
+    with Notifier(receiver.url) as notifier:
+        notifier.deliver(world.engine)
+        notifier.deliver(world.engine)
+    assert [b["chapter"] for b in receiver.of_kind("new-chapter")] == ["3"]
+    assert receiver.posts == 1
+
+
+def test_requests_per_poll_do_not_grow_with_the_catalogue(world: World) -> None:
+    ids = [world.add_manga(f"Active {n}", history=3) for n in range(5)]
+
+    def traffic(label: str) -> dict[str, int]:
+        for mid in ids:
+            world.add_chapters(mid, [(label, None)])
+        world.admin("POST", "/_sim/stats/reset")
+        world.poll()
+        return {k: v for k, v in world.requests().items() if v}
+
+    traffic("4")  # learns the five baselines once
+    _pad_catalogue(world.engine, 200 - 5)
+    small = traffic("5")
+    _pad_catalogue(world.engine, 20_000 - 200)
+    large = traffic("6")
+    assert small == large == {"/chapter": 2}
+    assert len(world.new_chapter_keys()) == 15
+
+
+def _pad_catalogue(engine: Engine, n: int) -> None:
+    """Catalogued manga without chapter traffic (their MangaDex side is irrelevant here)."""
+    now = utcnow()
+    with engine.begin() as conn:
+        start = conn.execute(select(manga.c.id).order_by(manga.c.id.desc()).limit(1)).scalar()
+        rows = [{"mangadex_id": f"00000000-0000-4000-8000-{start + i:012d}",
+                 "slug": f"padding-{start + i}", "title": f"Padding {i}", "created_at": now,
+                 "catalogued_at": now, "updated_at": now} for i in range(n)]
+        for i in range(0, n, 5000):
+            conn.execute(insert(manga), rows[i:i + 5000])
+
+
+def test_sync_one_manga_reads_its_whole_feed_and_applies_the_same_rules(world: World) -> None:
+    mid = world.add_manga("Single", history=30)
+    world.add_chapters(mid, [("31", None), ("31", None)])
+    found = sync_one(world.engine, world.client, mid, ("en",))
+    assert found["chapters_stored"] == 32 and found["new_chapters"] == ["31"]
+    assert found["requests"] == 2  # the manga, then its feed (500 per page)
+    again = sync_one(world.engine, world.client, mid, ("en",))
+    assert again["chapters_stored"] == 0 and again["new_chapters"] == []
+    assert len(world.new_chapter_keys()) == 1
