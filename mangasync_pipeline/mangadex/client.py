@@ -338,6 +338,7 @@ class MangaDexClient:
         shares the cursor's second, it pages by offset within that second.
         """
         attr = _ATTR[key]
+        since = as_utc(since) if since is not None else None
         cursor = to_second(since) if since is not None else None
         until = as_utc(until) if until is not None else None
         offset = 0
@@ -366,8 +367,8 @@ class MangaDexClient:
             items: list[T] = []
             reached_until = False
             for item in page.items:
-                if item.id in at_cursor:
-                    continue
+                if item.id in at_cursor or (since is not None and getattr(item, attr) < since):
+                    continue  # seen at the boundary, or in the part of a second before `since`
                 if until is not None and getattr(item, attr) >= until:
                     reached_until = True
                     break
