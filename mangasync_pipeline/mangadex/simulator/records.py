@@ -53,6 +53,7 @@ class Person:
     name: str
     created_at: int
     twitter: str | None = None
+    json_cache: dict[str, bytes] | None = None  # rendered as author / artist
 
 
 @dataclass(slots=True, eq=False)
@@ -64,12 +65,14 @@ class Group:
     created_at: int
     focused_language: str = "en"
     official: bool = False
+    json_cache: bytes | None = None
 
 
 @dataclass(slots=True, eq=False)
 class Uploader:
     id: str
     username: str
+    json_cache: bytes | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -98,7 +101,7 @@ class Chapter:
     version: int
     groups: list[Group]
     uploader: Uploader
-    json_cache: dict[Any, str] | None = None
+    json_cache: bytes | None = None  # rendered attributes; chapters never change
 
 
 @dataclass(slots=True, eq=False)
@@ -128,7 +131,7 @@ class Manga:
     # Maintained by the catalogue when chapters are added, so rendering stays O(1).
     latest: Chapter | None = None
     languages: list[str] = field(default_factory=list)
-    json_cache: dict[Any, str] | None = None
+    json_cache: dict[str, bytes] | None = None  # rendered parts; dropped on any change
 
     def note_chapter(self, ch: Chapter) -> None:
         self.chapters.append(ch)

@@ -176,7 +176,7 @@ class Simulator:
             texts = [render.chapter_json(c, cq.includes) for c in chapters]
         return 200, self._page(texts, cq.limit, cq.offset, total, bad_item), _JSON
 
-    def _page(self, texts: list[str], limit: int, offset: int, total: int,
+    def _page(self, texts: list[bytes], limit: int, offset: int, total: int,
               bad_item: bool) -> bytes:
         if bad_item and texts:
             kind = self.faults.take_bad_item()
