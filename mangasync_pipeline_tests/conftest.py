@@ -17,7 +17,10 @@ from sqlalchemy import Engine
 from mangasync_pipeline.db.engine import make_engine
 from mangasync_pipeline.db.migrate import upgrade
 
-pytest_plugins = ["mangasync_pipeline_tests.receiver"]
+pytest_plugins = [
+    "mangasync_pipeline_tests.receiver",
+    "mangasync_pipeline_tests.simulator_fixtures",
+]
 
 PG_ADMIN_DSN = os.environ.get("MANGASYNC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
