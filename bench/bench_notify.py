@@ -174,7 +174,7 @@ async def trigger_rate(http: str, manga_id: int, seconds: float, concurrency: in
         while time.perf_counter() < deadline:
             i += 1
             r = await client.post(f"{http}/notify/new-chapter", json={
-                "manga_id": manga_id, "title": "Rate", "chapter": f"{wid}.{i}"})
+                "manga_id": manga_id, "title": "Rate", "chapter": wid * 1_000_000 + i})
             assert r.status_code == 202, r.text
             count += 1
 
@@ -202,9 +202,12 @@ def main() -> None:
     http_port, udp_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
     env = {**os.environ, "DATABASE_URL": url, "MANGASYNC_HTTP_PORT": str(http_port),
            "MANGASYNC_UDP_PORT": str(udp_port)}
+    log = open(f"{tmp}/server.log", "w")  # noqa: SIM115 - lives as long as the server
     server = subprocess.Popen([sys.executable, "-m", "mangasync_pipeline.cli", "server",
-                               "--heartbeat", "600"], env=env, stderr=subprocess.DEVNULL)
+                               "--heartbeat", "600"], env=env, stderr=log)
+    print(f"server log: {log.name}", file=sys.stderr)
     http = f"http://127.0.0.1:{http_port}"
+    result: dict[str, Any] = {}
     try:
         for _ in range(200):
             try:
@@ -215,13 +218,19 @@ def main() -> None:
         result = asyncio.run(run_clients(args, users, ("127.0.0.1", udp_port), http,
                                          server.pid, engine, manga_id))
         result["database"] = engine.dialect.name
+        print(json.dumps(result, indent=2), file=sys.stderr, flush=True)
         result["triggers_per_s_sequential"] = asyncio.run(
             trigger_rate(http, manga_id, args.rate_seconds, 1))
         result["triggers_per_s_8_concurrent"] = asyncio.run(
             trigger_rate(http, manga_id, args.rate_seconds, 8))
     finally:
         server.send_signal(signal.SIGTERM)
-        server.wait(30)
+        start = time.perf_counter()
+        try:
+            server.wait(120)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        result["server_stop_s"] = time.perf_counter() - start
         engine.dispose()
     print(json.dumps(result, indent=2))
 

@@ -56,6 +56,11 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self._ack_wakeup = asyncio.Event()
         self._ack_task = self._spawn(self._ack_writer())
         self._sweeper = self._spawn(self._sweep())
+        # Read at scrape time: counting on every REGISTER would make 10,000 of them quadratic.
+        metrics.sessions.set_function(lambda: len(self.sessions))
+        # (Scrapes run in a worker thread: copy the values in one step before iterating.)
+        metrics.users_online.set_function(
+            lambda: sum(1 for state in list(self.users.values()) if state.sessions))
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -222,7 +227,6 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.sessions[session.id] = session
         state.sessions[session.id] = session
         self.addr_sessions[addr] = self.addr_sessions.get(addr, 0) + 1
-        self._update_gauges()
         self.metrics.registers.labels("ok").inc()
         try:
             unread, page = await self.run_db(self.store.unread, user_id, self.opt.catch_up_page)
@@ -375,13 +379,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             self.addr_sessions[session.addr] = left
         else:
             self.addr_sessions.pop(session.addr, None)
-        self._update_gauges()
         log.info("session %s of user %s at %s ended: %s", session.short, session.user_id,
                  _addr(session.addr), why)
-
-    def _update_gauges(self) -> None:
-        self.metrics.sessions.set(len(self.sessions))
-        self.metrics.users_online.set(sum(1 for s in self.users.values() if s.sessions))
 
     async def _sweep(self) -> None:
         interval = max(0.05, min(self.opt.heartbeat / 2, 5.0))
