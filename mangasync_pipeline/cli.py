@@ -23,6 +23,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "demo": "mangasync_pipeline.ops.demo:demo",
     "status": "mangasync_pipeline.ops.status:status",
     "sync-manga": "mangasync_pipeline.sync.commands:sync_manga",
+    "initial-sync": "mangasync_pipeline.sync.commands:initial_sync_command",
+    "backfill": "mangasync_pipeline.sync.commands:backfill",
 }
 
 # Errors a user can cause: printed as one line, never as a traceback.

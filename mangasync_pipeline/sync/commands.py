@@ -1,0 +1,116 @@
+"""Sync from the command line, for operators without the Dagster UI at hand.
+
+Dagster's backfills are the main tool; these run the same functions in the foreground with a
+progress bar, and print one line on failure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, timedelta
+
+import click
+from tqdm import tqdm
+
+from mangasync_pipeline.config import ConfigError, Settings
+from mangasync_pipeline.db.engine import shared_engine
+from mangasync_pipeline.db.migrate import check_schema
+from mangasync_pipeline.mangadex.client import MangaDexClient
+from mangasync_pipeline.mangadex.errors import MangaDexError
+from mangasync_pipeline.notify.notifier import Notifier
+from mangasync_pipeline.sync.catalogue import SILENT, day_bounds, import_created_range, initial_sync
+from mangasync_pipeline.sync.chapters import sync_chapter_window
+from mangasync_pipeline.sync.manga_sync import resolve_mangadex_id, sync_one
+
+
+@contextmanager
+def _session() -> Iterator[tuple[Settings, MangaDexClient]]:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    check_schema(shared_engine(settings.database_url))
+    client = MangaDexClient(settings.mangadex_api_url, uploads_url=settings.mangadex_uploads_url,
+                            api_key=settings.mangadex_api_key,
+                            rate_limit=settings.mangadex_rate_limit,
+                            state_url=settings.database_url)
+    try:
+        yield settings, client
+    except (MangaDexError, LookupError) as exc:
+        raise click.ClickException(str(exc).strip("'\"")) from None
+    finally:
+        client.close()
+
+
+def _deliver(settings: Settings) -> str:
+    with Notifier(settings.udp_server_url, settings.notify_trigger_token) as notifier:
+        report = notifier.deliver(shared_engine(settings.database_url))
+    if report.errors:
+        return f"{report.pending} notifications pending (server: {report.errors[0]})"
+    return f"{report.delivered} notifications delivered, {report.pending} pending"
+
+
+@click.command("initial-sync")
+@click.option("--force", is_flag=True, help="Run again even if it completed before.")
+def initial_sync_command(force: bool) -> None:
+    """Import the newest INITIAL_SYNC_LIMIT manga (notifies no one)."""
+    with _session() as (settings, client):
+        result = initial_sync(shared_engine(settings.database_url), client,
+                              settings.initial_sync_limit, force=force)
+    if result.skipped:
+        click.echo(f"initial sync already completed (cursor {result.cursor}); use --force")
+        return
+    summary = result.catalogue.summary()
+    click.echo(f"imported {summary['manga_seen']} manga ({summary['manga_inserted']} new) in "
+               f"{client.stats.snapshot().total_requests} requests; cursor {result.cursor}")
+
+
+@click.command("backfill")
+@click.option("--from", "first", required=True, type=click.DateTime(["%Y-%m-%d"]),
+              help="First day (UTC), YYYY-MM-DD.")
+@click.option("--to", "last", type=click.DateTime(["%Y-%m-%d"]),
+              help="Last day (UTC), inclusive; default: the first day.")
+@click.option("--what", type=click.Choice(["catalogue", "chapters", "both"]), default="both",
+              show_default=True)
+def backfill(first: object, last: object | None, what: str) -> None:
+    """Repair a range of days: manga created then, and chapters readable then."""
+    start_day: date = first.date()  # type: ignore[attr-defined]
+    end_day: date = last.date() if last else start_day  # type: ignore[attr-defined]
+    if end_day < start_day:
+        raise click.ClickException("--to is before --from")
+    days = [start_day + timedelta(days=n) for n in range((end_day - start_day).days + 1)]
+    with _session() as (settings, client):
+        engine = shared_engine(settings.database_url)
+        bar = tqdm(days, unit="day", desc="backfill")
+        totals = {"manga": 0, "new_manga": 0, "chapters": 0, "notifications": 0}
+        for day in bar:
+            start, end = day_bounds(day)
+            if what in ("catalogue", "both"):
+                report = import_created_range(engine, client, start, end, policy=SILENT)
+                totals["manga"] += report.seen
+                totals["new_manga"] += len(report.result.inserted)
+                totals["notifications"] += report.result.notifications
+            if what in ("chapters", "both"):
+                chapters = sync_chapter_window(engine, client, settings.languages, start, end,
+                                               lookback=settings.chapter_lookback)
+                totals["chapters"] += chapters.stored
+                totals["notifications"] += chapters.notifications
+            bar.set_postfix(requests=client.stats.snapshot().total_requests, **totals)
+    click.echo(f"{len(days)} days: {totals['manga']} manga read ({totals['new_manga']} new), "
+               f"{totals['chapters']} chapters stored, {totals['notifications']} notifications "
+               f"queued, {client.stats.snapshot().total_requests} MangaDex requests; "
+               + _deliver(settings))
+
+
+@click.command("sync-manga")
+@click.argument("manga_ref")
+def sync_manga(manga_ref: str) -> None:
+    """Re-read one manga (local id, slug or MangaDex UUID) and its whole feed."""
+    with _session() as (settings, client):
+        engine = shared_engine(settings.database_url)
+        found = sync_one(engine, client, resolve_mangadex_id(engine, manga_ref),
+                         settings.languages)
+    click.echo(json.dumps(found, indent=2, default=str))
+    click.echo(_deliver(settings))

@@ -1,0 +1,57 @@
+"""The sync commands an operator runs by hand, as subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+from sqlalchemy import func, select
+
+from mangasync_pipeline.db.engine import make_engine
+from mangasync_pipeline.db.migrate import upgrade
+from mangasync_pipeline.db.tables import manga
+from mangasync_pipeline.mangadex.simulator import Simulator
+
+
+def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mangasync_pipeline.cli", *args],
+                          env={**os.environ, **env}, cwd=cwd, capture_output=True, text=True,
+                          timeout=240)
+
+
+def test_initial_sync_backfill_and_sync_manga_from_the_command_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'hub.sqlite'}"
+    upgrade(url)
+    with Simulator(seed=5, manga_count=300, rate_limit=None, chapters_per_manga=3) as sim:
+        httpx.post(f"{sim.url}/_sim/manga", json={"count": 12, "day": "2022-02-02"})
+        env = {"DATABASE_URL": url, "MANGADEX_API_URL": sim.url, "INITIAL_SYNC_LIMIT": "50",
+               "MANGADEX_RATE_LIMIT": "200", "UDP_SERVER_URL": "http://127.0.0.1:9"}
+        first = _run(["initial-sync"], env, tmp_path)
+        assert first.returncode == 0, first.stderr
+        assert "imported 50 manga (50 new)" in first.stdout
+        again = _run(["initial-sync"], env, tmp_path)
+        assert "already completed" in again.stdout
+
+        filled = _run(["backfill", "--from", "2022-02-02", "--what", "catalogue"], env, tmp_path)
+        assert filled.returncode == 0, filled.stderr
+        assert "1 days:" in filled.stdout and "backfill" in filled.stderr  # the progress bar
+        engine = make_engine(url)
+        with engine.connect() as conn:
+            on_day = conn.execute(select(func.count()).select_from(manga).where(
+                func.date(manga.c.created_at) == "2022-02-02")).scalar()
+            slug = conn.execute(select(manga.c.slug).limit(1)).scalar()
+        assert on_day and on_day >= 10
+
+        one = _run(["sync-manga", str(slug)], env, tmp_path)
+        assert one.returncode == 0, one.stderr
+        report = json.loads(one.stdout[:one.stdout.rindex("}") + 1])
+        assert report["slug"] == slug and report["requests"] >= 2
+
+        missing = _run(["sync-manga", "no-such-manga"], env, tmp_path)
+        assert missing.returncode == 1
+        assert "no manga 'no-such-manga' in the catalogue" in missing.stderr
+        assert "Traceback" not in missing.stderr
