@@ -175,3 +175,9 @@ def test_triggers_fuzzed_from_the_openapi_document_never_answer_500(
 
             fuzz()
     assert failures == []
+
+
+def test_manual_sync_of_an_unknown_manga_is_404(server: ServerHandle) -> None:
+    r = httpx.post(f"{server.http_url}/api/manga/no-such-manga/sync")
+    assert r.status_code == 404
+    assert "no-such-manga" in r.json()["error"]
