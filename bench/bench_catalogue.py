@@ -1,0 +1,198 @@
+"""Benchmark of the catalogue sync against the simulator (run in its own process).
+
+1. initial sync of 200 at the real limit of 5 requests/s: requests and wall time;
+2. backfill of ~10,000 manga created over 4 days (`import_created_range`, what a backfill of
+   those day partitions runs): requests against the floor ceil(N/100), wall time against the
+   rate-limit floor requests / 5 s; at 5/s, then with the limit lifted to show our own cost;
+3. scaling at 1,000 / 10,000 / 50,000 manga with the limit lifted: requests and the time to
+   fetch and parse the pages, then `upsert_manga` throughput (pages of 100 rows, pre-parsed,
+   one transaction a page, so only the database side is timed) on SQLite and PostgreSQL,
+   first into an empty table and again with every row unchanged (a re-materialization).
+
+    .venv/bin/python bench/bench_catalogue.py [--quick | --full] [--backends sqlite,postgresql]
+
+The default run takes about 5 minutes; `--quick` about 3; `--full` about 12.
+
+The N manga of a backfill are those MangaDex's default content ratings show (the simulator
+hides pornographic ones as MangaDex does), so N is a little under the number added.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from _common import BACKENDS, command, simulator_process, table, throwaway_db
+
+from mangasync_pipeline.config import utcnow
+from mangasync_pipeline.db.engine import make_engine
+from mangasync_pipeline.mangadex.client import DEFAULT_INCLUDES, MangaDexClient
+from mangasync_pipeline.mangadex.mapping import MangaRow, manga_row
+from mangasync_pipeline.mangadex.simulator import SimulatorAdmin
+from mangasync_pipeline.sync.catalogue import SILENT, import_created_range, initial_sync
+from mangasync_pipeline.sync.catalogue_store import upsert_manga
+
+RATE = 5.0
+BACKFILL_DAYS = [date(2024, 3, 1) + timedelta(days=d) for d in range(4)]
+SCALES = {  # size -> (first day, days); each size lives on its own days of the simulator
+    1_000: (date(2023, 1, 1), 1),
+    10_000: (date(2023, 2, 1), 4),
+    50_000: (date(2023, 3, 1), 10),
+}
+
+
+def day_start(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def add_on_days(admin: SimulatorAdmin, total: int, first: date, days: int) -> None:
+    per_day = math.ceil(total / days)
+    for d in range(days):
+        admin.add_manga(count=min(per_day, total - d * per_day),
+                        day=(first + timedelta(days=d)).isoformat())
+
+
+def sim_total(admin: SimulatorAdmin) -> tuple[int, int]:
+    stats = admin.stats()
+    return int(stats["total"]), int(stats["rate_limited"])
+
+
+def initial_sync_rows(backends: list[str], tmp: Path) -> list[list[str]]:
+    rows = []
+    with simulator_process(rate_limit=RATE, manga=1000) as url, SimulatorAdmin(url) as admin:
+        for backend in backends:
+            with throwaway_db(backend, tmp) as db:
+                engine = make_engine(db)
+                admin.reset_stats()
+                with MangaDexClient(url, rate_limit=RATE) as client:
+                    started = time.perf_counter()
+                    report = initial_sync(engine, client, 200)
+                    wall = time.perf_counter() - started
+                engine.dispose()
+                total, limited = sim_total(admin)
+                rows.append([f"initial sync of 200, {backend}, limit 5/s",
+                             str(len(report.catalogue.result.inserted)), f"{total} (floor 2)",
+                             f"{wall:.2f} s", f"{total / RATE:.1f} s", str(limited)])
+    return rows
+
+
+def backfill_rows(backends: list[str], tmp: Path, rates: list[float | None]
+                  ) -> list[list[str]]:
+    rows = []
+    start, end = day_start(BACKFILL_DAYS[0]), day_start(BACKFILL_DAYS[-1]) + timedelta(days=1)
+    for rate in rates:
+        with simulator_process(rate_limit=rate, manga=10) as url, SimulatorAdmin(url) as admin:
+            add_on_days(admin, 10_000, BACKFILL_DAYS[0], len(BACKFILL_DAYS))
+            for backend in backends:
+                with throwaway_db(backend, tmp) as db:
+                    engine = make_engine(db)
+                    admin.reset_stats()
+                    with MangaDexClient(url, rate_limit=rate) as client:
+                        started = time.perf_counter()
+                        report = import_created_range(engine, client, start, end, policy=SILENT)
+                        wall = time.perf_counter() - started
+                        waited = client.stats.snapshot().rate_limit_wait_s
+                    engine.dispose()
+                total, limited = sim_total(admin)
+                n = report.seen
+                label = "limit 5/s" if rate else "limit lifted"
+                rows.append([f"backfill of 4 days, {backend}, {label}", str(n),
+                             f"{total} (floor {math.ceil(n / 100)})", f"{wall:.1f} s",
+                             f"{total / RATE:.1f} s" + ("" if rate else " (at 5/s)"),
+                             f"{limited}; waited on limiter {waited:.1f} s"])
+    return rows
+
+
+def fetch_rows(client: MangaDexClient, first: date, days: int) -> tuple[list[list[MangaRow]],
+                                                                         int, float]:
+    before = client.stats.snapshot()
+    started = time.perf_counter()
+    pages = [[manga_row(m, client.uploads_url) for m in page.items]
+             for page in client.iter_manga_pages(
+                 "createdAt", day_start(first), day_start(first) + timedelta(days=days),
+                 includes=DEFAULT_INCLUDES)]
+    elapsed = time.perf_counter() - started
+    return [p for p in pages if p], (client.stats.snapshot() - before).total_requests, elapsed
+
+
+def upsert_seconds(db: str, pages: list[list[MangaRow]], passes: int) -> list[float]:
+    """Seconds to upsert every page into an empty table, then again with nothing changed."""
+    engine = make_engine(db)
+    timings = []
+    for _ in range(passes):
+        started = time.perf_counter()
+        for page in pages:
+            with engine.begin() as conn:
+                upsert_manga(conn, page, utcnow(), SILENT)
+        timings.append(time.perf_counter() - started)
+    engine.dispose()
+    return timings
+
+
+def scaling_rows(backends: list[str], tmp: Path, sizes: list[int], full: bool
+                 ) -> list[list[str]]:
+    rows = []
+    with simulator_process(rate_limit=None, manga=10) as url, SimulatorAdmin(url) as admin:
+        for size in sizes:
+            add_on_days(admin, size, *SCALES[size])
+        with MangaDexClient(url, rate_limit=None) as client:
+            for size in sizes:
+                pages, requests, fetch_s = fetch_rows(client, *SCALES[size])
+                n = sum(len(p) for p in pages)
+                row = [f"{size:,}", str(n), f"{requests} (floor {math.ceil(n / 100)})",
+                       f"{fetch_s:.1f} s ({n / fetch_s:.0f}/s)"]
+                for backend in BACKENDS:
+                    # PostgreSQL at 50,000 alone takes minutes: only with --full.
+                    if backend not in backends or (size > 10_000 and backend != "sqlite"
+                                                   and not full):
+                        row += ["(--full)" if backend in backends else "-", "-"]
+                        continue
+                    with throwaway_db(backend, tmp) as db:
+                        timings = upsert_seconds(db, pages, 2 if size <= 10_000 or full else 1)
+                    row += [f"{n / t:.0f}/s ({t:.1f} s)" for t in timings]
+                    row += ["(--full)"] * (2 - len(timings))
+                rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="SQLite only for the 5/s runs, scaling up to 10,000")
+    parser.add_argument("--full", action="store_true",
+                        help="also PostgreSQL and the unchanged pass at 50,000 (~12 min)")
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    args = parser.parse_args()
+    backends = [b for b in args.backends.split(",") if b]
+    unknown = set(backends) - set(BACKENDS)
+    if unknown:
+        raise SystemExit(f"--backends: unknown {', '.join(sorted(unknown))} "
+                         f"(choose from {', '.join(BACKENDS)})")
+    limited = backends[:1] if args.quick else backends
+    sizes = [1_000, 10_000] if args.quick else list(SCALES)
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        runs = initial_sync_rows(limited, tmp)
+        runs += backfill_rows(limited, tmp, [RATE])
+        runs += backfill_rows(backends, tmp, [None])
+        scale = scaling_rows(backends, tmp, sizes, args.full)
+    print(f"`{command()}`\n")
+    print(table(["run", "manga", "requests", "wall time", "rate-limit floor (requests / 5 s)",
+                 "429s"], runs))
+    print()
+    print("Scaling, limit lifted (fetch = HTTP + JSON parse + mapping, simulator in its own "
+          "process; upsert = `upsert_manga`, pages of 100, one transaction each):\n")
+    print(table(["added", "manga N", "requests", "fetch", "SQLite upsert, empty table",
+                 "SQLite re-upsert, unchanged", "PostgreSQL upsert, empty table",
+                 "PostgreSQL re-upsert, unchanged"], scale))
+    print(f"\nTotal run time {time.perf_counter() - started:.0f} s.")
+
+
+if __name__ == "__main__":
+    main()
