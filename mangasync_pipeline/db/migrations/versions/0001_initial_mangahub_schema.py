@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 11:50:24.939176
+Create Date: 2026-11-28 12:37:44.028286
 """
 
 from collections.abc import Sequence
@@ -302,18 +302,6 @@ def upgrade() -> None:
             "trigger_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
         ),
         sa.ForeignKeyConstraint(
-            ["manga_id"],
-            ["manga.id"],
-            name=op.f("fk_notifications_manga_id_manga"),
-            ondelete="CASCADE",
-        ),
-        sa.ForeignKeyConstraint(
-            ["trigger_id"],
-            ["notification_triggers.id"],
-            name=op.f("fk_notifications_trigger_id_notification_triggers"),
-            ondelete="SET NULL",
-        ),
-        sa.ForeignKeyConstraint(
             ["user_id"],
             ["users.id"],
             name=op.f("fk_notifications_user_id_users"),
@@ -327,6 +315,7 @@ def upgrade() -> None:
             ["user_id", "type", "manga_id", "chapter", "created_at"],
             unique=False,
         )
+        batch_op.create_index("ix_notifications_trigger_id", ["trigger_id"], unique=False)
         batch_op.create_index(
             "ix_notifications_user_unread", ["user_id", "read", "id"], unique=False
         )
@@ -366,6 +355,7 @@ def downgrade() -> None:
     op.drop_table("user_library")
     with op.batch_alter_table("notifications", schema=None) as batch_op:
         batch_op.drop_index("ix_notifications_user_unread")
+        batch_op.drop_index("ix_notifications_trigger_id")
         batch_op.drop_index("ix_notifications_dedup")
 
     op.drop_table("notifications")
