@@ -4,6 +4,7 @@ several catalogue sizes.
 
     .venv/bin/python bench/bench_chapters.py [--quick] [--sizes 200,2000,20000] [--hours 12]
         [--traffic 20] [--background 40] [--backend sqlite|postgresql]
+    .venv/bin/python bench/bench_chapters.py --end-to-end [--chapters 5] [--interval 30]
 
 Method (printed with the results): simulated time is replayed, not waited for. The chapter
 traffic gets explicit `createdAt`/`publishAt` instants on a past timeline, after every
@@ -20,17 +21,24 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
 import statistics
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
-from _common import command, minutes, table, throwaway_db
+import httpx
+from _common import command, free_port, minutes, table, throwaway_db
 from seed_polling import SeedPoller
 from sqlalchemy import Engine, func, insert, select, update
 
@@ -38,6 +46,7 @@ from mangasync_pipeline.db.engine import make_engine
 from mangasync_pipeline.db.tables import chapters, manga, notification_outbox
 from mangasync_pipeline.mangadex.client import EP_CHAPTERS, EP_FEED, MangaDexClient
 from mangasync_pipeline.mangadex.simulator import Simulator, SimulatorAdmin
+from mangasync_pipeline.notify.notifier import Notifier
 from mangasync_pipeline.sync.catalogue import SILENT, import_ids
 from mangasync_pipeline.sync.chapters import sync_chapter_window
 
@@ -311,6 +320,151 @@ def report(runs: list[Run], args: argparse.Namespace, backend: str, elapsed: flo
     print(f"\nTotal run time {elapsed:.0f} s.")
 
 
+# --- end to end: simulator -> sync -> outbox -> server -> `mangasync listen` ----------------
+
+
+class Listener:
+    """`mangasync listen` in its own process; every line it prints, with when it came."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+        self.lines: list[tuple[float, str]] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append((time.time(), line.rstrip()))
+
+    def seen(self, *needles: str) -> float | None:
+        for at, line in list(self.lines):
+            if "NEW_CHAPTER" in line and all(n in line for n in needles):
+                return at
+        return None
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def end_to_end(backend: str, count: int, interval: float, seed: int) -> None:
+    """`count` chapters appear at random instants; polls (sync + deliver) every `interval`."""
+    rng = random.Random(seed)
+    started = time.perf_counter()
+    history_end = datetime.now(UTC) - timedelta(days=1)
+    with tempfile.TemporaryDirectory() as tmpdir, throwaway_db(backend, Path(tmpdir)) as db, \
+            Simulator(seed=seed, manga_count=40, rate_limit=RATE, chapters_per_manga=10,
+                      end=history_end) as sim:
+        engine = make_engine(db)
+        followed = [m.id for m in sim.catalogue.manga.values()
+                    if m.content_rating != "pornographic"][:count]
+        client = MangaDexClient(sim.url, rate_limit=RATE)
+        import_ids(engine, client, followed, policy=SILENT)
+        with engine.connect() as conn:
+            titles = dict(conn.execute(select(manga.c.mangadex_id, manga.c.title)).all())
+        http_port, udp_port = free_port(), free_port()
+        env = {**os.environ, "DATABASE_URL": db, "MANGASYNC_HTTP_PORT": str(http_port),
+               "MANGASYNC_UDP_PORT": str(udp_port), "PYTHONUNBUFFERED": "1"}
+        cli = [sys.executable, "-m", "mangasync_pipeline.cli"]
+        token = subprocess.run([*cli, "users", "add", "bench"], env=env, capture_output=True,
+                               text=True, check=True).stdout.strip()
+        for mid in followed:
+            subprocess.run([*cli, "library", "add", "bench", mid], env=env, check=True,
+                           capture_output=True)
+        server = subprocess.Popen([*cli, "server"], env=env, stderr=subprocess.DEVNULL)
+        listener: Listener | None = None
+        base = f"http://127.0.0.1:{http_port}"
+        try:
+            wait_until(lambda: _health(base) is not None, 30, "the server did not start")
+            listener = Listener([*cli, "listen", "--user", "bench", "--token", token,
+                                 "--udp-port", str(udp_port)], env)
+            wait_until(lambda: (_health(base) or {}).get("udp", {}).get("sessions", 0) > 0, 15,
+                       "listen did not register")
+            latencies = _run_polls(sim, engine, client, listener, base, followed, titles,
+                                   count, interval, rng)
+        finally:
+            if listener is not None:
+                stop(listener.proc)
+            stop(server)
+            client.close()
+            engine.dispose()
+    print(f"`{command()}`\n")
+    print(f"{count} chapters appeared in the simulator at random instants, one on each of "
+          f"{count} manga a `mangasync listen` client follows; every {interval:g} s this "
+          f"process ran `sync_chapter_window` then `Notifier.deliver` (the design at a "
+          f"{interval:g} s interval: Dagster's cron cannot go below one minute); limit "
+          f"{RATE:g} req/s; MangaHub on {backend}.\n")
+    print(table(["chapters", "latency median", "max", "min", "poll interval"],
+                [[str(len(latencies)), f"{statistics.median(latencies):.1f} s",
+                  f"{max(latencies):.1f} s", f"{min(latencies):.1f} s", f"{interval:g} s"]]))
+    print(f"\nTotal run time {time.perf_counter() - started:.0f} s.")
+
+
+def _health(base: str) -> dict[str, Any] | None:
+    try:
+        response = httpx.get(f"{base}/health", timeout=2)
+    except httpx.TransportError:
+        return None
+    return response.json() if response.status_code == 200 else None
+
+
+def wait_until(ready: Callable[[], bool], seconds: float, failure: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not ready():
+        if time.monotonic() > deadline:
+            raise SystemExit(failure)
+        time.sleep(0.1)
+
+
+def _run_polls(sim: Simulator, engine: Engine, client: MangaDexClient, listener: Listener,
+               base: str, followed: list[str], titles: dict[str, str], count: int,
+               interval: float, rng: random.Random) -> list[float]:
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    first = time.time() + interval  # chapters come after one poll has run
+    # One chapter somewhere in each of `count` successive intervals.
+    plan = [(first + (i + rng.random()) * interval, followed[i]) for i in range(count)]
+    appeared: dict[str, tuple[float, str]] = {}
+
+    def publish() -> None:
+        with SimulatorAdmin(sim.url) as admin:
+            for at, mid in plan:
+                time.sleep(max(0.0, at - time.time()))
+                number = str(top_number(sim, mid) + 1)
+                admin.add_chapters([{"manga": mid, "chapter": number, "language": "en",
+                                     "group": "Bench Scans"}])
+                appeared[mid] = (time.time(), number)
+
+    publisher = threading.Thread(target=publish, daemon=True)
+    publisher.start()
+    deadline = plan[-1][0] + 4 * interval
+    with Notifier(base) as notifier:
+        while time.time() < deadline:
+            tick = time.time()
+            sync_chapter_window(engine, client, ("en",), day, day + timedelta(days=2),
+                                lookback=LOOKBACK)
+            notifier.deliver(engine)
+            if len(appeared) == count and all(
+                    listener.seen(titles[m], f"ch. {n}") for m, (_, n) in appeared.items()):
+                break
+            time.sleep(max(0.0, interval - (time.time() - tick)))
+    publisher.join(timeout=1)
+    latencies = []
+    for mid, (at, number) in appeared.items():
+        printed = listener.seen(titles[mid], f"ch. {number}")
+        if printed is None:
+            raise SystemExit(f"chapter {number} of manga {mid} never reached the listener")
+        latencies.append(printed - at)
+    return latencies
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="sizes 200,2000 over 3 hours")
@@ -322,7 +476,15 @@ def main() -> None:
                         help="new chapters/hour on manga outside the catalogue")
     parser.add_argument("--backend", default="sqlite", choices=["sqlite", "postgresql"])
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--end-to-end", action="store_true",
+                        help="instead: latency from a chapter in the simulator to its datagram "
+                             "printed by `mangasync listen`, polling every --interval s")
+    parser.add_argument("--chapters", type=int, default=5, help="with --end-to-end")
+    parser.add_argument("--interval", type=float, default=30.0, help="with --end-to-end")
     args = parser.parse_args()
+    if args.end_to_end:
+        end_to_end(args.backend, args.chapters, args.interval, args.seed)
+        return
     if args.quick:
         args.sizes, args.hours = "200,2000", 3.0
     try:
