@@ -15,6 +15,7 @@ from mangasync_pipeline.db.migrate import SchemaError
 # Subcommands live beside the code they drive and are imported only when used, so that
 # `mangasync migrate` does not pay for FastAPI or Dagster imports.
 LAZY_COMMANDS: dict[str, str] = {
+    "run": "mangasync_pipeline.ops.run:run",
     "server": "mangasync_pipeline.notify.commands:server",
     "listen": "mangasync_pipeline.notify.commands:listen",
     "users": "mangasync_pipeline.notify.commands:users",

@@ -1,7 +1,8 @@
 """The Dagster UI of a running demo, in a real browser (Playwright driving Debian's Chromium).
 
 Checks what an operator looks for first: the asset graph with the three partitioned assets,
-and the metadata of a materialization. Screenshots go to docs/img/ for the README.
+and the metadata of a materialization. Screenshots go to a temporary folder; to refresh the
+README's, run with MANGASYNC_SCREENSHOTS=docs/img.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ from mangasync_pipeline_tests.test_ops_run import Starter
 # The `start` fixture of the run/demo tests: a demo started as from a terminal, Ctrl-C-able.
 launch = test_ops_run.start
 
-ROOT = Path(__file__).resolve().parents[1]
-SCREENSHOTS = ROOT / "docs" / "img"
 CHROMIUM = os.environ.get("MANGASYNC_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -105,12 +104,13 @@ def test_asset_graph_and_materialization_metadata(launch: Starter, browser: Any,
         {})
     session.wait_for("appear below as they arrive", 300)  # the initial sync has materialized
     ui = f"http://127.0.0.1:{ui_port}"
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shots = Path(os.environ.get("MANGASYNC_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
 
     page = browser.new_page(viewport={"width": 1280, "height": 850})
     page.set_default_timeout(UI_TIMEOUT_MS)
     check_asset_graph(page, ui)
-    page.screenshot(path=SCREENSHOTS / "asset-graph.png")
+    page.screenshot(path=shots / "asset-graph.png")
 
     page.goto(f"{ui}/assets/manga_catalogue?view=events")
     page.get_by_text("Metadata", exact=True).first.wait_for()
@@ -119,7 +119,7 @@ def test_asset_graph_and_materialization_metadata(launch: Starter, browser: Any,
     page.get_by_text("manga_imported", exact=True).or_(
         page.get_by_text("manga_inserted", exact=True)).first.wait_for()
     assert page.get_by_text("No metadata entries").count() == 0
-    page.screenshot(path=SCREENSHOTS / "materialization-metadata.png")
+    page.screenshot(path=shots / "materialization-metadata.png")
 
     page.goto(f"{ui}/assets/manga_catalogue?view=partitions")
     page.get_by_text("Partitions", exact=True).first.wait_for()

@@ -260,3 +260,15 @@ def test_a_partition_of_over_10000_manga_imports_completely(
     assert stats["by_status"].get("400", 0) == 0
     # The floor is one request per 100; keyset pages overlap by the ids sharing a boundary second.
     assert stats["requests"]["/manga"] <= visible * 1.05 / 100 + 2
+
+
+def test_the_sensor_waits_while_the_initial_sync_runs(
+        sim: Simulator, db_url: str, engine: Engine) -> None:
+    from mangasync_pipeline.sync import state
+
+    pipeline = Pipeline(settings_for(db_url, sim.url))
+    state.mark_running(engine, state.INITIAL_SYNC)
+    add_manga(sim, 1)
+    assert pipeline.evaluate_sensor("new_manga_sensor") == []
+    assert count(engine, manga) == 0
+    assert mangadex_requests(sim) == 0

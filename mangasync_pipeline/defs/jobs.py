@@ -10,6 +10,7 @@ from dagster import (
     OpExecutionContext,
     Output,
     define_asset_job,
+    in_process_executor,
     job,
     op,
 )
@@ -32,13 +33,14 @@ from mangasync_pipeline.defs.settings import MANGADEX_POOL, RUN_RETRY
 from mangasync_pipeline.sync.catalogue import initial_sync
 from mangasync_pipeline.sync.manga_sync import sync_one
 
+# One step and its checks: a subprocess per step would cost more than the steps themselves.
 catalogue_job = define_asset_job(
-    "catalogue_job", selection=[MANGA_CATALOGUE, GENRE_LINKS],
+    "catalogue_job", selection=[MANGA_CATALOGUE, GENRE_LINKS], executor_def=in_process_executor,
     description="Materializes manga_catalogue and genre_links partitions (sensor runs and "
                 "backfills).")
 
 new_chapters_job = define_asset_job(
-    "new_chapters_job", selection=[NEW_CHAPTERS],
+    "new_chapters_job", selection=[NEW_CHAPTERS], executor_def=in_process_executor,
     description="Materializes new_chapters partitions (the schedule's runs and backfills).")
 
 
@@ -76,7 +78,8 @@ def import_newest_manga(context: OpExecutionContext, config: InitialSyncConfig,
     })
 
 
-@job(description="Imports the newest INITIAL_SYNC_LIMIT manga (order[createdAt]=desc, 100 per "
+@job(executor_def=in_process_executor,
+     description="Imports the newest INITIAL_SYNC_LIMIT manga (order[createdAt]=desc, 100 per "
                  "request). Runs once; run config {ops: {import_newest_manga: {config: "
                  "{force: true}}}} repeats it. Notifies no one.")
 def initial_sync_job() -> None:
@@ -104,7 +107,8 @@ def sync_one_manga(context: OpExecutionContext, config: SyncMangaConfig,
     })
 
 
-@job(description="Re-reads one manga and its whole feed; run config "
+@job(executor_def=in_process_executor,
+     description="Re-reads one manga and its whole feed; run config "
                  "{ops: {sync_one_manga: {config: {mangadex_id: <uuid>}}}}.")
 def sync_manga_job() -> None:
     sync_one_manga()
@@ -120,7 +124,8 @@ def deliver_outbox(context: OpExecutionContext, mangahub: MangaHubDatabase,
                                   "next_attempt_at": str(report.waiting_until or "")})
 
 
-@job(description="Hands pending outbox notifications to the notification server, in order.")
+@job(executor_def=in_process_executor,
+     description="Hands pending outbox notifications to the notification server, in order.")
 def deliver_notifications_job() -> None:
     deliver_outbox()
 

@@ -1,7 +1,7 @@
 """Sensors detect and hand work to runs; they never do the work (60 s tick limit)."""
 
 import hashlib
-from datetime import date
+from datetime import date, timedelta
 
 from dagster import (
     DefaultSensorStatus,
@@ -39,6 +39,14 @@ def _partition_for(day: str) -> str:
 def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabase,
                      mangadex: MangaDexResource) -> SensorResult | SkipReason:
     engine = mangahub.engine()
+    with engine.connect() as conn:
+        initial = state.get_state(conn, state.INITIAL_SYNC)
+    # A run killed mid-way leaves "running" behind; after an hour it no longer holds us up.
+    if initial and initial["status"] == "running" and initial["last_run_at"] and \
+            utcnow() - initial["last_run_at"] < timedelta(hours=1):
+        # Its cursor decides what counts as new: announcing before it lands would announce
+        # manga the initial sync is importing right now.
+        return SkipReason("initial sync running; new-manga detection waits for its cursor")
     cursor = PollCursor.decode(context.cursor)
     if cursor is None:
         with engine.connect() as conn:
