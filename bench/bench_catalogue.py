@@ -149,7 +149,7 @@ def scaling_rows(backends: list[str], tmp: Path, sizes: list[int], full: bool
                     # PostgreSQL at 50,000 alone takes minutes: only with --full.
                     if backend not in backends or (size > 10_000 and backend != "sqlite"
                                                    and not full):
-                        row += ["(--full)" if backend in backends else "-", "-"]
+                        row += ["(--full)" if backend in backends else "-"] * 2
                         continue
                     with throwaway_db(backend, tmp) as db:
                         timings = upsert_seconds(db, pages, 2 if size <= 10_000 or full else 1)
