@@ -51,6 +51,12 @@ def start_receiver() -> tuple[Receiver, ThreadingHTTPServer]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            if not self.path.startswith("/notify/"):
+                self.send_response(404)  # not the server's JSON error: some other web server
+                self.send_header("Content-Length", "9")
+                self.end_headers()
+                self.wfile.write(b"Not Found")
+                return
             length = int(self.headers.get("Content-Length", 0))
             body = json.loads(self.rfile.read(length) or b"{}")
             status = receiver.handle(self.path, body)

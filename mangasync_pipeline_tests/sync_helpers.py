@@ -36,6 +36,7 @@ class Pipeline:
         self.defs: Definitions = build_definitions(settings)
         self.instance = DagsterInstance.ephemeral()
         self.sensor_cursor: str | None = None
+        self.used_run_keys: set[str] = set()
 
     def resources(self) -> dict[str, Any]:
         return dict(self.defs.resources or {})
@@ -56,9 +57,18 @@ class Pipeline:
             instance=self.instance, partition_key=partition_key,
             run_config=run_config or {}, raise_on_error=raise_on_error)
 
-    def run_requests(self, requests: list[RunRequest], job_name: str) -> list[Any]:
-        return [self.run(job_name, partition_key=r.partition_key, run_config=r.run_config)
-                for r in requests]
+    def run_requests(self, requests: list[RunRequest], job_name: str | None = None
+                     ) -> list[Any]:
+        """Run what a sensor requested, skipping run keys already used, as the daemon does."""
+        results = []
+        for r in requests:
+            if r.run_key is not None:
+                if r.run_key in self.used_run_keys:
+                    continue
+                self.used_run_keys.add(r.run_key)
+            results.append(self.run(r.job_name or job_name or "", partition_key=r.partition_key,
+                                    run_config=r.run_config))
+        return results
 
 
 def outbox_rows(engine: Engine, kind: str | None = None) -> list[Any]:

@@ -140,17 +140,28 @@ def test_status_and_title_changes_notify_library_users_once(
             .limit(1)).one()
     admin(sim, "PATCH", f"/_sim/manga/{target}", {"status": "completed"})
     requests = pipeline.evaluate_sensor("new_manga_sensor")
-    assert len(requests) == 1
-    pipeline.run_requests(requests, "catalogue_job")
+    assert [r.job_name for r in requests] == ["refresh_manga_job"]
+    pipeline.run_requests(requests)
     updates = receiver.of_kind("manga-update")
     assert len(updates) == 1 and updates[0]["message"] == "Status: completed"
     with engine.connect() as conn:
         assert conn.execute(select(manga.c.status).where(
             manga.c.mangadex_id == target)).scalar() == "completed"
     assert receiver.of_kind("new-manga") == []
-    pipeline.run_requests(requests, "catalogue_job")
+    pipeline.run_requests(requests)
     assert pipeline.evaluate_sensor("new_manga_sensor") == []
     assert len(receiver.accepted) == 1
+
+    # A second change of the same manga is a new run (not a run key already used). MangaDex
+    # stamps updatedAt to the second, so the change must land in a later second.
+    time.sleep(1.1)
+    admin(sim, "PATCH", f"/_sim/manga/{target}", {"title": {"en": "Renamed Saga"}})
+    again = pipeline.evaluate_sensor("new_manga_sensor")
+    assert again[0].run_key != requests[0].run_key
+    pipeline.run_requests(again)
+    assert [u["message"] for u in receiver.of_kind("manga-update")][1].startswith(
+        "Title: Renamed Saga")
+    assert len(receiver.accepted) == 2
 
 
 def test_rematerializing_a_partition_changes_and_notifies_nothing(
@@ -272,3 +283,28 @@ def test_the_sensor_waits_while_the_initial_sync_runs(
     assert pipeline.evaluate_sensor("new_manga_sensor") == []
     assert count(engine, manga) == 0
     assert mangadex_requests(sim) == 0
+
+
+def test_delivery_is_one_process_at_a_time_and_a_stray_404_is_retried(
+        db_url: str, engine: Engine, receiver: Receiver) -> None:
+    from mangasync_pipeline.config import utcnow
+    from mangasync_pipeline.notify import outbox
+    from mangasync_pipeline.notify.notifier import single_deliverer
+
+    with engine.begin() as conn:
+        for n in range(3):
+            outbox.enqueue(conn, outbox.NEW_MANGA, {"manga_id": n, "title": f"T{n}"},
+                           f"new-manga:{n}", utcnow())
+    with single_deliverer(engine) as first, Notifier(receiver.url) as notifier:
+        assert first
+        busy = notifier.deliver(engine)  # another deliverer holds the queue: nothing sent
+        assert busy.delivered == 0 and busy.pending == 3 and receiver.posts == 0
+
+    # A 404 that is not the server's own answer (a wrong URL, a proxy) keeps the entry.
+    with Notifier(receiver.url + "/wrong-prefix") as misconfigured:
+        report = misconfigured.deliver(engine)
+    assert report.rejected == 0 and report.pending == 3
+    with Notifier(receiver.url) as notifier:
+        done = notifier.deliver(engine, ignore_backoff=True)
+    assert done.delivered == 3
+    assert [b["title"] for _, b in receiver.accepted] == ["T0", "T1", "T2"]  # in order

@@ -3,6 +3,10 @@ simulator's real HTTP API and a real database."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,7 +22,7 @@ from mangasync_pipeline.mangadex.client import MangaDexClient
 from mangasync_pipeline.mangadex.simulator import Simulator
 from mangasync_pipeline.notify.notifier import Notifier
 from mangasync_pipeline.sync.catalogue import SILENT, import_ids
-from mangasync_pipeline.sync.chapters import ChapterReport, sync_chapter_window
+from mangasync_pipeline.sync.chapters import ChapterReport, sync_chapter_window, window_starts
 from mangasync_pipeline.sync.manga_sync import sync_one
 from mangasync_pipeline_tests.receiver import Receiver
 from mangasync_pipeline_tests.sync_helpers import Pipeline, client_for, outbox_rows, settings_for
@@ -69,10 +73,13 @@ class World:
         return self.admin("POST", "/_sim/chapters", body)["ids"]
 
     def poll(self, start: datetime | None = None, end: datetime | None = None,
-             languages: tuple[str, ...] = ("en",)) -> ChapterReport:
+             languages: tuple[str, ...] = ("en",), *, use_cursor: bool = True
+             ) -> ChapterReport:
+        """A scheduled poll of today (from the cursor), or a backfill of [start, end)."""
         today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         return sync_chapter_window(self.engine, self.client, languages, start or today,
-                                   end or today + timedelta(days=2), lookback=LOOKBACK)
+                                   end or today + timedelta(days=2), lookback=LOOKBACK,
+                                   use_cursor=use_cursor)
 
     def new_chapter_keys(self) -> list[str]:
         return [r.dedup_key for r in outbox_rows(self.engine, "new-chapter")]
@@ -93,19 +100,29 @@ def world(db_url: str, engine: Engine) -> Iterator[World]:
 
 
 def test_history_of_a_manga_with_empty_last_chapter_never_notifies(world: World) -> None:
-    mid = world.add_manga("Long Runner", history=150, last_chapter="")
-    # History republished in today's window (MangaDex re-dates chapters) is still history.
-    world.add_chapters(mid, [("150", utcnow() - timedelta(minutes=10))], group="Beta")
+    """150 chapters, all published in the poll's window but before the manga was catalogued:
+    the seed's rule (number > total_chapters, with total_chapters empty) would announce all."""
+    mid = world.add_manga("Long Runner", catalogue=False, last_chapter="")
+    recent = utcnow() - timedelta(minutes=50)
+    world.add_chapters(mid, [(str(n), recent + timedelta(seconds=10 * n))
+                             for n in range(1, 151)])
+    time.sleep(1)  # catalogued in a later second than the last chapter
+    import_ids(world.engine, world.client, [mid], policy=SILENT)
     report = world.poll()
-    assert world.new_chapter_keys() == []
-    assert report.notifications == 0 and report.history == 1
+    assert report.stored == 150 and report.history == 150
+    assert world.new_chapter_keys() == [] and report.notifications == 0
+    with world.engine.connect() as conn:
+        total = conn.execute(select(manga.c.total_chapters).where(
+            manga.c.mangadex_id == mid)).scalar()
+    assert total == 150  # empty lastChapter, but the stored chapters tell the count
 
 
 def test_181_then_late_180_5_then_182_from_two_groups(world: World) -> None:
     mid = world.add_manga("Numbers", history=180)
     world.add_chapters(mid, [("181", None)])
     first = world.poll()
-    assert first.baseline_requests == 1  # one feed request learns that 180 is history
+    # Two feed requests (its default view and its link-only chapters) learn 180 is history.
+    assert first.baseline_requests == 2
     assert [p["chapter"] for p in world.payloads()] == ["181"]
 
     world.add_chapters(mid, [("180.5", None)])
@@ -179,6 +196,10 @@ def test_a_link_only_chapter_with_far_future_publish_at_is_notified(world: World
         row = conn.execute(select(chapters).where(chapters.c.label == "5")).one()
     assert row.external_url == "https://publisher.example/ch5"
     assert row.readable_at < utcnow() + timedelta(minutes=1)
+    # Its publishAt (2037) does not become the cursor: the next poll still costs two requests.
+    world.admin("POST", "/_sim/stats/reset")
+    world.poll()
+    assert world.requests()["/chapter"] == 2
 
 
 def test_chapters_of_manga_outside_the_catalogue_are_skipped(world: World) -> None:
@@ -191,21 +212,38 @@ def test_chapters_of_manga_outside_the_catalogue_are_skipped(world: World) -> No
 
 
 def test_backfill_of_yesterday_after_an_outage_stores_and_notifies_each_once(
-        world: World) -> None:
+        world: World, receiver: Receiver) -> None:
     mid = world.add_manga("Outage", history=4)
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     yesterday = today - timedelta(days=1)
     with world.engine.begin() as conn:  # catalogued before the outage began
         conn.execute(update(manga).where(manga.c.mangadex_id == mid)
                      .values(catalogued_at=yesterday - timedelta(days=2)))
+    world.poll()  # the schedule is back: its cursor is now, yesterday was never read
     world.add_chapters(mid, [("5", yesterday + timedelta(hours=9)),
                              ("6", yesterday + timedelta(hours=15))])
     world.add_chapters(mid, [("6", yesterday + timedelta(hours=16))], group="Late Group")
-    first = world.poll(yesterday, today)
-    assert first.stored == 3
-    assert [p["chapter"] for p in world.payloads()] == ["5", "6"]
-    second = world.poll(yesterday, today)
-    assert second.stored == 0 and len(world.new_chapter_keys()) == 2
+    pipeline = Pipeline(settings_for(world.db_url, world.sim.url, receiver.url))
+    backfill = pipeline.run("new_chapters_job", partition_key=yesterday.date().isoformat())
+    meta = backfill.asset_materializations_for_node("new_chapters")[0].metadata
+    assert meta["chapters_stored"].value == 3
+    assert [b["chapter"] for b in receiver.of_kind("new-chapter")] == ["5", "6"]
+    pipeline.run("new_chapters_job", partition_key=yesterday.date().isoformat())
+    assert len(world.new_chapter_keys()) == 2 and receiver.posts == 2
+
+
+def test_scheduled_polls_read_back_across_midnight() -> None:
+    today = datetime(2026, 3, 2, tzinfo=UTC)
+    end = today + timedelta(days=1)
+    cursor = {"publishAt": today + timedelta(minutes=15), "createdAt": today}
+    starts = window_starts(cursor, today, end, LOOKBACK)
+    assert starts == {"publishAt": today - timedelta(minutes=45),
+                      "createdAt": today - LOOKBACK}
+    # A backfill, or a cursor from days ago, reads the whole partition.
+    assert set(window_starts(cursor, today, end, LOOKBACK, use_cursor=False).values()) == {
+        today}
+    stale = {"publishAt": today - timedelta(days=3)}
+    assert window_starts(stale, today, end, LOOKBACK)["publishAt"] == today
 
 
 def test_the_same_partition_through_dagster_reports_readable_metadata(
@@ -226,17 +264,41 @@ def test_the_same_partition_through_dagster_reports_readable_metadata(
     assert len(receiver.accepted) == 1
 
 
+def _poll_then_deliver(db_url: str, sim_url: str, server_url: str) -> None:
+    """A scheduled run: commit chapters and outbox, then hand them to the server."""
+    from mangasync_pipeline.db.engine import make_engine
+
+    settings = settings_for(db_url, sim_url, server_url)
+    engine = make_engine(db_url)
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    with client_for(settings) as client:
+        sync_chapter_window(engine, client, ("en",), today, today + timedelta(days=1),
+                            lookback=LOOKBACK)
+    with Notifier(server_url, timeout=60) as notifier:
+        notifier.deliver(engine)
+
+
 def test_a_crash_between_commit_and_delivery_delivers_later_once(
         world: World, receiver: Receiver) -> None:
     mid = world.add_manga("Crashy", history=2)
     world.add_chapters(mid, [("3", None)])
-    world.poll()  # committed; the process "dies" before handing anything over
+    receiver.mode = "hang"
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_poll_then_deliver, args=(world.db_url, world.sim.url, receiver.url))
+    proc.start()
+    deadline = time.monotonic() + 60
+    while receiver.posts == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert receiver.posts == 1, "the run never reached delivery"
+    os.kill(proc.pid, signal.SIGKILL)  # dies with the POST in flight, after its commit
+    proc.join()
     assert [r.status for r in outbox_rows(world.engine)] == ["pending"]
+    receiver.mode = "ok"
     with Notifier(receiver.url) as notifier:
         notifier.deliver(world.engine)
         notifier.deliver(world.engine)
     assert [b["chapter"] for b in receiver.of_kind("new-chapter")] == ["3"]
-    assert receiver.posts == 1
+    assert receiver.posts == 2  # the one cut off, then the redelivery
 
 
 def test_requests_per_poll_do_not_grow_with_the_catalogue(world: World) -> None:
@@ -275,7 +337,8 @@ def test_sync_one_manga_reads_its_whole_feed_and_applies_the_same_rules(world: W
     world.add_chapters(mid, [("31", None), ("31", None)])
     found = sync_one(world.engine, world.client, mid, ("en",))
     assert found["chapters_stored"] == 32 and found["new_chapters"] == ["31"]
-    assert found["requests"] == 2  # the manga, then its feed (500 per page)
+    # The manga, then its feed (500 per page): default view and link-only chapters.
+    assert found["requests"] == 3
     again = sync_one(world.engine, world.client, mid, ("en",))
     assert again["chapters_stored"] == 0 and again["new_chapters"] == []
     assert len(world.new_chapter_keys()) == 1

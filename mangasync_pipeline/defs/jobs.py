@@ -30,7 +30,8 @@ from mangasync_pipeline.defs.resources import (
     SyncSettings,
 )
 from mangasync_pipeline.defs.settings import MANGADEX_POOL, RUN_RETRY
-from mangasync_pipeline.sync.catalogue import initial_sync
+from mangasync_pipeline.sync.catalogue import import_ids, initial_sync
+from mangasync_pipeline.sync.catalogue_store import NotifyPolicy
 from mangasync_pipeline.sync.manga_sync import sync_one
 
 # One step and its checks: a subprocess per step would cost more than the steps themselves.
@@ -130,5 +131,37 @@ def deliver_notifications_job() -> None:
     deliver_outbox()
 
 
-JOBS = [catalogue_job, new_chapters_job, initial_sync_job, sync_manga_job,
+class RefreshMangaConfig(Config):
+    mangadex_ids: list[str]
+
+
+@op(pool=MANGADEX_POOL, retry_policy=RUN_RETRY)
+def refresh_manga(context: OpExecutionContext, config: RefreshMangaConfig,
+                  mangahub: MangaHubDatabase, mangadex: MangaDexResource,
+                  notifier: NotifierResource) -> Output:
+    """Re-reads changed catalogued manga (100 per request); status or title changes notify."""
+    engine, client = mangahub.engine(), mangadex.client()
+    before = client.stats.snapshot()
+    started = time.monotonic()
+    with one_line_failures(f"refresh of {len(config.mangadex_ids)} manga"):
+        report = import_ids(engine, client, config.mangadex_ids,
+                            policy=NotifyPolicy(new_manga=False, updates=True))
+    delivery = notifier.deliver(engine)
+    requests, spent = request_metadata(client, before)
+    summary = report.summary()
+    record_metrics(engine, "manga_updates", spent, time.monotonic() - started,
+                   {"manga_synced": summary["manga_updated"]})
+    context.log.info(f"refreshed {len(config.mangadex_ids)} manga: {summary}")
+    return Output(None, metadata={**summary, **requests, **delivery_metadata(delivery),
+                                  "preview": preview(report.preview())})
+
+
+@job(executor_def=in_process_executor,
+     description="Re-reads catalogued manga that changed on MangaDex (requested by "
+                 "new_manga_sensor); a status or title change notifies MANGA_UPDATE.")
+def refresh_manga_job() -> None:
+    refresh_manga()
+
+
+JOBS = [catalogue_job, new_chapters_job, initial_sync_job, sync_manga_job, refresh_manga_job,
         deliver_notifications_job]

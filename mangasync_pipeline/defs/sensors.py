@@ -1,6 +1,5 @@
 """Sensors detect and hand work to runs; they never do the work (60 s tick limit)."""
 
-import hashlib
 from datetime import date, timedelta
 
 from dagster import (
@@ -15,7 +14,12 @@ from dagster import (
 
 from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.defs.assets import CatalogueConfig
-from mangasync_pipeline.defs.jobs import catalogue_job, deliver_notifications_job
+from mangasync_pipeline.defs.jobs import (
+    RefreshMangaConfig,
+    catalogue_job,
+    deliver_notifications_job,
+    refresh_manga_job,
+)
 from mangasync_pipeline.defs.resources import MangaDexResource, MangaHubDatabase
 from mangasync_pipeline.defs.settings import SETTINGS
 from mangasync_pipeline.mangadex.errors import MangaDexError
@@ -30,29 +34,28 @@ def _partition_for(day: str) -> str:
 
 
 @sensor(
-    job=catalogue_job,
+    jobs=[catalogue_job, refresh_manga_job],
     minimum_interval_seconds=max(30, int(SETTINGS.new_manga_poll_interval.total_seconds())),
     default_status=DefaultSensorStatus.RUNNING,
     description="Asks MangaDex (one updatedAtSince keyset query) for manga created or changed "
-                "since its cursor and requests catalogue runs for their day partitions.",
+                "since its cursor; requests catalogue runs for the new ones' day partitions and "
+                "one refresh run for changed ones.",
 )
 def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabase,
                      mangadex: MangaDexResource) -> SensorResult | SkipReason:
     engine = mangahub.engine()
     with engine.connect() as conn:
         initial = state.get_state(conn, state.INITIAL_SYNC)
+        mirrored = state.get_state(conn, state.NEW_MANGA_POLL)
     # A run killed mid-way leaves "running" behind; after an hour it no longer holds us up.
     if initial and initial["status"] == "running" and initial["last_run_at"] and \
             utcnow() - initial["last_run_at"] < timedelta(hours=1):
         # Its cursor decides what counts as new: announcing before it lands would announce
         # manga the initial sync is importing right now.
         return SkipReason("initial sync running; new-manga detection waits for its cursor")
-    cursor = PollCursor.decode(context.cursor)
-    if cursor is None:
-        with engine.connect() as conn:
-            mirrored = state.get_state(conn, state.NEW_MANGA_POLL)
-        cursor = (PollCursor.decode(mirrored["last_cursor"]) if mirrored else None) \
-            or start_cursor(engine, utcnow())
+    cursor = (PollCursor.decode(context.cursor)
+              or (PollCursor.decode(mirrored["last_cursor"]) if mirrored else None)
+              or start_cursor(engine, utcnow()))
     try:
         detection = detect_changes(engine, mangadex.client(), cursor)
     except MangaDexError as exc:
@@ -60,32 +63,41 @@ def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabas
         return SkipReason(f"MangaDex not reachable, cursor kept at {cursor.since}: {exc}")
     requests = []
     by_partition: dict[str, list[str]] = {}
-    for day in detection.days:
-        by_partition.setdefault(_partition_for(day), []).extend(
-            detection.new_by_day.get(day, []) + detection.updated_by_day.get(day, []))
-    # Only manga the run actually inserts can be announced, so one flag serves both kinds.
+    for day, ids in detection.new_by_day.items():
+        by_partition.setdefault(_partition_for(day), []).extend(ids)
     for partition, ids in sorted(by_partition.items()):
-        digest = hashlib.sha1(",".join(sorted(ids)).encode()).hexdigest()[:16]
         requests.append(RunRequest(
+            job_name=catalogue_job.name,
             partition_key=partition,
-            run_key=f"new-manga:{partition}:{digest}",
+            # The digest covers (id, updatedAt): a later change of the same manga is a new run.
+            run_key=f"new-manga:{partition}:{detection.digest(ids)}",
             run_config=RunConfig(ops={"catalogue": CatalogueConfig(
                 mangadex_ids=sorted(ids), notify_new_manga=True)}),
             tags={"mangasync/trigger": "new_manga_sensor", "mangasync/manga": str(len(ids))},
         ))
+    if detection.updated:
+        requests.append(RunRequest(
+            job_name=refresh_manga_job.name,
+            run_key=f"manga-updates:{detection.digest(detection.updated)}",
+            run_config=RunConfig(ops={"refresh_manga": RefreshMangaConfig(
+                mangadex_ids=sorted(detection.updated))}),
+            tags={"mangasync/trigger": "new_manga_sensor",
+                  "mangasync/manga": str(len(detection.updated))},
+        ))
     new_cursor = detection.cursor or cursor
+    new_count = sum(len(v) for v in detection.new_by_day.values())
     with engine.begin() as conn:
         state.set_state(conn, state.NEW_MANGA_POLL, status="idle", last_run_at=utcnow(),
                         last_success_at=utcnow(), last_cursor=new_cursor.encode(),
                         error_message=None,
-                        metadata={"new": sum(len(v) for v in detection.new_by_day.values()),
-                                  "updated": sum(len(v)
-                                                 for v in detection.updated_by_day.values())})
+                        metadata={"new": new_count, "updated": len(detection.updated),
+                                  "seen": detection.seen})
     if not requests:
         return SensorResult(skip_reason=SkipReason(
             f"nothing new since {cursor.since.isoformat()} ({detection.seen} changes seen)"),
             cursor=new_cursor.encode())
-    context.log.info(f"requesting catalogue runs for {sorted(by_partition)}; cursor now "
+    context.log.info(f"{new_count} new manga in {sorted(by_partition)}, "
+                     f"{len(detection.updated)} changed; cursor now "
                      f"{new_cursor.since.isoformat()}")
     return SensorResult(run_requests=requests, cursor=new_cursor.encode())
 
@@ -110,7 +122,9 @@ def notification_outbox_sensor(context: SensorEvaluationContext,
     if head[0].next_attempt_at > now:
         return SkipReason(f"{summary}; next attempt at "
                           f"{head[0].next_attempt_at.isoformat(timespec='seconds')}")
-    return RunRequest(run_key=f"outbox:{head[0].id}:{head[0].attempts}",
+    # The time bucket lets a delivery run that died before touching the head be tried again.
+    bucket = int(now.timestamp() // 300)
+    return RunRequest(run_key=f"outbox:{head[0].id}:{head[0].attempts}:{bucket}",
                       tags={"mangasync/outbox_pending": str(backlog.pending)})
 
 

@@ -8,17 +8,22 @@ server's `dedup_key` handling makes a redelivery harmless.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import httpx
-from sqlalchemy import Engine
+from filelock import FileLock, Timeout
+from sqlalchemy import Engine, text
 
 from mangasync_pipeline import __version__
 from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.notify import outbox
 
 log = logging.getLogger("mangasync.notifier")
+
+_LOCK_KEY = 0x6D616E6761  # "manga": the advisory lock of outbox delivery
 
 
 @dataclass
@@ -60,6 +65,17 @@ class Notifier:
         """Send due entries in id order; stop at the first one the server cannot take now."""
         report = DeliveryReport()
         now = now or utcnow()
+        with single_deliverer(engine) as mine:
+            if mine:
+                self._deliver_due(engine, report, limit, now, ignore_backoff)
+            else:
+                log.info("another process is delivering notifications; leaving it to it")
+        with engine.connect() as conn:
+            report.pending = outbox.backlog(conn).pending
+        return report
+
+    def _deliver_due(self, engine: Engine, report: DeliveryReport, limit: int, now: datetime,
+                     ignore_backoff: bool) -> None:
         with engine.connect() as conn:
             entries = outbox.pending(conn, limit)
         for entry in entries:
@@ -87,9 +103,6 @@ class Notifier:
                         entry.id, entry.dedup_key, retry_at.isoformat(timespec="seconds"),
                         error)
             break
-        with engine.connect() as conn:
-            report.pending = outbox.backlog(conn).pending
-        return report
 
     def _post(self, entry: outbox.OutboxEntry) -> tuple[bool, str] | None:
         """None when accepted; else (permanent?, reason)."""
@@ -102,6 +115,51 @@ class Notifier:
         if response.status_code in (200, 201, 202):
             return None
         detail = response.text[:300]
-        # 400/404/413 will never succeed on retry; 401 and 5xx can (token fixed, server back).
-        permanent = response.status_code in (400, 404, 413, 422)
+        # The server's own refusals (400/404/413 with its JSON error) will never succeed;
+        # 401, 5xx, and a 404 from something else (a wrong URL, a proxy) can.
+        permanent = response.status_code in (400, 413, 422) or (
+            response.status_code == 404 and _server_error(response))
         return permanent, f"{path} answered {response.status_code}: {detail}"
+
+
+def _server_error(response: httpx.Response) -> bool:
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and isinstance(body.get("error"), str)
+
+
+@contextmanager
+def single_deliverer(engine: Engine) -> Iterator[bool]:
+    """One deliverer at a time per database, so the queue goes out in order.
+
+    PostgreSQL: a session advisory lock. SQLite (one host): a lock file beside the database.
+    Yields whether this process holds it; nobody waits.
+    """
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            mine = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
+                                     {"k": _LOCK_KEY}).scalar())
+            conn.commit()
+            try:
+                yield mine
+            finally:
+                if mine:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
+                    conn.commit()
+        return
+    database = engine.url.database
+    if not database or database == ":memory:":
+        yield True
+        return
+    lock = FileLock(f"{database}.outbox.lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()

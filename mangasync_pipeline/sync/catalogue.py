@@ -5,6 +5,7 @@ Dagster calls these from thin assets, sensors and jobs (`defs/`); tests call the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections import defaultdict
@@ -147,82 +148,90 @@ def initial_sync(engine: Engine, client: MangaDexClient, limit: int, *,
 
 # --- change detection (new manga and updates), used by new_manga_sensor --------------------
 
+# Each scan starts this far before its cursor: a manga that becomes visible a little after its
+# updatedAt (edge caches, moderation) is still seen. What was handled is recognised in the
+# database, so re-reading costs a few items, not decisions.
+SCAN_LOOKBACK = timedelta(minutes=10)
+
 
 @dataclass(frozen=True)
 class PollCursor:
-    """Keyset position on MangaDex `updatedAt`: the instant and the ids seen at it."""
+    """Where detection stands: the newest `updatedAt` handled, and from when a manga counts
+    as new (the initial sync's cursor, or the first scan's start)."""
 
     since: datetime
-    seen_ids: tuple[str, ...] = ()
+    new_after: datetime
 
     def encode(self) -> str:
-        return json.dumps({"since": self.since.isoformat(), "ids": list(self.seen_ids)})
+        return json.dumps({"since": self.since.isoformat(),
+                           "new_after": self.new_after.isoformat()})
 
     @classmethod
     def decode(cls, raw: str | None) -> PollCursor | None:
         if not raw:
             return None
-        data = json.loads(raw)
-        return cls(datetime.fromisoformat(data["since"]), tuple(data.get("ids", ())))
+        try:
+            data = json.loads(raw)
+            since = datetime.fromisoformat(data["since"])
+            return cls(since, datetime.fromisoformat(data.get("new_after") or data["since"]))
+        except (ValueError, KeyError, TypeError):
+            log.warning("new-manga cursor %r unreadable: starting afresh", raw)
+            return None
 
 
 @dataclass
 class Detection:
-    """Manga to hand to catalogue runs, grouped by their createdAt day partition."""
+    """What a scan found: new manga by createdAt day partition, and changed catalogued manga."""
 
     new_by_day: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
-    updated_by_day: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    updated: list[str] = field(default_factory=list)
+    # (id, updatedAt) of everything handed on: two detections of one manga differ by it.
+    versions: dict[str, datetime] = field(default_factory=dict)
     cursor: PollCursor | None = None
     seen: int = 0
     truncated: bool = False
 
-    @property
-    def days(self) -> list[str]:
-        return sorted(set(self.new_by_day) | set(self.updated_by_day))
+    def digest(self, ids: Iterable[str]) -> str:
+        text = ",".join(f"{i}@{self.versions[i].isoformat()}" for i in sorted(ids))
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def start_cursor(engine: Engine, now: datetime) -> PollCursor:
     """Where detection starts with no cursor: the initial sync's, else one hour ago."""
-    since = initial_sync_cursor(engine) or (now - timedelta(hours=1))
-    return PollCursor(since.replace(microsecond=0))
+    since = (initial_sync_cursor(engine) or (now - timedelta(hours=1))).replace(microsecond=0)
+    return PollCursor(since, since)
 
 
 def detect_changes(engine: Engine, client: MangaDexClient, cursor: PollCursor, *,
                    max_pages: int = 10) -> Detection:
     """One `updatedAtSince` keyset scan finds both kinds of work.
 
-    A manga created after the cursor is new (its updatedAt >= createdAt); a catalogued manga
-    updated after it may have changed. Everything else MangaDex updated is none of our business.
-    The cursor only moves past manga that were put in the detection.
+    A manga we do not have, created from `new_after` on, is new (its updatedAt is at least its
+    createdAt); a catalogued manga with a newer updatedAt than stored has changed. Everything
+    else MangaDex updated is none of our business.
     """
     detection = Detection(cursor=cursor)
-    skip = set(cursor.seen_ids)
-    last: PollCursor = cursor
-    pages = client.iter_manga_pages("updatedAt", since=cursor.since, includes=())
+    newest = cursor.since
+    pages = client.iter_manga_pages("updatedAt", since=cursor.since - SCAN_LOOKBACK, includes=())
     for n, page in enumerate(pages):
-        # Ids at the cursor's instant were handled; the same id updated again is news.
-        items = [m for m in page.items if not (m.id in skip and m.updated_at == cursor.since)]
-        if items:
+        if page.items:
             with engine.connect() as conn:
                 known = dict(conn.execute(
                     select(manga.c.mangadex_id, manga.c.mangadex_updated_at).where(
-                        manga.c.mangadex_id.in_([m.id for m in items]))).all())
-            for item in items:
-                day = item.created_at.date().isoformat()
+                        manga.c.mangadex_id.in_([m.id for m in page.items]))).all())
+            for item in page.items:
                 if item.id in known:
                     stored = known[item.id]
                     if stored is None or item.updated_at > stored:
-                        detection.updated_by_day[day].append(item.id)
-                elif item.created_at >= cursor.since:
-                    detection.new_by_day[day].append(item.id)
-            detection.seen += len(items)
-            newest = max(m.updated_at for m in items)
-            at_newest = {m.id for m in items if m.updated_at == newest}
-            if newest == last.since:
-                at_newest |= set(last.seen_ids)
-            last = PollCursor(newest, tuple(sorted(at_newest)))
+                        detection.updated.append(item.id)
+                        detection.versions[item.id] = item.updated_at
+                elif item.created_at >= cursor.new_after:
+                    detection.new_by_day[item.created_at.date().isoformat()].append(item.id)
+                    detection.versions[item.id] = item.updated_at
+            detection.seen += len(page.items)
+            newest = max(newest, *(m.updated_at for m in page.items))
         if n + 1 >= max_pages:
             detection.truncated = True
             break
-    detection.cursor = last
+    detection.cursor = PollCursor(newest, cursor.new_after)
     return detection

@@ -34,7 +34,6 @@ from mangasync_pipeline.mangadex.client import MangaDexClient
 from mangasync_pipeline.mangadex.models import Chapter
 from mangasync_pipeline.notify import outbox
 from mangasync_pipeline.sync import state
-from mangasync_pipeline.sync.catalogue import day_bounds
 
 log = logging.getLogger("mangasync.chapters")
 
@@ -73,7 +72,6 @@ class ChapterReport:
     baseline_requests: int = 0
     notifications: int = 0
     new_numbers: list[str] = field(default_factory=list)
-    newest: dict[str, datetime] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {"chapters_seen": self.seen, "chapters_stored": self.stored,
@@ -133,73 +131,100 @@ def _known_numbers(conn: Connection, pairs: set[Pair]) -> tuple[dict[Pair, Decim
     return known, missing
 
 
+# Baselines read both halves of a feed: its default view (`publishAt <= now`) and the
+# link-only chapters parked at a far-future publishAt, which that view never shows.
+BASELINE_VIEWS: tuple[dict[str, int] | None, ...] = (
+    None, {"includeExternalUrl": 1, "includeFuturePublishAt": 1})
+
+
 def _fetch_baselines(client: MangaDexClient, missing: set[Pair],
-                     infos: dict[int, MangaInfo]) -> dict[Pair, Decimal | None]:
-    """One feed request per manga: the top numbers readable before it was catalogued."""
+                     infos: dict[int, MangaInfo]) -> tuple[dict[Pair, Decimal | None], int]:
+    """Per manga, the top numbers readable before it was catalogued; (values, requests)."""
     by_manga: dict[int, list[str]] = defaultdict(list)
     for m, lang in missing:
         by_manga[m].append(lang)
     found: dict[Pair, Decimal | None] = {}
+    requests = 0
     for m, langs in by_manga.items():
         info = infos[m]
-        page = client.feed_page(info.mangadex_id, tuple(sorted(langs)),
-                                order={"chapter": "desc"}, limit=500)
+        items: list[Chapter] = []
+        for flags in BASELINE_VIEWS:
+            items += client.feed_page(info.mangadex_id, tuple(sorted(langs)),
+                                      order={"chapter": "desc"}, limit=500, flags=flags).items
+            requests += 1
         for lang in langs:
-            numbers = [c.number for c in page.items
+            numbers = [c.number for c in items
                        if c.translated_language == lang and c.number is not None
                        and c.readable_at < info.catalogued_at]
             found[(m, lang)] = max(numbers) if numbers else None
-    return found
+    return found, requests
+
+
+def _stored_ids(conn: Connection, candidates: Sequence[Chapter]) -> set[str]:
+    if not candidates:
+        return set()
+    return set(conn.execute(select(chapters.c.mangadex_chapter_id).where(
+        chapters.c.mangadex_chapter_id.in_([c.id for c in candidates]))).scalars())
+
+
+def _lock_manga(conn: Connection, manga_ids: Sequence[int]) -> None:
+    """Serialise runs deciding about the same manga (SQLite's BEGIN IMMEDIATE already does)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(manga.c.id).where(manga.c.id.in_(sorted(manga_ids)))
+                     .order_by(manga.c.id).with_for_update())
 
 
 def process_chapters(engine: Engine, client: MangaDexClient | None, items: Sequence[Chapter],
                      languages: Sequence[str], report: ChapterReport, *,
                      baselines: dict[Pair, Decimal | None] | None = None) -> None:
-    """Store one page of chapters and queue what the rules say is new.
+    """Store chapters and queue what the rules say is new.
 
-    `baselines` may be given by a caller that already read a whole feed; otherwise the
-    missing ones are fetched with `client` (one request per manga, outside the transaction).
+    `baselines` is given by a caller that read a whole feed (its history is in `items`);
+    otherwise missing baselines are fetched with `client`, outside any transaction. The
+    decision itself is made inside the write transaction, with the manga rows locked, so two
+    overlapping runs cannot both decide from a stale view.
     """
     report.seen += len(items)
     wanted = [c for c in items if c.translated_language in languages]
     report.other_language += len(items) - len(wanted)
-    for c in wanted:
-        key_times = {"publishAt": c.publish_at, "createdAt": c.created_at,
-                     "readableAt": c.readable_at}
-        for key, value in key_times.items():
-            if key not in report.newest or value > report.newest[key]:
-                report.newest[key] = value
     with engine.connect() as conn:
         infos_by_dex = _manga_info(conn, (c.manga_id for c in wanted))
         ours = [c for c in wanted if c.manga_id in infos_by_dex]
         report.not_catalogued += len(wanted) - len(ours)
-        stored_ids = set(conn.execute(select(chapters.c.mangadex_chapter_id).where(
-            chapters.c.mangadex_chapter_id.in_([c.id for c in ours]))).scalars()) if ours else set()
-        fresh = [c for c in ours if c.id not in stored_ids]
+        fresh = [c for c in ours if c.id not in _stored_ids(conn, ours)]
+        pairs = {(infos_by_dex[c.manga_id].id, c.translated_language or "") for c in fresh}
+        _, missing = _known_numbers(conn, pairs)
+    if not fresh:
+        report.already_stored += len(ours)
+        return
+    infos = {i.id: i for i in infos_by_dex.values()}
+    fetched: dict[Pair, Decimal | None] = dict(baselines or {})
+    if missing and client is not None and baselines is None:
+        values, requests = _fetch_baselines(client, missing, infos)
+        fetched.update(values)
+        report.baseline_requests += requests
+    now = utcnow()
+    with engine.begin() as conn:
+        _lock_manga(conn, sorted(infos))
+        stored = _stored_ids(conn, ours)
+        fresh = [c for c in ours if c.id not in stored]
         report.already_stored += len(ours) - len(fresh)
         pairs = {(infos_by_dex[c.manga_id].id, c.translated_language or "") for c in fresh}
         known, missing = _known_numbers(conn, pairs)
-    if not fresh:
-        return
-    infos = {i.id: i for i in infos_by_dex.values()}
-    if missing:
-        given = {p: v for p, v in (baselines or {}).items() if p in missing}
-        still = missing - set(given)
-        if still and client is not None and baselines is None:
-            given.update(_fetch_baselines(client, still, infos))
-            report.baseline_requests += len({m for m, _ in still})
         for pair in missing:
-            value = given.get(pair)
+            value = fetched.get(pair)
             if value is not None and (known[pair] is None or value > known[pair]):
                 known[pair] = value
-    _store(engine, fresh, infos_by_dex, known, missing, baselines_found={
-        p: known[p] for p in missing}, report=report)
+        if missing:
+            insert_ignore(conn, chapter_baselines, [
+                {"manga_id": m, "translated_language": lang, "max_number": fetched.get((m, lang)),
+                 "checked_at": now} for m, lang in missing],
+                conflict=["manga_id", "translated_language"])
+        _store(conn, fresh, infos_by_dex, known, report, now)
 
 
-def _store(engine: Engine, fresh: list[Chapter], infos_by_dex: dict[str, MangaInfo],
-           known: dict[Pair, Decimal | None], missing: set[Pair],
-           baselines_found: dict[Pair, Decimal | None], report: ChapterReport) -> None:
-    now = utcnow()
+def _store(conn: Connection, fresh: list[Chapter], infos_by_dex: dict[str, MangaInfo],
+           known: dict[Pair, Decimal | None], report: ChapterReport, now: datetime) -> None:
     rows: list[dict[str, Any]] = []
     notices: list[tuple[str, dict[str, Any], str]] = []
     top_integer: dict[int, int] = {}
@@ -209,13 +234,14 @@ def _store(engine: Engine, fresh: list[Chapter], infos_by_dex: dict[str, MangaIn
         info = infos_by_dex[c.manga_id]
         lang = c.translated_language or ""
         pair = (info.id, lang)
+        top = running[pair]
         notify = False
         if c.readable_at < info.catalogued_at:
             report.history += 1
-        elif c.number is None or running[pair] is None or c.number > running[pair]:
+        elif c.number is None or top is None or c.number > top:
             notify = True
         if c.number is not None:
-            if running[pair] is None or c.number > running[pair]:  # type: ignore[operator]
+            if top is None or c.number > top:
                 running[pair] = c.number
             top_integer[info.id] = max(top_integer.get(info.id, 0), math.floor(c.number))
         rows.append({
@@ -235,25 +261,17 @@ def _store(engine: Engine, fresh: list[Chapter], infos_by_dex: dict[str, MangaIn
             if c.title:
                 payload["chapter_title"] = c.title
             notices.append((key, payload, c.id))
-    with engine.begin() as conn:
-        insert_ignore(conn, chapters, rows, conflict=["mangadex_chapter_id"])
-        if missing:
-            insert_ignore(conn, chapter_baselines, [
-                {"manga_id": m, "translated_language": lang,
-                 "max_number": baselines_found.get((m, lang)), "checked_at": now}
-                for m, lang in missing], conflict=["manga_id", "translated_language"])
-        for key, payload, chapter_id in notices:
-            outbox.enqueue(conn, outbox.NEW_CHAPTER, payload, key, now)
-            log.info("new chapter %s of manga %s (%s) ch %s [%s]: queued", chapter_id,
-                     payload["manga_id"], payload["title"], payload["chapter"],
-                     payload["language"])
-        touched = sorted({infos_by_dex[c.manga_id].id for c in fresh})
-        conn.execute(update(manga).where(manga.c.id.in_(touched))
-                     .values(last_chapter_check=now))
-        for manga_id, top in top_integer.items():
-            conn.execute(update(manga).where(manga.c.id == manga_id).where(
-                (manga.c.total_chapters.is_(None)) | (manga.c.total_chapters < top))
-                .values(total_chapters=top))
+    insert_ignore(conn, chapters, rows, conflict=["mangadex_chapter_id"])
+    for key, payload, chapter_id in notices:
+        outbox.enqueue(conn, outbox.NEW_CHAPTER, payload, key, now)
+        log.info("new chapter %s of manga %s (%s) ch %s [%s]: queued", chapter_id,
+                 payload["manga_id"], payload["title"], payload["chapter"], payload["language"])
+    touched = sorted({infos_by_dex[c.manga_id].id for c in fresh})
+    conn.execute(update(manga).where(manga.c.id.in_(touched)).values(last_chapter_check=now))
+    for manga_id, top_number in top_integer.items():
+        conn.execute(update(manga).where(manga.c.id == manga_id).where(
+            (manga.c.total_chapters.is_(None)) | (manga.c.total_chapters < top_number))
+            .values(total_chapters=top_number))
     report.stored += len(rows)
     report.notifications += len(notices)
     report.new_numbers += [p["chapter"] or "(no number)" for _, p, _ in notices]
@@ -261,63 +279,99 @@ def _store(engine: Engine, fresh: list[Chapter], infos_by_dex: dict[str, MangaIn
 
 # --- partitions and the schedule --------------------------------------------------------------
 
+# Chapters are decided in batches of this many, each in its own transaction.
+BATCH = 500
+
 
 def load_cursors(engine: Engine) -> dict[str, datetime]:
     with engine.connect() as conn:
         row = state.get_state(conn, state.CHAPTER_CHECK)
-    if not row or not row["last_cursor"]:
+    return _decode_cursors(row["last_cursor"] if row else None)
+
+
+def _decode_cursors(raw: str | None) -> dict[str, datetime]:
+    if not raw:
         return {}
     try:
-        raw = json.loads(row["last_cursor"])
-        return {k: datetime.fromisoformat(v) for k, v in raw.items()}
+        return {k: datetime.fromisoformat(v) for k, v in json.loads(raw).items()}
     except (ValueError, AttributeError):
-        log.warning("chapter_check cursor %r unreadable: reading whole partitions",
-                    row["last_cursor"])
+        log.warning("chapter_check cursor %r unreadable: reading whole partitions", raw)
         return {}
 
 
 def window_starts(cursors: dict[str, datetime], start: datetime, end: datetime,
-                  lookback: timedelta) -> dict[str, datetime]:
-    """Where each query starts: the partition's start, or the cursor minus the lookback."""
+                  lookback: timedelta, *, use_cursor: bool = True) -> dict[str, datetime]:
+    """Where each query starts.
+
+    A scheduled poll resumes at its cursor minus the lookback, even before the partition's
+    start, so a chapter stamped 23:50 that shows up after midnight is still read. Any other
+    run (a backfill, a manual materialization) reads its whole window.
+    """
     starts = {}
     for key in QUERIES:
         cursor = cursors.get(key)
-        if cursor is not None and start <= cursor - lookback < end:
+        if use_cursor and cursor is not None and start - lookback <= cursor < end:
             starts[key] = cursor - lookback
         else:
             starts[key] = start
     return starts
 
 
-def chapter_pages(client: MangaDexClient, languages: Sequence[str],
-                  starts: dict[str, datetime], end: datetime) -> Iterator[tuple[str, Any]]:
+def _day_slices(start: datetime, end: datetime) -> Iterator[tuple[datetime, datetime]]:
+    """[start, end) cut at UTC midnights: both queries of a slice are sorted together."""
+    while start < end:
+        midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
+        stop = min(end, midnight + timedelta(days=1))
+        yield start, stop
+        start = stop
+
+
+def read_slice(client: MangaDexClient, languages: Sequence[str], starts: dict[str, datetime],
+               slice_start: datetime, slice_end: datetime,
+               report: ChapterReport) -> list[Chapter]:
+    """Both queries over one slice, merged by id and ordered by when each became readable."""
+    found: dict[str, Chapter] = {}
     for key, flags in QUERIES.items():
-        for page in client.iter_chapter_pages(key, since=starts[key], until=end,  # type: ignore[arg-type]
+        since = max(starts[key], slice_start)
+        if since >= slice_end:
+            continue
+        for page in client.iter_chapter_pages(key, since=since, until=slice_end,  # type: ignore[arg-type]
                                               languages=tuple(languages), flags=flags):
-            yield key, page
+            report.skipped_items += page.skipped
+            for chapter in page.items:
+                found.setdefault(chapter.id, chapter)
+    return sorted(found.values(), key=lambda c: (c.readable_at, c.created_at, c.id))
 
 
 def sync_chapter_window(engine: Engine, client: MangaDexClient, languages: Sequence[str],
                         start: datetime, end: datetime, *, lookback: timedelta,
                         use_cursor: bool = True) -> ChapterReport:
-    """Materialize chapter partitions [start, end): store and notify, then advance cursors."""
+    """Materialize chapter partitions [start, end): store and notify, then advance cursors.
+
+    `use_cursor` is for the schedule's polls; backfills pass False and read whole days.
+    """
     report = ChapterReport()
-    cursors = load_cursors(engine) if use_cursor else {}
-    starts = window_starts(cursors, start, end, lookback)
+    started = utcnow().replace(microsecond=0)
+    starts = window_starts(load_cursors(engine), start, end, lookback, use_cursor=use_cursor)
     state.mark_running(engine, state.CHAPTER_CHECK)
     try:
-        for _key, page in chapter_pages(client, languages, starts, end):
-            report.skipped_items += page.skipped
-            process_chapters(engine, client, page.items, languages, report)
-        merged = dict(cursors)
-        for key in QUERIES:
-            seen = report.newest.get(key)
-            # The window is done up to its end or now, whichever is first.
-            done_to = min(end, utcnow())
-            candidate = max(seen, done_to - timedelta(seconds=1)) if seen else done_to
-            if key not in merged or candidate > merged[key]:
-                merged[key] = candidate
+        # Nothing is readable after now; slices starting beyond now plus a clock-skew allowance
+        # (the lookback) would cost two empty requests each.
+        for slice_start, slice_end in _day_slices(min(starts.values()), end):
+            if slice_start > started + lookback:
+                break
+            found = read_slice(client, languages, starts, slice_start, slice_end, report)
+            for i in range(0, len(found), BATCH):
+                process_chapters(engine, client, found[i:i + BATCH], languages, report)
+        # Everything readable before `started` has been read: that is the cursor, whatever
+        # the timestamps of what came back (a link-only chapter's publishAt is years ahead).
+        done_to = min(end, started)
         with engine.begin() as conn:
+            current = state.get_state(conn, state.CHAPTER_CHECK)
+            merged = _decode_cursors(current["last_cursor"] if current else None)
+            for key in QUERIES:
+                if key not in merged or done_to > merged[key]:
+                    merged[key] = done_to
             state.mark_success(conn, state.CHAPTER_CHECK, status="idle",
                                cursor=json.dumps({k: v.isoformat() for k, v in merged.items()}),
                                metadata=report.summary())
@@ -325,10 +379,3 @@ def sync_chapter_window(engine: Engine, client: MangaDexClient, languages: Seque
         state.mark_error(engine, state.CHAPTER_CHECK, f"{type(exc).__name__}: {exc}")
         raise
     return report
-
-
-def sync_chapter_days(engine: Engine, client: MangaDexClient, languages: Sequence[str],
-                      first_day: Any, last_day: Any, *, lookback: timedelta) -> ChapterReport:
-    start, _ = day_bounds(first_day)
-    _, end = day_bounds(last_day)
-    return sync_chapter_window(engine, client, languages, start, end, lookback=lookback)

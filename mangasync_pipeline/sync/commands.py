@@ -94,7 +94,8 @@ def backfill(first: object, last: object | None, what: str) -> None:
                 totals["notifications"] += report.result.notifications
             if what in ("chapters", "both"):
                 chapters = sync_chapter_window(engine, client, settings.languages, start, end,
-                                               lookback=settings.chapter_lookback)
+                                               lookback=settings.chapter_lookback,
+                                               use_cursor=False)
                 totals["chapters"] += chapters.stored
                 totals["notifications"] += chapters.notifications
             bar.set_postfix(requests=client.stats.snapshot().total_requests, **totals)

@@ -14,7 +14,7 @@ from mangasync_pipeline.db.tables import manga
 from mangasync_pipeline.mangadex.client import DEFAULT_INCLUDES, MangaDexClient
 from mangasync_pipeline.mangadex.mapping import manga_row
 from mangasync_pipeline.sync.catalogue_store import NotifyPolicy, upsert_manga
-from mangasync_pipeline.sync.chapters import ChapterReport, process_chapters
+from mangasync_pipeline.sync.chapters import BASELINE_VIEWS, ChapterReport, process_chapters
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
@@ -44,7 +44,8 @@ def sync_one(engine: Engine, client: MangaDexClient, mangadex_id: str,
         upsert = upsert_manga(conn, [manga_row(item, client.uploads_url)], utcnow(),
                               NotifyPolicy(new_manga=False, updates=True))
     report = ChapterReport()
-    feed = [c for page in client.iter_feed_pages(mangadex_id, tuple(languages))
+    feed = [c for flags in BASELINE_VIEWS
+            for page in client.iter_feed_pages(mangadex_id, tuple(languages), flags=flags)
             for c in page.items]
     # The whole feed is at hand, so history before cataloguing is the baseline: no extra request.
     process_chapters(engine, client, feed, languages, report, baselines={})
