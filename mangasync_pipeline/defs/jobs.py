@@ -68,8 +68,10 @@ def import_newest_manga(context: OpExecutionContext, config: InitialSyncConfig,
     report = result.catalogue
     record_metrics(engine, "initial_sync", spent, time.monotonic() - started,
                    {"manga_synced": report.seen})
-    # Record what it wrote as materializations of the catalogue partitions it touched.
-    for day, count in sorted(report.days.items()):
+    # Record what it wrote as materializations of the catalogue partitions it touched, but
+    # not its oldest day: that one holds only the part that fit in the limit, and a UI backfill
+    # of missing partitions should still fill it.
+    for day, count in sorted(report.days.items())[1:]:
         yield AssetMaterialization(asset_key=MANGA_CATALOGUE, partition=day,
                                    metadata={"manga_imported": count,
                                              "source": "initial_sync_job"})
