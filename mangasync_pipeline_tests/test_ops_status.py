@@ -15,8 +15,6 @@ from sqlalchemy import Engine, insert
 from mangasync_pipeline.cli import cli
 from mangasync_pipeline.db import tables as t
 
-NOW = datetime.now(UTC)
-
 
 def run_status(db_url: str, *args: str) -> Result:
     """The real command, in-process (a subprocess per call costs seconds of imports)."""
@@ -32,7 +30,9 @@ def run_status_process(db_url: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def seed(engine: Engine) -> None:
+def seed(engine: Engine) -> datetime:
+    """Rows as of now (ages are relative to the moment the test runs); returns that now."""
+    NOW = datetime.now(UTC)  # noqa: N806 - reads as the constant it is within one test
     with engine.begin() as conn:
         conn.execute(insert(t.sync_state).values(
             sync_type="initial_sync", status="completed", last_run_at=NOW,
@@ -69,10 +69,11 @@ def seed(engine: Engine) -> None:
             name="mangadex", state="open", consecutive_failures=10,
             opened_until=NOW + timedelta(minutes=5), last_error="ConnectError: no route to host",
             updated_at=NOW))
+    return NOW
 
 
 def test_json_reports_syncs_backlog_counts_and_breaker(db_url: str, engine: Engine) -> None:
-    seed(engine)
+    NOW = seed(engine)  # noqa: N806
     result = run_status(db_url, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
