@@ -47,11 +47,11 @@ class World:
         return response.json()
 
     def add_manga(self, title: str, *, history: int = 0, language: str = "en",
-                  catalogue: bool = True, last_chapter: str = "") -> str:
+                  catalogue: bool = True, last_chapter: str = "", rating: str = "safe") -> str:
         """A manga created a year ago with `history` chapters published before today."""
         created = utcnow() - timedelta(days=365)
         mid = self.admin("POST", "/_sim/manga", {
-            "title": {"en": title}, "createdAt": iso(created), "contentRating": "safe",
+            "title": {"en": title}, "createdAt": iso(created), "contentRating": rating,
             "lastChapter": last_chapter})["ids"][0]
         if history:
             self.add_chapters(mid, [(str(n), created + timedelta(days=n)) for n in
@@ -200,6 +200,15 @@ def test_a_link_only_chapter_with_far_future_publish_at_is_notified(world: World
     world.admin("POST", "/_sim/stats/reset")
     world.poll()
     assert world.requests()["/chapter"] == 2
+
+
+def test_chapters_of_a_catalogued_manga_of_any_rating_are_seen(world: World) -> None:
+    # MangaDex hides pornographic works unless asked; one that entered the catalogue by id
+    # (a sensor run, sync-manga) must still have its chapters followed.
+    mid = world.add_manga("Adult Title", history=2, rating="pornographic")
+    world.add_chapters(mid, [("3", None)])
+    world.poll()
+    assert [p["chapter"] for p in world.payloads()] == ["3"]
 
 
 def test_chapters_of_manga_outside_the_catalogue_are_skipped(world: World) -> None:

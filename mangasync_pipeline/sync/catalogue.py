@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 
 from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db.tables import manga
@@ -71,6 +71,11 @@ def _store_page(engine: Engine, client: MangaDexClient, items: list[Manga],
     with engine.begin() as conn:
         result = upsert_manga(conn, rows, utcnow(), policy)
     report.add(result, items, skipped)
+    if engine.dialect.name == "postgresql" and report.pages in (10, 100, 1000):
+        # A table that grew within this run has no statistics yet, and PostgreSQL's planner
+        # then scans it for every page's id lookups: a 50,000-manga import ran 4x slower.
+        with engine.begin() as conn:
+            conn.execute(text("ANALYZE manga, manga_genres, genres"))
     for local_id, mangadex_id, title in result.inserted:
         log.debug("manga %s (%s) catalogued: %s", local_id, mangadex_id, title)
 

@@ -62,8 +62,8 @@ def upsert_manga(conn: Connection, rows: Sequence[MangaRow], now: datetime,
         return result
     existing = _existing(conn, [r.mangadex_id for r in rows])
     new_rows = [r for r in rows if r.mangadex_id not in existing]
-    _insert_new(conn, new_rows, now)
-    ids = _ids(conn, [r.mangadex_id for r in rows])
+    ids = {dex_id: row["id"] for dex_id, row in existing.items()}
+    ids.update(_insert_new(conn, new_rows, now))
 
     changed: list[dict[str, Any]] = []
     for row in rows:
@@ -141,22 +141,25 @@ def _update_message(old: dict[str, Any], row: MangaRow) -> str | None:
     return "; ".join(parts) or None
 
 
-def _insert_new(conn: Connection, rows: list[MangaRow], now: datetime) -> None:
-    """Insert with unique slugs; a slug taken meanwhile by another run gets the id suffix."""
+def _insert_new(conn: Connection, rows: list[MangaRow], now: datetime) -> dict[str, int]:
+    """Insert with unique slugs (a slug taken meanwhile by another run gets the id suffix);
+    returns the local ids of `rows`."""
     # MangaDex timestamps are whole seconds: a chapter of the same second is not history.
     catalogued_at = now.replace(microsecond=0)
     pending = rows
+    ids: dict[str, int] = {}
     for attempt in range(3):
         if not pending:
-            return
+            return ids
         slugs = _choose_slugs(conn, pending, attempt)
         insert_ignore(conn, manga, [
             {"mangadex_id": r.mangadex_id, "slug": slugs[r.mangadex_id], **_synced_values(r),
              "catalogued_at": catalogued_at, "last_synced_at": now, "updated_at": now}
             for r in pending
         ])
-        present = set(_ids(conn, [r.mangadex_id for r in pending]))
-        pending = [r for r in pending if r.mangadex_id not in present]
+        # Rows another run inserted meanwhile are found here too: their ids are just as good.
+        ids.update(_ids(conn, [r.mangadex_id for r in pending]))
+        pending = [r for r in pending if r.mangadex_id not in ids]
     if pending:
         raise RuntimeError(f"could not give manga {pending[0].mangadex_id} a unique slug")
 

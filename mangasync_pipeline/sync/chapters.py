@@ -30,7 +30,7 @@ from sqlalchemy import Connection, Engine, func, select, update
 from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db.queries import insert_ignore
 from mangasync_pipeline.db.tables import chapter_baselines, chapters, manga
-from mangasync_pipeline.mangadex.client import MangaDexClient
+from mangasync_pipeline.mangadex.client import ALL_CONTENT_RATINGS, MangaDexClient
 from mangasync_pipeline.mangadex.models import Chapter
 from mangasync_pipeline.notify import outbox
 from mangasync_pipeline.sync import state
@@ -335,8 +335,11 @@ def read_slice(client: MangaDexClient, languages: Sequence[str], starts: dict[st
         since = max(starts[key], slice_start)
         if since >= slice_end:
             continue
+        # Every rating: a catalogued manga is ours whatever its rating (ids[] and single reads
+        # bring them all), and chapters of manga we do not have are dropped anyway.
         for page in client.iter_chapter_pages(key, since=since, until=slice_end,  # type: ignore[arg-type]
-                                              languages=tuple(languages), flags=flags):
+                                              languages=tuple(languages), flags=flags,
+                                              content_ratings=ALL_CONTENT_RATINGS):
             report.skipped_items += page.skipped
             for chapter in page.items:
                 found.setdefault(chapter.id, chapter)
