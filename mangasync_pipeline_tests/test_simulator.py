@@ -17,9 +17,8 @@ import pytest
 
 from mangasync_pipeline.mangadex.simulator import Simulator, SimulatorAdmin
 
-pytest_plugins = ["mangasync_pipeline_tests.simulator_fixtures"]
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "mangadex" / "fixtures"
+# The real captures (shared/mangadex/fixtures, copied byte for byte beside the tests).
+FIXTURES = Path(__file__).parent / "fixtures" / "mangadex"
 END = "2026-05-01T00:00:00"  # a fixed catalogue end makes data independent of today's date
 
 
