@@ -1,6 +1,5 @@
 """The three software-defined assets. Each is a thin wrapper over `sync/`."""
 
-import time
 from collections.abc import Iterator
 
 from dagster import (
@@ -15,12 +14,7 @@ from dagster import (
 )
 
 from mangasync_pipeline.defs.failures import one_line_failures
-from mangasync_pipeline.defs.reporting import (
-    delivery_metadata,
-    preview,
-    record_metrics,
-    request_metadata,
-)
+from mangasync_pipeline.defs.reporting import RunMeter, delivery_metadata, preview
 from mangasync_pipeline.defs.resources import (
     MangaDexResource,
     MangaHubDatabase,
@@ -68,8 +62,7 @@ def catalogue(context: AssetExecutionContext, config: CatalogueConfig,
               mangahub: MangaHubDatabase, mangadex: MangaDexResource,
               notifier: NotifierResource) -> Iterator[MaterializeResult]:
     engine, client = mangahub.engine(), mangadex.client()
-    before = client.stats.snapshot()
-    started = time.monotonic()
+    meter = RunMeter(engine, client, "catalogue")
     window = context.partition_time_window
     with one_line_failures(f"catalogue {context.partition_key_range}"):
         if config.mangadex_ids:
@@ -82,10 +75,8 @@ def catalogue(context: AssetExecutionContext, config: CatalogueConfig,
             report = import_created_range(engine, client, window.start, window.end,
                                           policy=SILENT, progress=context.log.info)
     delivery = notifier.deliver(engine)
-    requests, spent = request_metadata(client, before)
     summary = report.summary()
-    record_metrics(engine, "catalogue", spent, time.monotonic() - started,
-                   {"manga_synced": summary["manga_inserted"] + summary["manga_updated"]})
+    requests = meter.finish({"manga_synced": summary["manga_inserted"] + summary["manga_updated"]})
     context.log.info(f"catalogue: {summary}; {requests['mangadex_requests']} requests")
     yield MaterializeResult(asset_key=MANGA_CATALOGUE, metadata={
         **{k: v for k, v in summary.items() if k.startswith(("manga_", "items_", "pages"))},
@@ -115,8 +106,7 @@ def new_chapters(context: AssetExecutionContext, mangahub: MangaHubDatabase,
                  mangadex: MangaDexResource, notifier: NotifierResource,
                  sync_settings: SyncSettings) -> MaterializeResult:
     engine, client = mangahub.engine(), mangadex.client()
-    before = client.stats.snapshot()
-    started = time.monotonic()
+    meter = RunMeter(engine, client, "new_chapters")
     window = context.partition_time_window
     # The schedule's polls resume at the cursor; backfills and manual runs read whole days.
     scheduled = context.run.tags.get("dagster/schedule_name") == "new_chapters_schedule"
@@ -125,10 +115,8 @@ def new_chapters(context: AssetExecutionContext, mangahub: MangaHubDatabase,
                                      window.end, lookback=sync_settings.lookback,
                                      use_cursor=scheduled)
     delivery = notifier.deliver(engine)
-    requests, spent = request_metadata(client, before)
     summary = report.summary()
-    record_metrics(engine, "new_chapters", spent, time.monotonic() - started,
-                   {"chapters_synced": summary["chapters_stored"]})
+    requests = meter.finish({"chapters_synced": summary["chapters_stored"]})
     context.log.info(f"new_chapters: {summary}; {requests['mangadex_requests']} requests")
     return MaterializeResult(metadata={
         **summary, **requests, **delivery_metadata(delivery),

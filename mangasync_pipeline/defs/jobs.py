@@ -1,6 +1,5 @@
 """Jobs: the asset jobs that sensors and schedules target, and three op jobs."""
 
-import time
 from collections.abc import Iterator
 
 from dagster import (
@@ -17,12 +16,7 @@ from dagster import (
 
 from mangasync_pipeline.defs.assets import GENRE_LINKS, MANGA_CATALOGUE, NEW_CHAPTERS
 from mangasync_pipeline.defs.failures import one_line_failures
-from mangasync_pipeline.defs.reporting import (
-    delivery_metadata,
-    preview,
-    record_metrics,
-    request_metadata,
-)
+from mangasync_pipeline.defs.reporting import RunMeter, delivery_metadata, preview
 from mangasync_pipeline.defs.resources import (
     MangaDexResource,
     MangaHubDatabase,
@@ -55,19 +49,16 @@ def import_newest_manga(context: OpExecutionContext, config: InitialSyncConfig,
                         sync_settings: SyncSettings) -> Iterator[AssetMaterialization | Output]:
     """Imports the newest INITIAL_SYNC_LIMIT manga once; `force` runs it again."""
     engine, client = mangahub.engine(), mangadex.client()
-    before = client.stats.snapshot()
-    started = time.monotonic()
+    meter = RunMeter(engine, client, "initial_sync")
     with one_line_failures("initial sync"):
         result = initial_sync(engine, client, sync_settings.initial_sync_limit,
                               force=config.force)
-    requests, spent = request_metadata(client, before)
+    report = result.catalogue
+    requests = meter.finish({"manga_synced": report.seen})
     if result.skipped:
         context.log.info("initial sync already completed; run with force: true to repeat it")
         yield Output(None, metadata={"skipped": True, "cursor": str(result.cursor)})
         return
-    report = result.catalogue
-    record_metrics(engine, "initial_sync", spent, time.monotonic() - started,
-                   {"manga_synced": report.seen})
     # Record what it wrote as materializations of the catalogue partitions it touched, but
     # not its oldest day: that one holds only the part that fit in the limit, and a UI backfill
     # of missing partitions should still fill it.
@@ -143,16 +134,13 @@ def refresh_manga(context: OpExecutionContext, config: RefreshMangaConfig,
                   notifier: NotifierResource) -> Output:
     """Re-reads changed catalogued manga (100 per request); status or title changes notify."""
     engine, client = mangahub.engine(), mangadex.client()
-    before = client.stats.snapshot()
-    started = time.monotonic()
+    meter = RunMeter(engine, client, "manga_updates")
     with one_line_failures(f"refresh of {len(config.mangadex_ids)} manga"):
         report = import_ids(engine, client, config.mangadex_ids,
                             policy=NotifyPolicy(new_manga=False, updates=True))
     delivery = notifier.deliver(engine)
-    requests, spent = request_metadata(client, before)
     summary = report.summary()
-    record_metrics(engine, "manga_updates", spent, time.monotonic() - started,
-                   {"manga_synced": summary["manga_updated"]})
+    requests = meter.finish({"manga_synced": summary["manga_updated"]})
     context.log.info(f"refreshed {len(config.mangadex_ids)} manga: {summary}")
     return Output(None, metadata={**summary, **requests, **delivery_metadata(delivery),
                                   "preview": preview(report.preview())})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from dagster import MetadataValue
@@ -13,16 +14,24 @@ from mangasync_pipeline.notify.notifier import DeliveryReport
 from mangasync_pipeline.sync import metrics
 
 
-def request_metadata(client: MangaDexClient, before: StatsSnapshot
-                     ) -> tuple[dict[str, Any], StatsSnapshot]:
-    spent = client.stats.snapshot() - before
-    return {
-        "mangadex_requests": spent.total_requests,
-        "mangadex_requests_by_endpoint": MetadataValue.json(spent.by_endpoint()),
-        "mangadex_retries": spent.retries,
-        "rate_limit_wait_seconds": round(spent.rate_limit_wait_s, 2),
-        "retry_wait_seconds": round(spent.retry_wait_s, 2),
-    }, spent
+class RunMeter:
+    """What one run spends on MangaDex: metadata for the UI, counters for /metrics."""
+
+    def __init__(self, engine: Engine, client: MangaDexClient, sync: str) -> None:
+        self.engine, self.client, self.sync = engine, client, sync
+        self.before = client.stats.snapshot()
+        self.started = time.monotonic()
+
+    def finish(self, counts: dict[str, int]) -> dict[str, Any]:
+        spent = self.client.stats.snapshot() - self.before
+        record_metrics(self.engine, self.sync, spent, time.monotonic() - self.started, counts)
+        return {
+            "mangadex_requests": spent.total_requests,
+            "mangadex_requests_by_endpoint": MetadataValue.json(spent.by_endpoint()),
+            "mangadex_retries": spent.retries,
+            "rate_limit_wait_seconds": round(spent.rate_limit_wait_s, 2),
+            "retry_wait_seconds": round(spent.retry_wait_s, 2),
+        }
 
 
 def delivery_metadata(report: DeliveryReport) -> dict[str, Any]:
