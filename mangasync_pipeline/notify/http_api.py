@@ -123,7 +123,9 @@ def create_app(ctx: ServerContext) -> FastAPI:
         except ImportError as exc:
             return _error(503, f"manual sync is not available: {exc}")
         try:
-            report = await ctx.run_db(run_sync, ctx.settings, manga_ref)
+            # Not on the database threads: a sync waits on MangaDex for seconds, and hands
+            # its notifications to this very server, whose triggers need those threads.
+            report = await asyncio.to_thread(run_sync, ctx.settings, manga_ref)
         except LookupError as exc:
             return _error(404, str(exc) or f"unknown manga {manga_ref}")
         except Exception as exc:

@@ -22,7 +22,7 @@ from mangasync_pipeline.mangadex.errors import MangaDexError
 from mangasync_pipeline.notify.notifier import Notifier
 from mangasync_pipeline.sync.catalogue import SILENT, day_bounds, import_created_range, initial_sync
 from mangasync_pipeline.sync.chapters import sync_chapter_window
-from mangasync_pipeline.sync.manga_sync import resolve_mangadex_id, sync_one
+from mangasync_pipeline.sync.manga_sync import sync_manga as sync_one_manga
 
 
 @contextmanager
@@ -109,9 +109,6 @@ def backfill(first: object, last: object | None, what: str) -> None:
 @click.argument("manga_ref")
 def sync_manga(manga_ref: str) -> None:
     """Re-read one manga (local id, slug or MangaDex UUID) and its whole feed."""
-    with _session() as (settings, client):
-        engine = shared_engine(settings.database_url)
-        found = sync_one(engine, client, resolve_mangadex_id(engine, manga_ref),
-                         settings.languages)
+    with _session() as (settings, _client):
+        found = sync_one_manga(settings, manga_ref)
     click.echo(json.dumps(found, indent=2, default=str))
-    click.echo(_deliver(settings))

@@ -13,6 +13,7 @@ from mangasync_pipeline.db.engine import shared_engine
 from mangasync_pipeline.db.tables import manga
 from mangasync_pipeline.mangadex.client import DEFAULT_INCLUDES, MangaDexClient
 from mangasync_pipeline.mangadex.mapping import manga_row
+from mangasync_pipeline.notify.notifier import Notifier
 from mangasync_pipeline.sync.catalogue_store import NotifyPolicy, upsert_manga
 from mangasync_pipeline.sync.chapters import BASELINE_VIEWS, ChapterReport, process_chapters
 
@@ -67,11 +68,19 @@ def sync_one(engine: Engine, client: MangaDexClient, mangadex_id: str,
 
 
 def sync_manga(settings: Settings, manga_ref: str) -> dict[str, Any]:
-    """The per-manga sync for callers outside Dagster (the notification server's REST API)."""
+    """The per-manga sync for callers outside Dagster (`mangasync sync-manga`, the
+    notification server's `POST /api/manga/{id}/sync`): sync, then hand over what it queued."""
     engine = shared_engine(settings.database_url)
     mangadex_id = resolve_mangadex_id(engine, manga_ref)
     with MangaDexClient(settings.mangadex_api_url, uploads_url=settings.mangadex_uploads_url,
                         api_key=settings.mangadex_api_key,
                         rate_limit=settings.mangadex_rate_limit,
                         state_url=settings.database_url) as client:
-        return sync_one(engine, client, mangadex_id, settings.languages)
+        found = sync_one(engine, client, mangadex_id, settings.languages)
+    with Notifier(settings.udp_server_url, settings.notify_trigger_token) as notifier:
+        delivery = notifier.deliver(engine)
+    found["notifications_delivered"] = delivery.delivered
+    found["notifications_pending"] = delivery.pending
+    if delivery.errors:
+        found["delivery_error"] = delivery.errors[0]
+    return found
