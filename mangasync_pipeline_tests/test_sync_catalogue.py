@@ -308,3 +308,14 @@ def test_delivery_is_one_process_at_a_time_and_a_stray_404_is_retried(
         done = notifier.deliver(engine, ignore_backoff=True)
     assert done.delivered == 3
     assert [b["title"] for _, b in receiver.accepted] == ["T0", "T1", "T2"]  # in order
+
+
+def test_an_unmigrated_database_fails_runs_and_sensors_in_one_line(
+        sim: Simulator, tmp_path: Any) -> None:
+    pipeline = Pipeline(settings_for(f"sqlite:///{tmp_path / 'empty.sqlite'}", sim.url))
+    assert pipeline.evaluate_sensor("new_manga_sensor") == []
+    result = pipeline.run("initial_sync_job", raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.step_failure_data.user_failure_data.description
+    assert "run `mangasync migrate` first" in message and "\n" not in message

@@ -6,13 +6,13 @@ import os
 from datetime import timedelta
 from typing import Any
 
-from dagster import ConfigurableResource, EnvVar
+from dagster import ConfigurableResource, EnvVar, Failure
 from pydantic import PrivateAttr
 from sqlalchemy import Engine
 
 from mangasync_pipeline.config import DEFAULT_DATABASE_URL, Settings, parse_interval
 from mangasync_pipeline.db.engine import shared_engine
-from mangasync_pipeline.db.migrate import check_schema
+from mangasync_pipeline.db.migrate import SchemaError, check_schema
 from mangasync_pipeline.mangadex.client import MangaDexClient
 from mangasync_pipeline.notify.notifier import DeliveryReport, Notifier
 
@@ -28,7 +28,11 @@ class MangaHubDatabase(ConfigurableResource):  # type: ignore[type-arg]
     def engine(self) -> Engine:
         engine = shared_engine(self.url)
         if self.url not in _checked:
-            check_schema(engine)
+            try:
+                check_schema(engine)
+            except SchemaError as exc:
+                # One line in the run's failure, not a traceback: the operator must migrate.
+                raise Failure(description=str(exc), allow_retries=False) from None
             _checked.add(self.url)
         return engine
 

@@ -4,6 +4,7 @@ from datetime import date, timedelta
 
 from dagster import (
     DefaultSensorStatus,
+    Failure,
     RunConfig,
     RunRequest,
     SensorEvaluationContext,
@@ -43,7 +44,10 @@ def _partition_for(day: str) -> str:
 )
 def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabase,
                      mangadex: MangaDexResource) -> SensorResult | SkipReason:
-    engine = mangahub.engine()
+    try:
+        engine = mangahub.engine()
+    except Failure as exc:
+        return SkipReason(exc.description or "MangaHub database not usable")
     with engine.connect() as conn:
         initial = state.get_state(conn, state.INITIAL_SYNC)
         mirrored = state.get_state(conn, state.NEW_MANGA_POLL)
@@ -111,7 +115,11 @@ def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabas
 )
 def notification_outbox_sensor(context: SensorEvaluationContext,
                                mangahub: MangaHubDatabase) -> RunRequest | SkipReason:
-    with mangahub.engine().connect() as conn:
+    try:
+        engine = mangahub.engine()
+    except Failure as exc:
+        return SkipReason(exc.description or "MangaHub database not usable")
+    with engine.connect() as conn:
         backlog = outbox.backlog(conn)
         head = outbox.pending(conn, 1)
     if not head:
