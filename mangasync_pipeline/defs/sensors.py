@@ -12,6 +12,7 @@ from dagster import (
     SkipReason,
     sensor,
 )
+from sqlalchemy import Engine
 
 from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.defs.assets import CatalogueConfig
@@ -29,6 +30,14 @@ from mangasync_pipeline.sync import state
 from mangasync_pipeline.sync.catalogue import PollCursor, detect_changes, start_cursor
 
 
+def _engine_or_skip(mangahub: MangaHubDatabase) -> Engine | SkipReason:
+    """The database, or the one-line reason a tick cannot use it (e.g. not migrated)."""
+    try:
+        return mangahub.engine()
+    except Failure as exc:
+        return SkipReason(exc.description or "MangaHub database not usable")
+
+
 def _partition_for(day: str) -> str:
     # Manga older than the first partition still need a partition to run under.
     return max(date.fromisoformat(day), SETTINGS.partitions_start).isoformat()
@@ -44,10 +53,9 @@ def _partition_for(day: str) -> str:
 )
 def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabase,
                      mangadex: MangaDexResource) -> SensorResult | SkipReason:
-    try:
-        engine = mangahub.engine()
-    except Failure as exc:
-        return SkipReason(exc.description or "MangaHub database not usable")
+    engine = _engine_or_skip(mangahub)
+    if isinstance(engine, SkipReason):
+        return engine
     with engine.connect() as conn:
         initial = state.get_state(conn, state.INITIAL_SYNC)
         mirrored = state.get_state(conn, state.NEW_MANGA_POLL)
@@ -115,10 +123,9 @@ def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabas
 )
 def notification_outbox_sensor(context: SensorEvaluationContext,
                                mangahub: MangaHubDatabase) -> RunRequest | SkipReason:
-    try:
-        engine = mangahub.engine()
-    except Failure as exc:
-        return SkipReason(exc.description or "MangaHub database not usable")
+    engine = _engine_or_skip(mangahub)
+    if isinstance(engine, SkipReason):
+        return engine
     with engine.connect() as conn:
         backlog = outbox.backlog(conn)
         head = outbox.pending(conn, 1)
