@@ -189,7 +189,9 @@ def test_send_budget_paces_a_burst(db_url: str, engine: Engine) -> None:
             client.register()
             client.poll(0.25)
             assert len(client.received) == 3  # the budget, the rest stays unread for now
-            assert len(_unread(engine, user_id)) == 5
+            # The three ACKs may still be on their way to the database; the five held back
+            # are unread whatever the timing.
+            assert len(_unread(engine, user_id)) >= 5
             got = client.wait_for(8, 5)
             assert [m["chapter"] for m in got] == [str(n) for n in range(8)]
 
