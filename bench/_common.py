@@ -88,6 +88,12 @@ def simulator_process(*, rate_limit: float | None, manga: int = 10, seed: int = 
             time.sleep(0.1)
         yield url
     finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    """Terminate a child, and kill it if it does not go within 10 s."""
+    if proc.poll() is None:
         proc.terminate()
         try:
             proc.wait(timeout=10)

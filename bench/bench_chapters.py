@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import command, free_port, minutes, table, throwaway_db
+from _common import command, free_port, minutes, stop, table, throwaway_db
 from seed_polling import SeedPoller
 from sqlalchemy import Engine, func, insert, select, update
 
@@ -343,16 +343,6 @@ class Listener:
             if "NEW_CHAPTER" in line and all(n in line for n in needles):
                 return at
         return None
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def end_to_end(backend: str, count: int, interval: float, seed: int) -> None:
