@@ -25,7 +25,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pyrate_limiter import AbstractBucket, InMemoryBucket, Rate, RateItem, SQLiteBucket
+from pyrate_limiter import (
+    AbstractBucket,
+    InMemoryBucket,
+    PostgresBucket,
+    Rate,
+    RateItem,
+    SQLiteBucket,
+)
 from sqlalchemy.engine import make_url
 
 DEFAULT_MARGIN = 0.04
@@ -59,12 +66,49 @@ def _make_bucket(rate: Rate, state_url: str | None, name: str) -> AbstractBucket
         )
     if backend == "postgresql":
         from psycopg_pool import ConnectionPool
-        from pyrate_limiter import PostgresBucket
 
         conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
         pool = ConnectionPool(conninfo, min_size=1, max_size=4, open=True)
-        return PostgresBucket(pool, name, [rate])
+        return _LockedPostgresBucket(pool, name, [rate], conninfo)
     raise ValueError(f"rate limit state: unsupported database URL scheme {url.drivername!r}")
+
+
+class _AdvisoryLock:
+    """A PostgreSQL session advisory lock on its own connection, as a context manager.
+
+    pyrate's Postgres bucket has no cross-process lock: two processes could each stamp, and
+    the one descheduled before its insert would be admitted with a stale stamp. Holding this
+    around stamp-and-put serialises them as SQLite's file lock does.
+    """
+
+    def __init__(self, conninfo: str, key: int) -> None:
+        import psycopg
+
+        self._conn = psycopg.connect(conninfo, autocommit=True)
+        self._key = key
+
+    def __enter__(self) -> None:
+        self._conn.execute("SELECT pg_advisory_lock(%s)", (self._key,))
+
+    def __exit__(self, *_: object) -> None:
+        self._conn.execute("SELECT pg_advisory_unlock(%s)", (self._key,))
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class _LockedPostgresBucket(PostgresBucket):  # type: ignore[misc]
+    def __init__(self, pool: Any, table: str, rates: list[Rate], conninfo: str) -> None:
+        super().__init__(pool, table, rates)
+        key = int.from_bytes(table.encode()[:8].ljust(8, b"\0"), "big") & (2**63 - 1)
+        self._advisory = _AdvisoryLock(conninfo, key)
+
+    def limiter_lock(self) -> object:
+        return self._advisory
+
+    def close(self) -> None:
+        self._advisory.close()
+        super().close()
 
 
 class RateLimiter:
