@@ -33,7 +33,8 @@ def _raw(server: ServerHandle) -> socket.socket:
     return sock
 
 
-def _answer(sock: socket.socket, timeout: float = 0.5) -> dict | None:
+def _answer(sock: socket.socket, timeout: float = 3.0) -> dict | None:
+    """The next datagram; the default wait is generous because answers may need the DB."""
     sock.settimeout(timeout)
     try:
         return protocol.decode(sock.recv(2000))
@@ -57,7 +58,8 @@ def test_bad_registers_are_refused_alike_and_create_no_session(
     sock = _raw(server)
     good = protocol.register_message("alice", token)
     sock.send(protocol.encode(good))
-    assert _answer(sock)["type"] == "REGISTERED"
+    registered = _answer(sock)
+    assert registered is not None and registered["type"] == "REGISTERED"
     before = _sessions(server)
     attempts = {
         "replayed": good,
@@ -98,7 +100,12 @@ def test_ack_ping_unregister_from_another_address_are_ignored(
         assert _sessions(server) == 1
         bob.drop_rate = 0.0
         bob.ping()  # the session still answers its own address
-        kinds = [m["type"] for m in iter(lambda: bob.recv(0.3), None)]
+        deadline = time.monotonic() + 3
+        kinds: list[str] = []
+        while "PONG" not in kinds and time.monotonic() < deadline:
+            message = bob.recv(0.3)
+            if message is not None:
+                kinds.append(message["type"])
         assert "PONG" in kinds
 
 
@@ -113,7 +120,11 @@ def test_ack_of_another_users_ids_changes_nothing(server: ServerHandle, engine: 
         dan_ids = {m["id"] for m in dan.wait_for(1, 3)}
         carol_ids = set(flags) - dan_ids
         dan.send({"type": "ACK", "session": dan.session, "ids": sorted(carol_ids)})
-        dan.poll(0.3)
+        # ACKs are written in batches: wait for dan's own (sent before the forged one).
+        deadline = time.monotonic() + 5
+        while not all(_read_flags(engine)[i] for i in dan_ids) and time.monotonic() < deadline:
+            dan.poll(0.1)
+        dan.poll(0.5)  # and a batch more for the forged one, were it accepted
     after = _read_flags(engine)
     assert all(after[i] is False for i in carol_ids)
     assert all(after[i] is True for i in dan_ids)
@@ -130,12 +141,15 @@ def test_nothing_but_short_errors_to_unknown_addresses(server: ServerHandle) -> 
     time.sleep(0.06)
     # A burst gets at most one ERROR per interval.
     cause = b'{"type":"WHAT","padding":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}'
+    started = time.monotonic()
     for _ in range(20):
         sock.send(cause)
     answers = []
-    while (a := _answer(sock, 0.1)) is not None:
+    while (a := _answer(sock, 0.3)) is not None:
         answers.append(a)
-    assert 1 <= len(answers) <= 3
+    # At most one per 0.05 s interval, however slowly the machine worked through the burst.
+    assert 1 <= len(answers) <= 1 + (time.monotonic() - started) / 0.05
+    assert len(answers) < 20
     for a in answers:
         assert len(protocol.encode(a)) <= len(cause)
 
@@ -147,13 +161,14 @@ def test_failed_registers_from_one_address_are_dropped_after_the_limit(
     with ServerHandle(server_settings(db_url), options) as server:
         sock = _raw(server)
         answers = []
-        for _ in range(6):
+        for n in range(6):
             sock.send(protocol.encode(protocol.register_message("eve", "guess")))
-            answers.append(_answer(sock, 0.3))
+            # Refusals need a database lookup: wait for the three that must come.
+            answers.append(_answer(sock, 3.0 if n < 3 else 0.5))
         assert [a is not None for a in answers] == [True, True, True, False, False, False]
         # Even the right token is ignored from that address for now.
         sock.send(protocol.encode(protocol.register_message("eve", token)))
-        assert _answer(sock, 0.3) is None
+        assert _answer(sock, 0.5) is None
         with NotificationClient(*server.udp_addr, "eve", token) as other_port:
             assert other_port.register()["type"] == "REGISTERED"
 
