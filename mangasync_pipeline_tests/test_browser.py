@@ -92,6 +92,8 @@ def check_asset_graph(page: Any, ui: str) -> None:
         expect(node.first).to_contain_text(re.compile(r"Partitions\s*\d+% filled"))
 
 
+# Its own waits add up to more than the suite's default timeout on a slow runner.
+@pytest.mark.timeout(900)
 def test_asset_graph_and_materialization_metadata(launch: Starter, browser: Any,
                                                   tmp_path: Path) -> None:
     ui_port = free_port()

@@ -153,7 +153,9 @@ def test_listen_style_client_reregisters_after_restart(db_url: str, engine: Engi
     first.stop()
     settings = server_settings(db_url, udp_port=port)
     with ServerHandle(settings, fast_options()) as second, client:
-        client.poll(0.5)  # PING -> SESSION_UNKNOWN -> REGISTER again
+        deadline = time.monotonic() + 5  # PING -> SESSION_UNKNOWN -> REGISTER again
+        while client.registrations < 2 and time.monotonic() < deadline:
+            client.poll(0.2)
         assert client.registrations == 2
         httpx.post(f"{second.http_url}/notify/new-manga",
                    json={"manga_id": manga_id, "title": "After restart"})

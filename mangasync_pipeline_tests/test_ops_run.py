@@ -96,6 +96,8 @@ def start(tmp_path: Path) -> Iterator[Starter]:
                 os.kill(pid, signal.SIGKILL)
 
 
+# Its own waits add up to more than the suite's default timeout on a slow runner.
+@pytest.mark.timeout(900)
 def test_run_offline_says_why_keeps_running_and_stops_on_ctrl_c(
     start: Starter, tmp_path: Path
 ) -> None:
@@ -126,6 +128,8 @@ def test_run_offline_says_why_keeps_running_and_stops_on_ctrl_c(
     assert session.leftovers() == []
 
 
+# Its own waits add up to more than the suite's default timeout on a slow runner.
+@pytest.mark.timeout(900)
 def test_demo_shows_notifications_and_ctrl_c_stops_all(
     start: Starter, tmp_path: Path
 ) -> None:
