@@ -135,7 +135,7 @@ def test_ping_is_one_attempt_and_false_when_limited(
     admin.set_faults(burst_429=1, retry_after=3)
     started = time.monotonic()
     assert client.ping() is False
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 2.5  # did not wait out the 3 s Retry-After
     assert admin.stats()["total"] == 1
 
 
