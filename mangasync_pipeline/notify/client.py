@@ -46,6 +46,7 @@ class NotificationClient:
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.connect(self.server)
         self.session: str | None = None
+        self._unacked: set[int] = set()
         self.heartbeat = 30.0
         self.unread_at_register = 0
         self.seen: set[int] = set()
@@ -96,6 +97,9 @@ class NotificationClient:
     def register(self, timeout: float | None = None, attempts: int = 5) -> dict[str, Any]:
         """REGISTER until REGISTERED; notifications that arrive meanwhile are handled."""
         timeout = self.register_timeout if timeout is None else timeout
+        # Pushes that arrive before REGISTERED belong to the new session: ACK them under it
+        # once it is known, not under the old one (ignored) or not at all (they stay unread).
+        self.session = None
         for _ in range(attempts):
             self.send(protocol.register_message(self.user, self.token))
             deadline = time.monotonic() + timeout
@@ -109,6 +113,7 @@ class NotificationClient:
                     self.unread_at_register = int(msg.get("unread", 0))
                     self.last_ping = time.monotonic()
                     self.registrations += 1
+                    self._ack_pending()
                     return msg
                 if msg["type"] == "ERROR" and msg.get("code") == "AUTH_FAILED":
                     raise AuthFailed(f"server refused REGISTER of user {self.user!r}")
@@ -121,6 +126,8 @@ class NotificationClient:
         if kind in protocol.NOTIFICATION_TYPES and type(msg.get("id")) is int:
             if self.session is not None:
                 self.send({"type": "ACK", "session": self.session, "ids": [msg["id"]]})
+            else:
+                self._unacked.add(msg["id"])
             if msg["id"] in self.seen:
                 self.duplicates += 1
                 return None
@@ -132,6 +139,12 @@ class NotificationClient:
             if msg.get("code") == "SESSION_UNKNOWN":
                 self.session = None  # the server restarted or expired us: register again
         return None
+
+    def _ack_pending(self) -> None:
+        pending = sorted(self._unacked)
+        self._unacked.clear()
+        for i in range(0, len(pending), 100):  # PROTOCOL.md: at most 100 ids per ACK
+            self.send({"type": "ACK", "session": self.session, "ids": pending[i:i + 100]})
 
     def ping(self) -> None:
         if self.session is not None:
