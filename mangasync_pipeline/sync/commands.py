@@ -22,26 +22,33 @@ from mangasync_pipeline.mangadex.errors import MangaDexError
 from mangasync_pipeline.notify.notifier import Notifier
 from mangasync_pipeline.sync.catalogue import SILENT, day_bounds, import_created_range, initial_sync
 from mangasync_pipeline.sync.chapters import sync_chapter_window
+from mangasync_pipeline.sync.manga_sync import open_client
 from mangasync_pipeline.sync.manga_sync import sync_manga as sync_one_manga
 
 
-@contextmanager
-def _session() -> Iterator[tuple[Settings, MangaDexClient]]:
+def _settings() -> Settings:
+    """Validated settings and a migrated database, or a one-line error."""
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     check_schema(shared_engine(settings.database_url))
-    client = MangaDexClient(settings.mangadex_api_url, uploads_url=settings.mangadex_uploads_url,
-                            api_key=settings.mangadex_api_key,
-                            rate_limit=settings.mangadex_rate_limit,
-                            state_url=settings.database_url)
+    return settings
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
     try:
-        yield settings, client
+        yield
     except (MangaDexError, LookupError) as exc:
         raise click.ClickException(str(exc).strip("'\"")) from None
-    finally:
-        client.close()
+
+
+@contextmanager
+def _session() -> Iterator[tuple[Settings, MangaDexClient]]:
+    settings = _settings()
+    with _user_errors(), open_client(settings) as client:
+        yield settings, client
 
 
 def _deliver(settings: Settings) -> str:
@@ -109,6 +116,7 @@ def backfill(first: object, last: object | None, what: str) -> None:
 @click.argument("manga_ref")
 def sync_manga(manga_ref: str) -> None:
     """Re-read one manga (local id, slug or MangaDex UUID) and its whole feed."""
-    with _session() as (settings, _client):
+    settings = _settings()
+    with _user_errors():
         found = sync_one_manga(settings, manga_ref)
     click.echo(json.dumps(found, indent=2, default=str))

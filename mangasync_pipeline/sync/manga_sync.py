@@ -67,15 +67,20 @@ def sync_one(engine: Engine, client: MangaDexClient, mangadex_id: str,
     }
 
 
+def open_client(settings: Settings) -> MangaDexClient:
+    """The MangaDex client for callers outside Dagster, configured from the settings."""
+    return MangaDexClient(settings.mangadex_api_url, uploads_url=settings.mangadex_uploads_url,
+                          api_key=settings.mangadex_api_key,
+                          rate_limit=settings.mangadex_rate_limit,
+                          state_url=settings.database_url)
+
+
 def sync_manga(settings: Settings, manga_ref: str) -> dict[str, Any]:
     """The per-manga sync for callers outside Dagster (`mangasync sync-manga`, the
     notification server's `POST /api/manga/{id}/sync`): sync, then hand over what it queued."""
     engine = shared_engine(settings.database_url)
     mangadex_id = resolve_mangadex_id(engine, manga_ref)
-    with MangaDexClient(settings.mangadex_api_url, uploads_url=settings.mangadex_uploads_url,
-                        api_key=settings.mangadex_api_key,
-                        rate_limit=settings.mangadex_rate_limit,
-                        state_url=settings.database_url) as client:
+    with open_client(settings) as client:
         found = sync_one(engine, client, mangadex_id, settings.languages)
     with Notifier(settings.udp_server_url, settings.notify_trigger_token) as notifier:
         delivery = notifier.deliver(engine)
