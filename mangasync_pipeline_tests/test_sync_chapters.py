@@ -351,3 +351,19 @@ def test_sync_one_manga_reads_its_whole_feed_and_applies_the_same_rules(world: W
     again = sync_one(world.engine, world.client, mid, ("en",))
     assert again["chapters_stored"] == 0 and again["new_chapters"] == []
     assert len(world.new_chapter_keys()) == 1
+
+
+def test_asset_checks_catch_broken_rows(world: World, receiver: Receiver) -> None:
+    mid = world.add_manga("Checked", history=5)
+    world.add_chapters(mid, [("6", None)])
+    pipeline = Pipeline(settings_for(world.db_url, world.sim.url, receiver.url))
+    today = datetime.now(UTC).date().isoformat()
+    healthy = pipeline.run("new_chapters_job", partition_key=today)
+    assert all(e.passed for e in healthy.get_asset_check_evaluations())
+    with world.engine.begin() as conn:  # a count that fell behind the stored chapters
+        conn.execute(update(manga).where(manga.c.mangadex_id == mid).values(total_chapters=1))
+    broken = pipeline.run("new_chapters_job", partition_key=today)
+    checks = {e.check_name: e for e in broken.get_asset_check_evaluations()}
+    assert not checks["total_chapters_not_below_stored"].passed
+    assert checks["total_chapters_not_below_stored"].metadata["manga_behind"].value == 1
+    assert checks["chapters_of_catalogued_manga"].passed
