@@ -46,9 +46,9 @@ from mangasync_pipeline.db.engine import make_engine
 from mangasync_pipeline.db.tables import chapters, manga, notification_outbox
 from mangasync_pipeline.mangadex.client import EP_CHAPTERS, EP_FEED, MangaDexClient
 from mangasync_pipeline.mangadex.simulator import Simulator, SimulatorAdmin
-from mangasync_pipeline.notify.notifier import Notifier
 from mangasync_pipeline.sync.catalogue import SILENT, import_ids
 from mangasync_pipeline.sync.chapters import sync_chapter_window
+from mangasync_pipeline.sync.notifier import Notifier
 
 INTERVAL = timedelta(minutes=15)  # CHAPTER_POLL_INTERVAL
 LOOKBACK = timedelta(hours=1)

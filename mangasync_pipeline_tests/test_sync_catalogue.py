@@ -18,8 +18,8 @@ from mangasync_pipeline.db.tables import genres, manga, manga_genres, notificati
 from mangasync_pipeline.mangadex.mapping import manga_row
 from mangasync_pipeline.mangadex.models import parse_manga
 from mangasync_pipeline.mangadex.simulator import Simulator
-from mangasync_pipeline.notify.notifier import Notifier
 from mangasync_pipeline.sync.catalogue import SILENT, import_created_range, initial_sync
+from mangasync_pipeline.sync.notifier import Notifier
 from mangasync_pipeline_tests.receiver import Receiver
 from mangasync_pipeline_tests.sync_helpers import (
     Pipeline,
@@ -288,8 +288,8 @@ def test_the_sensor_waits_while_the_initial_sync_runs(
 def test_delivery_is_one_process_at_a_time_and_a_stray_404_is_retried(
         db_url: str, engine: Engine, receiver: Receiver) -> None:
     from mangasync_pipeline.config import utcnow
-    from mangasync_pipeline.notify import outbox
-    from mangasync_pipeline.notify.notifier import single_deliverer
+    from mangasync_pipeline.sync import outbox
+    from mangasync_pipeline.sync.notifier import single_deliverer
 
     with engine.begin() as conn:
         for n in range(3):

@@ -20,10 +20,10 @@ from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db.tables import chapters, manga
 from mangasync_pipeline.mangadex.client import MangaDexClient
 from mangasync_pipeline.mangadex.simulator import Simulator
-from mangasync_pipeline.notify.notifier import Notifier
 from mangasync_pipeline.sync.catalogue import SILENT, import_ids
 from mangasync_pipeline.sync.chapters import ChapterReport, sync_chapter_window, window_starts
 from mangasync_pipeline.sync.manga_sync import sync_one
+from mangasync_pipeline.sync.notifier import Notifier
 from mangasync_pipeline_tests.receiver import Receiver
 from mangasync_pipeline_tests.sync_helpers import Pipeline, client_for, outbox_rows, settings_for
 

@@ -10,7 +10,7 @@ from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db.tables import chapters, genres, manga, manga_genres
 from mangasync_pipeline.defs.assets import GENRE_LINKS, MANGA_CATALOGUE, NEW_CHAPTERS
 from mangasync_pipeline.defs.resources import MangaHubDatabase
-from mangasync_pipeline.notify import outbox
+from mangasync_pipeline.sync import outbox
 
 
 def _count(mangahub: MangaHubDatabase, stmt: object) -> int:

@@ -10,8 +10,8 @@ from sqlalchemy import Engine
 
 from mangasync_pipeline.mangadex.client import MangaDexClient
 from mangasync_pipeline.mangadex.stats import StatsSnapshot
-from mangasync_pipeline.notify.notifier import DeliveryReport
 from mangasync_pipeline.sync import metrics
+from mangasync_pipeline.sync.notifier import DeliveryReport
 
 
 class RunMeter:

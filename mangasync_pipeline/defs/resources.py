@@ -14,7 +14,7 @@ from mangasync_pipeline.config import DEFAULT_DATABASE_URL, Settings, parse_inte
 from mangasync_pipeline.db.engine import shared_engine
 from mangasync_pipeline.db.migrate import SchemaError, check_schema
 from mangasync_pipeline.mangadex.client import MangaDexClient
-from mangasync_pipeline.notify.notifier import DeliveryReport, Notifier
+from mangasync_pipeline.sync.notifier import DeliveryReport, Notifier
 
 _checked: set[str] = set()
 _clients: dict[tuple[Any, ...], MangaDexClient] = {}

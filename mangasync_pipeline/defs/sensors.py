@@ -25,8 +25,7 @@ from mangasync_pipeline.defs.jobs import (
 from mangasync_pipeline.defs.resources import MangaDexResource, MangaHubDatabase
 from mangasync_pipeline.defs.settings import SETTINGS
 from mangasync_pipeline.mangadex.errors import MangaDexError
-from mangasync_pipeline.notify import outbox
-from mangasync_pipeline.sync import state
+from mangasync_pipeline.sync import outbox, state
 from mangasync_pipeline.sync.catalogue import PollCursor, detect_changes, start_cursor
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, bindparam, delete, select, tuple_, update
 from mangasync_pipeline.db.queries import insert_ignore
 from mangasync_pipeline.db.tables import genres, manga, manga_genres
 from mangasync_pipeline.mangadex.mapping import MangaRow
-from mangasync_pipeline.notify import outbox
+from mangasync_pipeline.sync import outbox
 
 # Columns refreshed from MangaDex on every upsert, compared to decide "changed".
 SYNCED_COLUMNS = ("title", "author", "status", "total_chapters", "description", "cover_url",

@@ -32,8 +32,7 @@ from mangasync_pipeline.db.queries import insert_ignore
 from mangasync_pipeline.db.tables import chapter_baselines, chapters, manga
 from mangasync_pipeline.mangadex.client import ALL_CONTENT_RATINGS, MangaDexClient
 from mangasync_pipeline.mangadex.models import Chapter
-from mangasync_pipeline.notify import outbox
-from mangasync_pipeline.sync import state
+from mangasync_pipeline.sync import outbox, state
 
 log = logging.getLogger("mangasync.chapters")
 

@@ -13,9 +13,9 @@ from mangasync_pipeline.db.engine import shared_engine
 from mangasync_pipeline.db.tables import manga
 from mangasync_pipeline.mangadex.client import DEFAULT_INCLUDES, MangaDexClient
 from mangasync_pipeline.mangadex.mapping import manga_row
-from mangasync_pipeline.notify.notifier import Notifier
 from mangasync_pipeline.sync.catalogue_store import NotifyPolicy, upsert_manga
 from mangasync_pipeline.sync.chapters import BASELINE_VIEWS, ChapterReport, process_chapters
+from mangasync_pipeline.sync.notifier import Notifier
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 

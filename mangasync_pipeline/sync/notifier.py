@@ -19,7 +19,7 @@ from sqlalchemy import Engine, text
 
 from mangasync_pipeline import __version__
 from mangasync_pipeline.config import utcnow
-from mangasync_pipeline.notify import outbox
+from mangasync_pipeline.sync import outbox
 
 log = logging.getLogger("mangasync.notifier")
 
