@@ -36,6 +36,13 @@ GENRE_LINKS = AssetKey("genre_links")
 NEW_CHAPTERS = AssetKey("new_chapters")
 
 
+class NewChaptersConfig(Config):
+    """How a `new_chapters` run reads MangaDex. The schedule sets `from_cursor`; a manual run,
+    a re-execution or a backfill leaves it false and reads whole partitions."""
+
+    from_cursor: bool = False
+
+
 class CatalogueConfig(Config):
     """Empty for a partition or a backfill; the new-manga sensor names the manga it found."""
 
@@ -102,14 +109,16 @@ def catalogue(context: AssetExecutionContext, config: CatalogueConfig,
     retry_policy=RUN_RETRY,
     pool=MANGADEX_POOL,
 )
-def new_chapters(context: AssetExecutionContext, mangahub: MangaHubDatabase,
+def new_chapters(context: AssetExecutionContext, config: NewChaptersConfig,
+                 mangahub: MangaHubDatabase,
                  mangadex: MangaDexResource, notifier: NotifierResource,
                  sync_settings: SyncSettings) -> MaterializeResult:
     engine, client = mangahub.engine(), mangadex.client()
     meter = RunMeter(engine, client, "new_chapters")
     window = context.partition_time_window
-    # The schedule's polls resume at the cursor; backfills and manual runs read whole days.
-    scheduled = context.run.tags.get("dagster/schedule_name") == "new_chapters_schedule"
+    # The schedule's polls resume at the cursor (run config it sets, visible in the Launchpad);
+    # backfills, manual runs and re-executions of a manual run read whole days.
+    scheduled = config.from_cursor
     with one_line_failures(f"new_chapters {context.partition_key_range}"):
         report = sync_chapter_window(engine, client, sync_settings.language_list, window.start,
                                      window.end, lookback=sync_settings.lookback,

@@ -5,11 +5,13 @@ from datetime import UTC, timedelta
 
 from dagster import (
     DefaultScheduleStatus,
+    RunConfig,
     RunRequest,
     ScheduleEvaluationContext,
     schedule,
 )
 
+from mangasync_pipeline.defs.assets import NewChaptersConfig
 from mangasync_pipeline.defs.jobs import new_chapters_job
 from mangasync_pipeline.defs.settings import SETTINGS
 
@@ -33,15 +35,19 @@ def cron_for(interval: timedelta) -> str:
 )
 def new_chapters_schedule(context: ScheduleEvaluationContext) -> list[RunRequest]:
     when = context.scheduled_execution_time.astimezone(UTC)
+    # Polls resume at the cursor: run config, so the Launchpad shows it and a re-execution
+    # without it reads whole days.
+    poll = RunConfig(ops={"new_chapters": NewChaptersConfig(from_cursor=True)})
     today = when.date()
     requests = [RunRequest(partition_key=today.isoformat(),
-                           run_key=f"chapters:{today}:{when.isoformat()}")]
+                           run_key=f"chapters:{today}:{when.isoformat()}", run_config=poll)]
     midnight = when.replace(hour=0, minute=0, second=0, microsecond=0)
     if when - midnight < SETTINGS.chapter_poll_interval:
         yesterday = today - timedelta(days=1)
         if yesterday >= SETTINGS.partitions_start:
             requests.append(RunRequest(partition_key=yesterday.isoformat(),
-                                       run_key=f"chapters:{yesterday}:{when.isoformat()}"))
+                                       run_key=f"chapters:{yesterday}:{when.isoformat()}",
+                                       run_config=poll))
     return requests
 
 
