@@ -56,6 +56,18 @@ class MangaDexResource(ConfigurableResource):  # type: ignore[type-arg]
                 rate_limit=self.rate_limit, state_url=self.state_url)
         return _clients[key]
 
+    def sensor_client(self) -> MangaDexClient:
+        """A client for work inside a sensor or schedule tick, which Dagster stops after 60 s:
+        short timeouts and at most one retry, so a hung MangaDex gives a skip, not a timeout."""
+        key = ("sensor", self.api_url, self.uploads_url, self.api_key, self.rate_limit,
+               self.state_url)
+        if key not in _clients:
+            _clients[key] = MangaDexClient(
+                self.api_url, uploads_url=self.uploads_url, api_key=self.api_key,
+                rate_limit=self.rate_limit, state_url=self.state_url, timeout=(5.0, 15.0),
+                max_retries=1, backoff_max=4.0)
+        return _clients[key]
+
 
 class NotifierResource(ConfigurableResource):  # type: ignore[type-arg]
     """Hands queued notifications to the MangaHub notification server."""
