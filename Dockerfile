@@ -1,6 +1,10 @@
-# One image for every mangasync service: Dagster code location, webserver, daemon, and the
-# notification server. docker-compose.yml picks the command.
+# One image for every mangasync service: Dagster code location, webserver, daemon, each run's
+# container, and the notification server. docker-compose.yml picks the command.
+# For Kubernetes (deploy/helm/): docker build --build-arg EXTRAS=k8s -t REGISTRY/mangasync:TAG .
 FROM python:3.11-slim
+
+# Optional extras of pyproject.toml: `k8s` adds the Kubernetes run launcher.
+ARG EXTRAS=""
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -13,7 +17,7 @@ WORKDIR /opt/dagster/app
 # Dependencies first, so that a code change does not reinstall them.
 COPY pyproject.toml README.md ./
 RUN mkdir -p mangasync_pipeline && touch mangasync_pipeline/__init__.py \
-    && pip install . && pip uninstall -y mangasync
+    && pip install ".${EXTRAS:+[$EXTRAS]}" && pip uninstall -y mangasync
 
 COPY mangasync_pipeline ./mangasync_pipeline
 RUN pip install --no-deps .

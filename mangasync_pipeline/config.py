@@ -153,7 +153,20 @@ class Settings:
             kwargs["bind"] = v
         if (v := get("MANGASYNC_PARTITIONS_START")) is not None:
             kwargs["partitions_start"] = _day("MANGASYNC_PARTITIONS_START", v)
+        if "udp_server_url" not in kwargs:
+            # Unset, the pipeline calls the server this same configuration starts, so that
+            # moving the server to another port never leaves the triggers behind.
+            kwargs["udp_server_url"] = default_udp_server_url(
+                str(kwargs.get("bind", cls.bind)), int(kwargs.get("http_port", cls.http_port)))
         return cls(**kwargs)  # type: ignore[arg-type]
+
+
+def default_udp_server_url(bind: str, http_port: int) -> str:
+    """Where a process on this machine reaches the notification server's HTTP listener."""
+    host = "localhost" if bind in ("", "0.0.0.0", "::", "127.0.0.1") else bind
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{http_port}"
 
 
 def utcnow() -> datetime:

@@ -90,7 +90,7 @@ def test_compose_commands_and_environment(compose: dict[str, Any]) -> None:
 
     for name in ("migrate", "code-location", "dagster-webserver", "dagster-daemon", "notify"):
         service = services[name]
-        assert service["env_file"] == ".env", name
+        assert service["env_file"] == [{"path": ".env", "required": False}], name
         env = service["environment"]
         assert env["DATABASE_URL"].startswith("${DATABASE_URL:-postgresql+psycopg://"), name
         assert "@postgres:5432/" in env["DATABASE_URL"]
@@ -168,7 +168,15 @@ def test_production_instance_runs_on_postgresql(dagster_pg_env: str, tmp_path: P
         assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+        # Each run in its own container, whose worker run monitoring can check on; a run
+        # that hangs is stopped after the maximum runtime.
+        launcher = instance.run_launcher
+        assert type(launcher).__name__ == "DockerRunLauncher"
+        assert launcher.supports_check_run_worker_health
+        assert launcher.networks == ["mangasync"]
         assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_max_runtime_seconds == 6 * 3600
+        assert instance.run_monitoring_max_resume_run_attempts == 0
         concurrency = instance.get_concurrency_config()
         assert concurrency.pool_config.default_pool_limit == 3
         assert concurrency.run_queue_config is not None

@@ -21,11 +21,11 @@ def run_status(db_url: str, *args: str) -> Result:
     return CliRunner().invoke(cli, ["status", *args], env={"DATABASE_URL": db_url})
 
 
-def run_status_process(db_url: str) -> subprocess.CompletedProcess[str]:
+def run_status_process(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     """As an operator runs it, to see exactly what reaches the terminal."""
     env = {**os.environ, "DATABASE_URL": db_url}
     return subprocess.run(
-        [sys.executable, "-m", "mangasync_pipeline.cli", "status"],
+        [sys.executable, "-m", "mangasync_pipeline.cli", "status", *args],
         env=env, capture_output=True, text=True, timeout=60,
     )
 
@@ -75,7 +75,7 @@ def seed(engine: Engine) -> datetime:
 def test_json_reports_syncs_backlog_counts_and_breaker(db_url: str, engine: Engine) -> None:
     NOW = seed(engine)  # noqa: N806
     result = run_status(db_url, "--json")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # unhealthy, for monitoring scripts
     report = json.loads(result.stdout)
 
     syncs = {s["sync_type"]: s for s in report["syncs"]}
@@ -102,7 +102,7 @@ def test_json_reports_syncs_backlog_counts_and_breaker(db_url: str, engine: Engi
 def test_table_shows_the_same_facts(db_url: str, engine: Engine) -> None:
     seed(engine)
     result = run_status(db_url)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
     out = result.stdout
     assert "initial_sync" in out and "completed" in out and "2024-05-01T10:00:00" in out
     assert "never run" in out
@@ -123,11 +123,26 @@ def test_empty_database_is_healthy(db_url: str) -> None:
 
 def test_unmigrated_or_unreachable_database_is_one_line(tmp_path: Path) -> None:
     result = run_status_process(f"sqlite:///{tmp_path / 'empty.sqlite'}")
-    assert result.returncode != 0
+    assert result.returncode == 3
     assert "mangasync migrate" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
     result = run_status_process("postgresql+psycopg://postgres@127.0.0.1:1/nowhere")
-    assert result.returncode != 0
+    assert result.returncode == 3
     assert result.stderr.strip().count("\n") == 0
     assert "cannot read" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_exit_code_tells_a_monitoring_script_what_it_found(db_url: str, engine: Engine,
+                                                          tmp_path: Path) -> None:
+    """As a monitoring script runs it: 0 healthy, 1 problems, 3 unknown, 2 usage."""
+    assert run_status_process(db_url).returncode == 0
+    with engine.begin() as conn:
+        conn.execute(insert(t.sync_state).values(
+            sync_type="new_manga_poll", status="error", error_message="MangaDex answered 503",
+            updated_at=datetime.now(UTC)))
+    unhealthy = run_status_process(db_url, "--json")
+    assert unhealthy.returncode == 1, unhealthy.stderr
+    assert json.loads(unhealthy.stdout)["healthy"] is False
+    assert run_status_process("not-a-url").returncode == 3
+    assert run_status_process(db_url, "--no-such-option").returncode == 2

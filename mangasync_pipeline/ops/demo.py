@@ -30,7 +30,14 @@ from mangasync_pipeline.ops.launcher import (
     run_session,
     venv_script,
 )
-from mangasync_pipeline.ops.system import DEFINITIONS_MODULE, pick_port, start_system
+from mangasync_pipeline.ops.system import (
+    DEFINITIONS_MODULE,
+    PortNeed,
+    pick_port,
+    require_free_ports,
+    start_system,
+    system_ports,
+)
 
 DEMO_USER = "demo"
 
@@ -134,6 +141,14 @@ def demo(workdir: Path, manga_count: int, seed: int, publish_every: float, poll_
     try:
         settings = Settings.from_env(env)
     except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:  # before the reset: a busy port must not cost the previous demo's data
+        require_free_ports([
+            PortNeed("127.0.0.1", ports["mangadex"], "MangaDex simulator", "--mangadex-port"),
+            *system_ports(settings, "127.0.0.1", ports["dagster"], http_setting="--http-port",
+                          udp_setting="--udp-port"),
+        ])
+    except LaunchError as exc:
         raise click.ClickException(str(exc)) from None
 
     _reset(workdir)

@@ -15,7 +15,7 @@ import click
 
 from mangasync_pipeline.db.engine import describe
 from mangasync_pipeline.ops.launcher import Launcher, run_session
-from mangasync_pipeline.ops.system import start_system
+from mangasync_pipeline.ops.system import require_free_ports, start_system, system_ports
 
 
 @click.command()
@@ -32,6 +32,7 @@ def run(dagster_host: str, dagster_port: int) -> None:
     env = dict(os.environ)
 
     def body(launcher: Launcher) -> None:
+        require_free_ports(system_ports(settings, dagster_host, dagster_port))
         _server, _dagster, where = start_system(
             launcher, settings, env, dagster_home=home, dagster_host=dagster_host,
             dagster_port=dagster_port)

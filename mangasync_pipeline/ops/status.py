@@ -7,6 +7,7 @@ MangaDex are up or not: an operator can run it during an outage to see what is s
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,9 +19,20 @@ from sqlalchemy.exc import SQLAlchemyError
 from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db import tables as t
 from mangasync_pipeline.db.engine import describe, make_engine
-from mangasync_pipeline.db.migrate import check_schema
+from mangasync_pipeline.db.migrate import SchemaError, check_schema
 
 SYNC_TYPES = ("initial_sync", "new_manga_poll", "chapter_check")
+
+# Exit codes, for monitoring scripts (README, "Commands"); 2 is a usage error, as everywhere.
+EXIT_HEALTHY = 0
+EXIT_UNHEALTHY = 1  # the report is printed in full; its problems say what to look at
+EXIT_UNKNOWN = 3  # no report: a setting is invalid or the database cannot be read
+
+
+class StatusUnknown(click.ClickException):
+    """The status could not be read at all; the message says why, in one line."""
+
+    exit_code = EXIT_UNKNOWN
 
 
 @dataclass
@@ -227,20 +239,27 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
-@click.command()
+@click.command(epilog="Exit codes: 0 healthy, 1 problems found (listed in the output), "
+                      "2 usage error, 3 status unknown (bad setting, database unreadable or "
+                      "not migrated).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def status(as_json: bool) -> None:
     """Show sync state, pending notifications, counts and MangaDex breaker state."""
     from mangasync_pipeline.cli import load_settings
 
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except click.ClickException as exc:
+        raise StatusUnknown(exc.message) from None
     engine = make_engine(settings.database_url)
     try:
         check_schema(engine)
         report = collect_status(engine)
+    except SchemaError as exc:
+        raise StatusUnknown(str(exc)) from None
     except SQLAlchemyError as exc:
         reason = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()[0]
-        raise click.ClickException(
+        raise StatusUnknown(
             f"cannot read {describe(settings.database_url)}: {reason}"
         ) from None
     finally:
@@ -249,3 +268,5 @@ def status(as_json: bool) -> None:
         click.echo(json.dumps(report.to_json(), default=_json_default, indent=2))
     else:
         click.echo(render_table(report))
+    if report.problems:
+        sys.exit(EXIT_UNHEALTHY)

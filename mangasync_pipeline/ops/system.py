@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -70,26 +70,57 @@ def pick_port(preferred: int, host: str = "127.0.0.1", kind: int = socket.SOCK_S
     return preferred if port_free(host, preferred, kind) else free_port(host, kind)
 
 
-def require_free(host: str, port: int, what: str, variable: str,
-                 kind: int = socket.SOCK_STREAM) -> None:
-    # Checked up front: a health check would otherwise succeed against whatever already
-    # listens there, and we would report a system that is not ours.
-    if not port_free(host, port, kind):
-        proto = "UDP" if kind == socket.SOCK_DGRAM else "TCP"
-        raise LaunchError(f"{proto} port {port} on {host} ({what}) is in use: stop what runs "
-                          f"there or choose another port with {variable}")
+@dataclass(frozen=True)
+class PortNeed:
+    """A port the system is about to listen on, and the setting that chooses it."""
+
+    host: str
+    port: int
+    what: str
+    setting: str
+    kind: int = socket.SOCK_STREAM
+
+    def describe(self) -> str:
+        proto = "UDP" if self.kind == socket.SOCK_DGRAM else "TCP"
+        return f"{proto} {self.port} on {self.host} ({self.what}; change {self.setting})"
+
+
+def require_free_ports(needs: Sequence[PortNeed]) -> None:
+    """Check every port before anything starts, and name every busy one in one message.
+
+    Checked up front: a health check would otherwise succeed against whatever already
+    listens there, and we would report a system that is not ours. All at once, so that an
+    operator fixes everything in one go instead of meeting one busy port per attempt."""
+    busy = [need for need in needs if not port_free(need.host, need.port, need.kind)]
+    if len(busy) == 1:
+        raise LaunchError(f"port in use: {busy[0].describe()}. Stop what runs there or "
+                          "choose another port.")
+    if busy:
+        raise LaunchError(f"{len(busy)} ports in use: "
+                          + "; ".join(need.describe() for need in busy)
+                          + ". Stop what runs there or choose other ports.")
+
+
+def system_ports(settings: Settings, dagster_host: str, dagster_port: int, *,
+                 http_setting: str = "MANGASYNC_HTTP_PORT",
+                 udp_setting: str = "MANGASYNC_UDP_PORT",
+                 dagster_setting: str = "--dagster-port") -> list[PortNeed]:
+    """The ports `start_system` listens on, each with the setting that moves it."""
+    return [
+        PortNeed(settings.bind, settings.http_port, "notification server HTTP", http_setting),
+        PortNeed(settings.bind, settings.udp_port, "notification server UDP", udp_setting,
+                 socket.SOCK_DGRAM),
+        PortNeed(dagster_host, dagster_port, "Dagster UI", dagster_setting),
+    ]
 
 
 def start_system(launcher: Launcher, settings: Settings, env: Mapping[str, str], *,
                  dagster_home: Path, dagster_host: str, dagster_port: int,
                  logs: Path | None = None) -> tuple[Running, Running, Endpoints]:
-    """Start the notification server, then Dagster; return once both answer."""
+    """Start the notification server, then Dagster; return once both answer.
+
+    The caller checks the ports first (`require_free_ports`), together with its own."""
     server_host = local_address(settings.bind)
-    require_free(settings.bind, settings.http_port, "notification server HTTP",
-                 "MANGASYNC_HTTP_PORT")
-    require_free(settings.bind, settings.udp_port, "notification server UDP",
-                 "MANGASYNC_UDP_PORT", socket.SOCK_DGRAM)
-    require_free(dagster_host, dagster_port, "Dagster UI", "--dagster-port")
 
     def output(name: str) -> Path | str:
         return logs / f"{name}.log" if logs else "terminal"
