@@ -264,10 +264,10 @@ def test_polls_read_from_their_cursors_and_re_read_each_stretch_once_when_settle
                LATE: today - timedelta(hours=1, minutes=1)}
     # Across midnight: the edge resumes in yesterday; every stage is due after 21 minutes.
     assert plan_reads(cursors, today, end, now, LOOKBACK) == [
-        Read("publishAt", "publishAt", today - timedelta(minutes=1), end, now),
-        Read("createdAt", "createdAt", today - timedelta(hours=1, minutes=1), end, now),
         Read(LATE, "publishAt", today - timedelta(hours=1, minutes=1), now - LOOKBACK,
-             now - LOOKBACK)]
+             now - LOOKBACK),
+        Read("publishAt", "publishAt", today - timedelta(minutes=1), end, now),
+        Read("createdAt", "createdAt", today - timedelta(hours=1, minutes=1), end, now)]
     # A minute later only the edge is read: what it costs does not include the lookback.
     after = {**cursors, "publishAt": now, "createdAt": now, LATE: now - LOOKBACK}
     assert plan_reads(after, today, end, now + timedelta(minutes=1), LOOKBACK) == [

@@ -17,7 +17,7 @@ import json
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -29,7 +29,7 @@ from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db.queries import insert_ignore
 from mangasync_pipeline.db.tables import chapter_baselines, chapters, manga
 from mangasync_pipeline.mangadex.client import ALL_CONTENT_RATINGS, MangaDexClient
-from mangasync_pipeline.mangadex.models import Chapter
+from mangasync_pipeline.mangadex.models import Chapter, Page
 from mangasync_pipeline.sync import outbox, state
 from mangasync_pipeline.sync.chapter_rules import PairState, decide, label_key, number_text
 
@@ -387,31 +387,60 @@ def plan_reads(cursors: dict[str, datetime], start: datetime, end: datetime,
         return cursor if cursor is not None and start - 2 * lookback <= cursor < end else None
 
     step = late_step(lookback) * 0.9  # polls drift by seconds: a step of 14:59 is a step
-    reads = [Read(EDGE, EDGE, valid(EDGE) or start, end, upto)]
+    reads = []
+    late, settled = valid(LATE), upto - lookback
+    # Without a late cursor, everything before `settled` is read now, already lookback old.
+    # The late read comes first: when it reaches the end of the list, the edge is read too.
+    if late is not None and settled - late >= step:
+        reads.append(Read(LATE, EDGE, late, settled, settled))
+    reads.append(Read(EDGE, EDGE, valid(EDGE) or start, end, upto))
     parked = valid(PARKED)
     if parked is None or upto - parked >= step:
         since = parked - lookback if parked is not None else start
         reads.append(Read(PARKED, PARKED, since, end, upto))
-    late, settled = valid(LATE), upto - lookback
-    # Without a late cursor, everything before `settled` is read now, already lookback old.
-    if late is not None and settled - late >= step:
-        reads.append(Read(LATE, EDGE, late, settled, settled))
     return reads
+
+
+def _pages(client: MangaDexClient, languages: Sequence[str], query: str, since: datetime,
+           until: datetime | None) -> Iterator[Page[Chapter]]:
+    # Every rating: a catalogued manga is ours whatever its rating (ids[] and single reads
+    # bring them all), and chapters of manga we do not have are dropped anyway.
+    return client.iter_chapter_pages(query, since=since, until=until,  # type: ignore[arg-type]
+                                     languages=tuple(languages), flags=QUERIES[query],
+                                     content_ratings=ALL_CONTENT_RATINGS)
+
+
+def _read_late(client: MangaDexClient, languages: Sequence[str], read: Read,
+               edge_until: datetime, found: dict[str, Chapter], report: ChapterReport) -> bool:
+    """The late re-read, not cut at its end: it stops at the first page past `read.until`,
+    or at the end of the list. True when it reached the end, so that everything the edge
+    read would return (up to `edge_until`) is already in `found`: with little traffic the
+    re-read and the edge cost one request together."""
+    for page in _pages(client, languages, read.query, read.since, None):
+        report.skipped_items += page.skipped
+        for chapter in page.items:
+            if chapter.publish_at < edge_until:
+                found.setdefault(chapter.id, chapter)
+        if page.total <= page.offset + page.limit:
+            return True
+        if page.items and page.items[-1].publish_at >= read.until:
+            return False
+    return True
 
 
 def read_chapters(client: MangaDexClient, languages: Sequence[str], reads: Sequence[Read],
                   report: ChapterReport) -> list[Chapter]:
     """Every read, merged by id (the decision does not depend on their order)."""
     found: dict[str, Chapter] = {}
+    edge_until = max((r.until for r in reads if r.cursor == EDGE), default=None)
+    edge_covered = False
     for read in reads:
-        if read.since >= read.until:
+        if read.since >= read.until or (read.cursor == EDGE and edge_covered):
             continue
-        # Every rating: a catalogued manga is ours whatever its rating (ids[] and single reads
-        # bring them all), and chapters of manga we do not have are dropped anyway.
-        for page in client.iter_chapter_pages(read.query, since=read.since,  # type: ignore[arg-type]
-                                              until=read.until, languages=tuple(languages),
-                                              flags=QUERIES[read.query],
-                                              content_ratings=ALL_CONTENT_RATINGS):
+        if read.cursor == LATE and edge_until is not None:
+            edge_covered = _read_late(client, languages, read, edge_until, found, report)
+            continue
+        for page in _pages(client, languages, read.query, read.since, read.until):
             report.skipped_items += page.skipped
             for chapter in page.items:
                 found.setdefault(chapter.id, chapter)
