@@ -276,9 +276,12 @@ def test_polls_read_from_their_cursors_and_re_read_each_stretch_once_when_settle
     assert {(r.query, r.since) for r in plan_reads(cursors, today, end, now, LOOKBACK,
                                                    use_cursor=False)} == {
         ("publishAt", today), ("createdAt", today)}
-    stale = {"publishAt": today - timedelta(days=3)}
-    assert [(r.cursor, r.since) for r in plan_reads(stale, today, end, now, LOOKBACK)] == [
+    stale = {"publishAt": today - timedelta(days=3), LATE: today - timedelta(days=3)}
+    reads = plan_reads(stale, today, end, now, LOOKBACK)
+    assert [(r.cursor, r.since) for r in reads if r.since < r.until] == [
         ("publishAt", today), ("createdAt", today)]
+    # After an outage the late stage starts again from what this poll reads lookback-old.
+    assert [r.done_to for r in reads if r.cursor == LATE] == [now - LOOKBACK]
 
 
 def test_the_same_partition_through_dagster_reports_readable_metadata(

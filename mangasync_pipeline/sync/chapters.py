@@ -389,9 +389,12 @@ def plan_reads(cursors: dict[str, datetime], start: datetime, end: datetime,
     step = late_step(lookback) * 0.9  # polls drift by seconds: a step of 14:59 is a step
     reads = []
     late, settled = valid(LATE), upto - lookback
-    # Without a late cursor, everything before `settled` is read now, already lookback old.
     # The late read comes first: when it reaches the end of the list, the edge is read too.
-    if late is not None and settled - late >= step:
+    if late is None:
+        # No late cursor, or one from before an outage: everything before `settled` is read
+        # now, already lookback old. An empty read moves the cursor there.
+        reads.append(Read(LATE, EDGE, settled, settled, settled))
+    elif settled - late >= step:
         reads.append(Read(LATE, EDGE, late, settled, settled))
     reads.append(Read(EDGE, EDGE, valid(EDGE) or start, end, upto))
     parked = valid(PARKED)
@@ -469,8 +472,6 @@ def sync_chapter_window(engine: Engine, client: MangaDexClient, languages: Seque
             for read in reads:
                 if read.cursor not in merged or read.done_to > merged[read.cursor]:
                     merged[read.cursor] = read.done_to
-            if use_cursor and LATE not in merged:
-                merged[LATE] = min(end, started) - lookback
             state.mark_success(conn, state.CHAPTER_CHECK, status="idle",
                                cursor=json.dumps({k: v.isoformat() for k, v in merged.items()}),
                                metadata=report.summary())
