@@ -173,6 +173,25 @@ def test_a_oneshot_and_an_extra_notify_without_a_number(world: World) -> None:
     assert len(set(world.new_chapter_keys())) == 2
 
 
+def test_a_lettered_label_travels_and_orders_as_its_number(world: World) -> None:
+    mid = world.add_manga("Letters", history=11)
+    world.add_chapters(mid, [("12", None)])
+    world.poll()
+    world.add_chapters(mid, [("12a", None)])
+    world.add_chapters(mid, [("12a", None)], group="Other Scans")
+    world.poll()
+    assert [(p["chapter"], p["label"]) for p in world.payloads()] == [("12", "12"),
+                                                                      ("12", "12a")]
+    assert world.new_chapter_keys()[1].endswith(":en:12a")
+    with world.engine.connect() as conn:
+        rows = conn.execute(select(chapters.c.label, chapters.c.chapter_number,
+                                   chapters.c.notified)
+                            .where(chapters.c.label.in_(["12", "12a"]))).all()
+    assert sorted((r.label, r.notified) for r in rows) == [("12", True), ("12a", False),
+                                                           ("12a", True)]
+    assert {Decimal(r.chapter_number) for r in rows} == {Decimal(12)}
+
+
 def test_chapters_in_other_languages_are_ignored(world: World) -> None:
     mid = world.add_manga("Polyglot", history=5)
     world.add_chapters(mid, [("6", None)], language="es")
