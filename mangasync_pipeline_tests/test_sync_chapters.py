@@ -26,11 +26,9 @@ from mangasync_pipeline.mangadex.client import MangaDexClient
 from mangasync_pipeline.mangadex.models import Chapter, parse_chapter_number
 from mangasync_pipeline.mangadex.simulator import Simulator
 from mangasync_pipeline.sync.catalogue import SILENT, import_ids
+from mangasync_pipeline.sync.chapter_reads import LATE, Read, plan_reads
 from mangasync_pipeline.sync.chapters import (
-    LATE,
     ChapterReport,
-    Read,
-    plan_reads,
     process_chapters,
     sync_chapter_window,
 )
