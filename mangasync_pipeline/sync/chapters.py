@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, func, select, update
+from sqlalchemy import Connection, Engine, case, func, or_, select, update
 
 from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db.queries import insert_ignore
@@ -140,15 +140,20 @@ def _known(conn: Connection, manga_ids: Sequence[int]) -> _Known:
 
 def _stored_labels(conn: Connection, fresh: Sequence[Chapter],
                    infos_by_dex: dict[str, MangaInfo]) -> dict[Pair, set[str]]:
-    """The labels already stored among the numbers of `fresh`, per pair (one query)."""
+    """The labels already stored among the numbers of `fresh`, per pair (one query).
+
+    By number, so that "10.50" finds "10.5", and by text, for labels with more decimals
+    than the column keeps."""
     numbers = sorted({c.number for c in fresh if c.number is not None})
+    texts = sorted({c.chapter for c in fresh if c.number is not None and c.chapter})
     manga_ids = sorted({infos_by_dex[c.manga_id].id for c in fresh})
     found: dict[Pair, set[str]] = defaultdict(set)
     if not numbers:
         return found
     for m, lang, label in conn.execute(
         select(chapters.c.manga_id, chapters.c.translated_language, chapters.c.label)
-        .where(chapters.c.manga_id.in_(manga_ids), chapters.c.chapter_number.in_(numbers))
+        .where(chapters.c.manga_id.in_(manga_ids),
+               or_(chapters.c.chapter_number.in_(numbers), chapters.c.label.in_(texts)))
     ):
         key = label_key(label)
         if key is not None:
