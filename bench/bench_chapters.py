@@ -5,6 +5,10 @@ several catalogue sizes.
     .venv/bin/python bench/bench_chapters.py [--quick] [--sizes 200,2000,20000] [--hours 12]
         [--traffic 20] [--background 40] [--backend sqlite|postgresql]
     .venv/bin/python bench/bench_chapters.py --end-to-end [--chapters 5] [--interval 30]
+    .venv/bin/python bench/bench_chapters.py --rounds [--backend sqlite|postgresql]
+        [--design FILE]
+        (first sight of 200 manga, 1-minute against 15-minute polls, shuffled ties:
+        see chapter_rounds.py)
 
 Method (printed with the results): simulated time is replayed, not waited for. The chapter
 traffic gets explicit `createdAt`/`publishAt` instants on a past timeline, after every
@@ -39,6 +43,7 @@ from typing import Any
 
 import httpx
 from _common import command, free_port, minutes, stop, table, throwaway_db
+from chapter_rounds import run_rounds, use_design
 from seed_polling import SeedPoller
 from sqlalchemy import Engine, func, insert, select, update
 
@@ -210,6 +215,8 @@ def run_size(sim: Simulator, db: str, size: int, start: datetime, hours: float,
         seed_seen: dict[str, int] = {}
         checked: set[str] = set()
         for k, at in enumerate(times):
+            # MangaDex's clock at the poll's instant: what is published later is not listed.
+            sim.offset_seconds = (at - datetime.now(UTC)).total_seconds()
             before = ours.stats.snapshot()
             clock = time.perf_counter()
             sync_chapter_window(engine, ours, ("en",), start - INTERVAL - LOOKBACK, at,
@@ -235,6 +242,7 @@ def run_size(sim: Simulator, db: str, size: int, start: datetime, hours: float,
                 if cid in traffic.readable:
                     seed_seen[cid] = k
                     run.seed_traffic_notified += cid in notified
+        sim.offset_seconds = 0.0
         run.seed_checked = len(checked & set(real))
         if ours_pending:
             raise SystemExit(f"this design missed {len(ours_pending)} chapters, e.g. "
@@ -469,11 +477,24 @@ def main() -> None:
     parser.add_argument("--end-to-end", action="store_true",
                         help="instead: latency from a chapter in the simulator to its datagram "
                              "printed by `mangasync listen`, polling every --interval s")
+    parser.add_argument("--rounds", action="store_true",
+                        help="instead: first sight, poll frequency and shuffled ties")
+    parser.add_argument("--design", type=Path, default=None,
+                        help="with --rounds: another version's sync/chapters.py to measure")
     parser.add_argument("--chapters", type=int, default=5, help="with --end-to-end")
     parser.add_argument("--interval", type=float, default=30.0, help="with --end-to-end")
     args = parser.parse_args()
     if args.end_to_end:
         end_to_end(args.backend, args.chapters, args.interval, args.seed)
+        return
+    if args.rounds:
+        if args.design is not None:
+            use_design(args.design)
+        started = time.perf_counter()
+        print(f"`{command()}`\n")
+        with tempfile.TemporaryDirectory() as tmpdir:
+            run_rounds(args.backend, Path(tmpdir), args.seed)
+        print(f"\nTotal run time {time.perf_counter() - started:.0f} s.")
         return
     if args.quick:
         args.sizes, args.hours = "200,2000", 3.0

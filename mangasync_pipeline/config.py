@@ -109,6 +109,8 @@ class Settings:
     bind: str = "127.0.0.1"
     partitions_start: date = date(2018, 1, 1)
     extra: dict[str, str] = field(default_factory=dict)
+    # MANGASYNC_TITLE_LANGUAGE: None keeps MangaDex's main title.
+    title_language: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -153,6 +155,12 @@ class Settings:
             kwargs["bind"] = v
         if (v := get("MANGASYNC_PARTITIONS_START")) is not None:
             kwargs["partitions_start"] = _day("MANGASYNC_PARTITIONS_START", v)
+        # -- titles (MANGASYNC_TITLE_LANGUAGE) --
+        if (v := get("MANGASYNC_TITLE_LANGUAGE")) is not None:
+            if not re.match(r"^[a-z]{2}(-[a-z]{2})?$", v):
+                raise ConfigError(f"MANGASYNC_TITLE_LANGUAGE={v!r}: expected a language code "
+                                  "like en")
+            kwargs["title_language"] = v
         if "udp_server_url" not in kwargs:
             # Unset, the pipeline calls the server this same configuration starts, so that
             # moving the server to another port never leaves the triggers behind.

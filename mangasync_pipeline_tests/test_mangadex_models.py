@@ -126,6 +126,11 @@ def chapter_obj(**attrs: Any) -> dict[str, Any]:
         (None, None),
         ("NaN", None),
         ("1e3", None),
+        # MangaDex's label pattern allows a letter after the number: "12a" orders as 12.
+        ("12a", Decimal("12")),
+        ("10.5b", Decimal("10.5")),
+        ("12ab", None),
+        ("a12", None),
     ],
 )
 def test_chapter_number_keeps_label_and_parses_only_real_numbers(
@@ -134,6 +139,7 @@ def test_chapter_number_keeps_label_and_parses_only_real_numbers(
     assert parse_chapter_number(label) == number
     chapter = parse_chapter(chapter_obj(chapter=label))
     assert chapter.number == number
+    assert chapter.chapter == (label.strip() if label and label.strip() else None)
 
 
 def test_oneshot_chapter_has_no_label_and_missing_is_unavailable_is_false() -> None:

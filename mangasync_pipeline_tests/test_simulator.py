@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from mangasync_pipeline.mangadex.models import parse_chapter, parse_collection, parse_manga
 from mangasync_pipeline.mangadex.simulator import Simulator, SimulatorAdmin
 
 # The real captures (shared/mangadex/fixtures, copied byte for byte beside the tests).
@@ -137,10 +138,57 @@ def test_catalogue_has_the_real_world_variety(simulator: Simulator) -> None:
     assert None in labels and any(lb and "." in lb for lb in labels)
     assert {c.language for c in chapters} >= {"en", "es"}
     external = [c for c in chapters if c.external_url]
-    assert external and all(c.pages == 0 and c.readable_at == c.created_at for c in external)
+    assert external and all(c.pages == 0 for c in external)
+    # As in real captures: link chapters readable at once, published within seconds of their
+    # creation; parked at a far-future publishAt only rarely.
+    at_once = [c for c in external if c.publish_at - c.created_at <= 3]
+    parked = [c for c in external if c.publish_at > c.created_at + 86400 * 365]
+    assert all(c.readable_at == c.publish_at for c in at_once)
+    assert all(c.readable_at == c.created_at for c in parked)
+    assert len(at_once) + len(parked) == len(external) and len(parked) < len(at_once)
+    assert any(len(c.groups) in (2, 3) for c in chapters)
+    assert any(m.links is None for m in manga) and any(m.null_language for m in manga)
     record = admin.get_manga(external[0].manga.id)
     assert any(ch["attributes"]["externalUrl"] for ch in record["chapters"])
     admin.close()
+
+
+def test_real_null_shapes_are_served(client: httpx.Client, simulator: Simulator) -> None:
+    """`links: null`, a null among availableTranslatedLanguages and a tag description `[]`,
+    each seen in real manga bodies, and our parser takes them."""
+    odd = [m.id for m in simulator.catalogue.manga.values()
+           if m.links is None or m.null_language][:100]
+    body = get_ok(client, "/manga", **{"ids[]": odd, "limit": 100,
+                                       "contentRating[]": ["safe", "suggestive", "erotica",
+                                                           "pornographic"]})
+    attrs = [m["attributes"] for m in body["data"]]
+    assert any(a["links"] is None for a in attrs)
+    assert any(None in a["availableTranslatedLanguages"] for a in attrs)
+    everything = get_ok(client, "/manga", limit=100)["data"]
+    assert any(t["attributes"]["description"] == [] for m in everything
+               for t in m["attributes"]["tags"])
+    parsed = parse_collection(body, "/manga", parse_manga)
+    assert parsed.skipped == 0 and len(parsed.items) == len(body["data"])
+    assert all(None not in m.available_languages for m in parsed.items)
+
+
+def test_a_chapter_with_several_groups(client: httpx.Client,
+                                       simulator_admin: SimulatorAdmin) -> None:
+    mid = simulator_admin.add_manga(title="Joint", contentRating="safe")["ids"][0]
+    cid = simulator_admin.add_chapters([{"manga": mid, "chapter": "1",
+                                         "groups": ["One Scans", "Two Scans", "Three"]}])[0]
+    body = get_ok(client, "/chapter", **{"ids[]": cid, "includes[]": "scanlation_group"})
+    groups = [r for r in body["data"][0]["relationships"] if r["type"] == "scanlation_group"]
+    assert [g["attributes"]["name"] for g in groups] == ["One Scans", "Two Scans", "Three"]
+    chapter = parse_collection(body, "/chapter", parse_chapter).items[0]
+    assert chapter.group_ids == tuple(g["id"] for g in groups)
+
+
+def test_a_request_without_user_agent_gets_mangadex_s_plain_400(simulator: Simulator) -> None:
+    r = httpx.get(f"{simulator.url}/manga", headers={"User-Agent": ""})
+    assert r.status_code == 400
+    assert r.headers["content-type"] == "text/plain"
+    assert r.text == "You must set an appropriate User-Agent header"
 
 
 # -- determinism ----------------------------------------------------------------------------
@@ -217,8 +265,10 @@ def test_result_window_of_ten_thousand(client: httpx.Client) -> None:
     assert r.status_code == 400
     err = r.json()["errors"][0]
     assert err["title"] == "bad_request_http_exception"
-    assert err["detail"] == ("Result window is too large, from + size must be less than or "
-                             "equal to: [10000] but was [10001]")
+    assert err["detail"] == (
+        "Result window is too large, from + size must be less than or equal to: [10000] but "
+        "was [10001]. See the scroll api for a more efficient way to request large data sets. "
+        "This limit can be set by changing the [index.max_result_window] index level setting.")
     assert client.get("/chapter", params={"limit": 100, "offset": 9950}).status_code == 400
     feed = "/manga/00000000-0000-0000-0000-000000000000/feed"
     assert client.get(feed, params={"limit": 500, "offset": 9600}).status_code == 400

@@ -91,7 +91,7 @@ chapters = Table(
     Column("scanlation_group", String(36)),
     Column("published_at", UTCDateTime),
     Column("readable_at", UTCDateTime),
-    # Whether this chapter announced a new number (at most one per manga, language, number).
+    # Whether this chapter announced its label (at most one per manga, language, label).
     Column("notified", Boolean, nullable=False, default=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),

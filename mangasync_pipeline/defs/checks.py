@@ -71,12 +71,12 @@ def total_chapters_not_below_stored(mangahub: MangaHubDatabase) -> AssetCheckRes
 
 
 @asset_check(asset=NEW_CHAPTERS, description="At most one NEW_CHAPTER per manga, language and "
-             "chapter number.")
+             "chapter label.")
 def one_notification_per_chapter_number(mangahub: MangaHubDatabase) -> AssetCheckResult:
+    # Per label, not per number: "12" and "12a" are two chapters, each announced once.
     dupes = (select(chapters.c.manga_id).where(chapters.c.notified.is_(True),
                                                chapters.c.chapter_number.is_not(None))
-             .group_by(chapters.c.manga_id, chapters.c.translated_language,
-                       chapters.c.chapter_number)
+             .group_by(chapters.c.manga_id, chapters.c.translated_language, chapters.c.label)
              .having(func.count() > 1).subquery())
     n = _count(mangahub, select(func.count()).select_from(dupes))
     return AssetCheckResult(passed=n == 0, metadata={"duplicate_numbers": n})

@@ -25,10 +25,22 @@ class MangaRow:
     slug_base: str
     created_at: datetime
     mangadex_updated_at: datetime
+    # Every title a title-language preference could pick for this manga: a stored title
+    # among them that differs from `title` changed by preference, not on MangaDex.
+    title_choices: tuple[str, ...] = ()
 
 
-def manga_title(manga: Manga) -> str:
-    """English title, else the first available, else an English alt title."""
+def manga_title(manga: Manga, language: str | None = None) -> str:
+    """English title, else the first available, else an English alt title.
+
+    With a `language` (MANGASYNC_TITLE_LANGUAGE), a romanised main title ("ja-ro", "ko-ro")
+    gives way to the first alternative title in that language: "Na Honjaman Level-Up" is
+    shown as "Solo Leveling".
+    """
+    if language and any(key.endswith("-ro") for key in manga.title):
+        preferred = [text for lang, text in manga.alt_titles if lang == language and text]
+        if preferred:
+            return preferred[0]
     title = pick_localized(manga.title)
     if title:
         return title
@@ -75,8 +87,19 @@ def genre_names(manga: Manga) -> tuple[str, ...]:
     return tuple(names)
 
 
-def manga_row(manga: Manga, uploads_url: str = DEFAULT_UPLOADS_URL) -> MangaRow:
-    title = manga_title(manga)
+def title_choices(manga: Manga) -> tuple[str, ...]:
+    """The main title and every first alternative a preference could pick instead."""
+    choices = [manga_title(manga)]
+    for lang, _ in manga.alt_titles:
+        choice = manga_title(manga, lang)
+        if choice not in choices:
+            choices.append(choice)
+    return tuple(choices)
+
+
+def manga_row(manga: Manga, uploads_url: str = DEFAULT_UPLOADS_URL,
+              title_language: str | None = None) -> MangaRow:
+    title = manga_title(manga, title_language)
     return MangaRow(
         mangadex_id=manga.id,
         title=title,
@@ -89,4 +112,5 @@ def manga_row(manga: Manga, uploads_url: str = DEFAULT_UPLOADS_URL) -> MangaRow:
         slug_base=slugify(title, fallback=f"manga-{manga.id[:8]}"),
         created_at=manga.created_at,
         mangadex_updated_at=manga.updated_at,
+        title_choices=title_choices(manga),
     )

@@ -31,7 +31,8 @@ log = logging.getLogger("mangasync.mangadex")
 T = TypeVar("T")
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_NUMBER = re.compile(r"^\d+(\.\d+)?$")
+# MangaDex's label pattern is `^((0|[1-9]\d*)(\.\d+)?[a-z]?)?$`: "12a" is chapter 12's sibling.
+_NUMBER = re.compile(r"^(\d+(?:\.\d+)?)[a-z]?$", re.IGNORECASE)
 _SHORT = 64  # status, language codes, volume labels and other short enumerations
 
 
@@ -191,13 +192,13 @@ def pick_localized(values: Mapping[str, str], preferred: str = "en") -> str | No
 
 
 def parse_chapter_number(label: str | None) -> Decimal | None:
-    """`"45.5"` -> 45.5; None for null, "", and labels such as "EXTRA"."""
+    """`"45.5"` -> 45.5, `"12a"` -> 12; None for null, "", and labels such as "EXTRA"."""
     if label is None:
         return None
-    label = label.strip()
-    if not _NUMBER.match(label):
+    match = _NUMBER.match(label.strip())
+    if match is None:
         return None
-    return Decimal(label)
+    return Decimal(match.group(1))
 
 
 # --- item parsers --------------------------------------------------------------------------

@@ -136,7 +136,9 @@ def _update_message(old: dict[str, Any], row: MangaRow) -> str | None:
     parts = []
     if old["status"] != row.status and row.status:
         parts.append(f"Status: {row.status}")
-    if old["title"] != row.title:
+    # A title that changed only because MANGASYNC_TITLE_LANGUAGE picks another of the manga's
+    # titles is stored silently: readers hear about renames on MangaDex, not about settings.
+    if old["title"] != row.title and old["title"] not in row.title_choices:
         parts.append(f"Title: {row.title} (was {old['title']})")
     return "; ".join(parts) or None
 

@@ -1,54 +1,46 @@
 """New-chapter detection whose cost grows with new chapters, not with the catalogue.
 
 MangaDex's global `/chapter` list is read with keyset windows (never each manga's feed), the
-chapters of catalogued manga are stored, and NEW_CHAPTER notifications are queued by the rules
-of CONTRACTS.md:
+chapters of catalogued manga are stored, and NEW_CHAPTER notifications are queued by the rule
+of docs/NOTIFICATION-RULES.md, decided by `chapter_rules.decide` for each (manga, language):
+a chapter readable after its manga entered the catalogue announces its label when the label
+was never stored and its number is above the baseline, or when it has no number.
 
-- the chapter id was not stored before;
-- it became readable after its manga entered the catalogue (history is never new);
-- its number is higher than every number known for (manga, language), or it has none.
-
-Known numbers come from stored chapters and, the first time a (manga, language) shows activity
-with nothing stored, from one feed request: the highest number readable before the manga was
-catalogued (`chapter_baselines`). So an empty `lastChapter` never turns history into news.
+The baseline is learned the first time a (manga, language) shows activity with nothing
+stored, from one feed request: the highest number readable before the manga was catalogued
+(`chapter_baselines`). So an empty `lastChapter` never turns history into news.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, case, func, or_, select, update
 
 from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db.queries import insert_ignore
 from mangasync_pipeline.db.tables import chapter_baselines, chapters, manga
-from mangasync_pipeline.mangadex.client import ALL_CONTENT_RATINGS, MangaDexClient
+from mangasync_pipeline.mangadex.client import MangaDexClient
 from mangasync_pipeline.mangadex.models import Chapter
 from mangasync_pipeline.sync import outbox, state
+from mangasync_pipeline.sync.chapter_reads import (
+    advanced_cursors,
+    load_cursors,
+    plan_reads,
+    read_chapters,
+)
+from mangasync_pipeline.sync.chapter_rules import PairState, decide, label_key, number_text
 
 log = logging.getLogger("mangasync.chapters")
 
 Pair = tuple[int, str]  # (local manga id, language)
-
-# The two windows that together see every chapter once it is readable (API-FACTS §3 and §6):
-# - by publishAt, with no include* flag, so MangaDex's default `publishAt <= now` applies:
-#   regular uploads, and scheduled ones once they are out;
-# - by createdAt with includeExternalUrl=1 and includeFuturePublishAt=1: link-only chapters
-#   parked at a far-future publishAt, readable from their createdAt, which the first window
-#   never returns. Any include* flag drops the default filter, hence both flags set to 1.
-QUERIES: dict[str, dict[str, int] | None] = {
-    "publishAt": None,
-    "createdAt": {"includeExternalUrl": 1, "includeFuturePublishAt": 1},
-}
-
 
 @dataclass
 class MangaInfo:
@@ -83,11 +75,6 @@ class ChapterReport:
                 "new_numbers": len(self.new_numbers)}
 
 
-def number_text(number: Decimal) -> str:
-    text = format(number.normalize(), "f")
-    return text
-
-
 def _manga_info(conn: Connection, mangadex_ids: Iterable[str]) -> dict[str, MangaInfo]:
     ids = sorted(set(mangadex_ids))
     if not ids:
@@ -99,56 +86,103 @@ def _manga_info(conn: Connection, mangadex_ids: Iterable[str]) -> dict[str, Mang
                                      r.total_chapters) for r in rows}
 
 
-def _known_numbers(conn: Connection, pairs: set[Pair]) -> tuple[dict[Pair, Decimal | None],
-                                                                set[Pair]]:
-    """Highest known number per pair, and the pairs we know nothing about yet."""
-    if not pairs:
-        return {}, set()
-    manga_ids = sorted({m for m, _ in pairs})
-    stored: dict[Pair, Decimal | None] = {}
+def _stored_ids(conn: Connection, candidates: Sequence[Chapter]) -> set[str]:
+    """The ids among `candidates` already stored: one query for the whole batch."""
+    if not candidates:
+        return set()
+    return set(conn.execute(select(chapters.c.mangadex_chapter_id).where(
+        chapters.c.mangadex_chapter_id.in_(sorted({c.id for c in candidates})))).scalars())
+
+
+@dataclass
+class _Known:
+    """Per pair: its baseline row, how many chapters are stored and the top stored history."""
+
+    baseline_rows: dict[Pair, Decimal | None]
+    stored_counts: dict[Pair, int]
+    stored_history: dict[Pair, Decimal | None]
+
+    def first_sight(self, pairs: Iterable[Pair]) -> set[Pair]:
+        """Pairs with neither a baseline row nor a stored chapter: their history is unknown."""
+        return {p for p in pairs if p not in self.baseline_rows and not self.stored_counts.get(p)}
+
+    def baseline(self, pair: Pair) -> Decimal | None:
+        values = [v for v in (self.baseline_rows.get(pair), self.stored_history.get(pair))
+                  if v is not None]
+        return max(values) if values else None
+
+
+def _decimal(value: Any) -> Decimal | None:
+    return Decimal(value) if value is not None else None
+
+
+def _known(conn: Connection, manga_ids: Sequence[int]) -> _Known:
+    if not manga_ids:
+        return _Known({}, {}, {})
+    ids = sorted(set(manga_ids))
+    rows = {(m, lang): _decimal(top) for m, lang, top in conn.execute(
+        select(chapter_baselines.c.manga_id, chapter_baselines.c.translated_language,
+               chapter_baselines.c.max_number).where(chapter_baselines.c.manga_id.in_(ids)))}
+    history = case((chapters.c.readable_at < manga.c.catalogued_at, chapters.c.chapter_number))
     counts: dict[Pair, int] = {}
-    for m, lang, top, n in conn.execute(
-        select(chapters.c.manga_id, chapters.c.translated_language,
-               func.max(chapters.c.chapter_number), func.count())
-        .where(chapters.c.manga_id.in_(manga_ids))
+    tops: dict[Pair, Decimal | None] = {}
+    for m, lang, n, top in conn.execute(
+        select(chapters.c.manga_id, chapters.c.translated_language, func.count(),
+               func.max(history))
+        .select_from(chapters.join(manga, manga.c.id == chapters.c.manga_id))
+        .where(chapters.c.manga_id.in_(ids))
         .group_by(chapters.c.manga_id, chapters.c.translated_language)
     ):
-        stored[(m, lang)] = Decimal(top) if top is not None else None
         counts[(m, lang)] = n
-    baselines = {(m, lang): (Decimal(top) if top is not None else None)
-                 for m, lang, top in conn.execute(
-                     select(chapter_baselines.c.manga_id, chapter_baselines.c.translated_language,
-                            chapter_baselines.c.max_number)
-                     .where(chapter_baselines.c.manga_id.in_(manga_ids)))}
-    known: dict[Pair, Decimal | None] = {}
-    missing: set[Pair] = set()
-    for pair in pairs:
-        values = [v for v in (stored.get(pair), baselines.get(pair)) if v is not None]
-        known[pair] = max(values) if values else None
-        if pair not in baselines and not counts.get(pair):
-            missing.add(pair)
-    return known, missing
+        tops[(m, lang)] = _decimal(top)
+    return _Known(rows, counts, tops)
 
 
-# Baselines read both halves of a feed: its default view (`publishAt <= now`) and the
-# link-only chapters parked at a far-future publishAt, which that view never shows.
+def _stored_labels(conn: Connection, fresh: Sequence[Chapter],
+                   infos_by_dex: dict[str, MangaInfo]) -> dict[Pair, set[str]]:
+    """The labels already stored among the numbers of `fresh`, per pair (one query).
+
+    By number, so that "10.50" finds "10.5", and by text, for labels with more decimals
+    than the column keeps."""
+    numbers = sorted({c.number for c in fresh if c.number is not None})
+    texts = sorted({c.chapter for c in fresh if c.number is not None and c.chapter})
+    manga_ids = sorted({infos_by_dex[c.manga_id].id for c in fresh})
+    found: dict[Pair, set[str]] = defaultdict(set)
+    if not numbers:
+        return found
+    for m, lang, label in conn.execute(
+        select(chapters.c.manga_id, chapters.c.translated_language, chapters.c.label)
+        .where(chapters.c.manga_id.in_(manga_ids),
+               or_(chapters.c.chapter_number.in_(numbers), chapters.c.label.in_(texts)))
+    ):
+        key = label_key(label)
+        if key is not None:
+            found[(m, lang)].add(key)
+    return found
+
+
+# A first sight reads the manga's feed in its default view (`publishAt <= now`), newest
+# numbers first. Link-only chapters parked at a far-future publishAt are not in that view;
+# real MangaDex parks almost none, so the second view is read only for a manga whose new
+# chapters include a link chapter.
 BASELINE_VIEWS: tuple[dict[str, int] | None, ...] = (
     None, {"includeExternalUrl": 1, "includeFuturePublishAt": 1})
 
 
-def _fetch_baselines(client: MangaDexClient, missing: set[Pair],
-                     infos: dict[int, MangaInfo]) -> tuple[dict[Pair, Decimal | None], int]:
+def _fetch_baselines(client: MangaDexClient, missing: set[Pair], infos: dict[int, MangaInfo],
+                     with_links: set[int]) -> tuple[dict[Pair, Decimal | None], int]:
     """Per manga, the top numbers readable before it was catalogued; (values, requests)."""
     by_manga: dict[int, list[str]] = defaultdict(list)
-    for m, lang in missing:
+    for m, lang in sorted(missing):
         by_manga[m].append(lang)
     found: dict[Pair, Decimal | None] = {}
     requests = 0
     for m, langs in by_manga.items():
         info = infos[m]
+        views = BASELINE_VIEWS if m in with_links else BASELINE_VIEWS[:1]
         items: list[Chapter] = []
-        for flags in BASELINE_VIEWS:
-            items += client.feed_page(info.mangadex_id, tuple(sorted(langs)),
+        for flags in views:
+            items += client.feed_page(info.mangadex_id, tuple(langs),
                                       order={"chapter": "desc"}, limit=500, flags=flags).items
             requests += 1
         for lang in langs:
@@ -159,13 +193,6 @@ def _fetch_baselines(client: MangaDexClient, missing: set[Pair],
     return found, requests
 
 
-def _stored_ids(conn: Connection, candidates: Sequence[Chapter]) -> set[str]:
-    if not candidates:
-        return set()
-    return set(conn.execute(select(chapters.c.mangadex_chapter_id).where(
-        chapters.c.mangadex_chapter_id.in_([c.id for c in candidates]))).scalars())
-
-
 def _lock_manga(conn: Connection, manga_ids: Sequence[int]) -> None:
     """Serialise runs deciding about the same manga (SQLite's BEGIN IMMEDIATE already does)."""
     if conn.dialect.name == "postgresql":
@@ -173,33 +200,41 @@ def _lock_manga(conn: Connection, manga_ids: Sequence[int]) -> None:
                      .order_by(manga.c.id).with_for_update())
 
 
+def _pair(c: Chapter, infos_by_dex: dict[str, MangaInfo]) -> Pair:
+    return (infos_by_dex[c.manga_id].id, c.translated_language or "")
+
+
 def process_chapters(engine: Engine, client: MangaDexClient | None, items: Sequence[Chapter],
                      languages: Sequence[str], report: ChapterReport, *,
                      baselines: dict[Pair, Decimal | None] | None = None) -> None:
-    """Store chapters and queue what the rules say is new.
+    """Store chapters and queue what the rules say is new (`chapter_rules.decide`).
 
     `baselines` is given by a caller that read a whole feed (its history is in `items`);
     otherwise missing baselines are fetched with `client`, outside any transaction. The
     decision itself is made inside the write transaction, with the manga rows locked, so two
-    overlapping runs cannot both decide from a stale view.
+    overlapping runs cannot both decide from a stale view. Queries per batch do not depend
+    on its size.
     """
     report.seen += len(items)
-    wanted = [c for c in items if c.translated_language in languages]
-    report.other_language += len(items) - len(wanted)
+    unique = list({c.id: c for c in items}.values())
+    wanted = [c for c in unique if c.translated_language in languages]
+    report.other_language += len(unique) - len(wanted)
     with engine.connect() as conn:
         infos_by_dex = _manga_info(conn, (c.manga_id for c in wanted))
         ours = [c for c in wanted if c.manga_id in infos_by_dex]
         report.not_catalogued += len(wanted) - len(ours)
-        fresh = [c for c in ours if c.id not in _stored_ids(conn, ours)]
-        pairs = {(infos_by_dex[c.manga_id].id, c.translated_language or "") for c in fresh}
-        _, missing = _known_numbers(conn, pairs)
+        stored = _stored_ids(conn, ours)
+        fresh = [c for c in ours if c.id not in stored]
+        missing = _known(conn, [infos_by_dex[c.manga_id].id for c in fresh]).first_sight(
+            _pair(c, infos_by_dex) for c in fresh)
     if not fresh:
         report.already_stored += len(ours)
         return
     infos = {i.id: i for i in infos_by_dex.values()}
     fetched: dict[Pair, Decimal | None] = dict(baselines or {})
     if missing and client is not None and baselines is None:
-        values, requests = _fetch_baselines(client, missing, infos)
+        with_links = {infos_by_dex[c.manga_id].id for c in fresh if c.external_url}
+        values, requests = _fetch_baselines(client, missing, infos, with_links)
         fetched.update(values)
         report.baseline_requests += requests
     now = utcnow()
@@ -208,63 +243,68 @@ def process_chapters(engine: Engine, client: MangaDexClient | None, items: Seque
         stored = _stored_ids(conn, ours)
         fresh = [c for c in ours if c.id not in stored]
         report.already_stored += len(ours) - len(fresh)
-        pairs = {(infos_by_dex[c.manga_id].id, c.translated_language or "") for c in fresh}
-        known, missing = _known_numbers(conn, pairs)
-        for pair in missing:
-            value = fetched.get(pair)
-            if value is not None and (known[pair] is None or value > known[pair]):
-                known[pair] = value
+        by_pair: dict[Pair, list[Chapter]] = defaultdict(list)
+        for c in fresh:
+            by_pair[_pair(c, infos_by_dex)].append(c)
+        known = _known(conn, sorted({m for m, _ in by_pair}))
+        missing = known.first_sight(by_pair)
         if missing:
             insert_ignore(conn, chapter_baselines, [
                 {"manga_id": m, "translated_language": lang, "max_number": fetched.get((m, lang)),
-                 "checked_at": now} for m, lang in missing],
+                 "checked_at": now} for m, lang in sorted(missing)],
                 conflict=["manga_id", "translated_language"])
-        _store(conn, fresh, infos_by_dex, known, report, now)
+            known.baseline_rows.update({p: fetched.get(p) for p in missing})
+        labels = _stored_labels(conn, fresh, infos_by_dex)
+        announce: list[Chapter] = []
+        for pair, batch in by_pair.items():
+            decision = decide(PairState(infos[pair[0]].catalogued_at, known.baseline(pair),
+                                        frozenset(labels.get(pair, ()))), batch)
+            report.history += decision.history
+            announce += decision.announce
+        announce.sort(key=lambda c: (c.readable_at, c.created_at, c.id))
+        _store(conn, fresh, announce, infos_by_dex, report, now)
 
 
-def _store(conn: Connection, fresh: list[Chapter], infos_by_dex: dict[str, MangaInfo],
-           known: dict[Pair, Decimal | None], report: ChapterReport, now: datetime) -> None:
+def _payload(c: Chapter, info: MangaInfo) -> tuple[str, dict[str, Any]]:
+    """The outbox entry of an announcement: one dedup key per label, or per id unnumbered."""
+    lang = c.translated_language or ""
+    key = label_key(c.chapter) if c.number is not None else None
+    dedup = (f"new-chapter:{info.mangadex_id}:{lang}:{key}" if key is not None
+             else f"new-chapter:{info.mangadex_id}:{lang}:id:{c.id}")
+    payload: dict[str, Any] = {
+        "manga_id": info.id, "title": info.title, "language": lang,
+        # `chapter` orders ("12a" is 12); `label` is what the reader is shown.
+        "chapter": number_text(c.number) if c.number is not None else None,
+        "label": c.chapter,
+    }
+    if c.title:
+        payload["chapter_title"] = c.title
+    return dedup, payload
+
+
+def _store(conn: Connection, fresh: list[Chapter], announce: list[Chapter],
+           infos_by_dex: dict[str, MangaInfo], report: ChapterReport, now: datetime) -> None:
+    notified = {c.id for c in announce}
     rows: list[dict[str, Any]] = []
-    notices: list[tuple[str, dict[str, Any], str]] = []
     top_integer: dict[int, int] = {}
-    running = dict(known)
-    # Oldest first, so that of several groups' uploads of a number the first one announces it.
     for c in sorted(fresh, key=lambda c: (c.readable_at, c.created_at, c.id)):
         info = infos_by_dex[c.manga_id]
-        lang = c.translated_language or ""
-        pair = (info.id, lang)
-        top = running[pair]
-        notify = False
-        if c.readable_at < info.catalogued_at:
-            report.history += 1
-        elif c.number is None or top is None or c.number > top:
-            notify = True
         if c.number is not None:
-            if top is None or c.number > top:
-                running[pair] = c.number
             top_integer[info.id] = max(top_integer.get(info.id, 0), math.floor(c.number))
         rows.append({
             "manga_id": info.id, "mangadex_chapter_id": c.id, "chapter_number": c.number,
             "label": c.chapter, "title": c.title, "volume": c.volume, "pages": c.pages,
-            "translated_language": lang, "external_url": c.external_url,
+            "translated_language": c.translated_language or "", "external_url": c.external_url,
             "scanlation_group": c.group_ids[0] if c.group_ids else None,
-            "published_at": c.publish_at, "readable_at": c.readable_at, "notified": notify,
-            "created_at": c.created_at, "updated_at": now,
+            "published_at": c.publish_at, "readable_at": c.readable_at,
+            "notified": c.id in notified, "created_at": c.created_at, "updated_at": now,
         })
-        if notify:
-            label = number_text(c.number) if c.number is not None else None
-            key = (f"new-chapter:{info.mangadex_id}:{lang}:{label}" if label is not None
-                   else f"new-chapter:{info.mangadex_id}:{lang}:id:{c.id}")
-            payload: dict[str, Any] = {"manga_id": info.id, "title": info.title,
-                                       "chapter": label, "language": lang}
-            if c.title:
-                payload["chapter_title"] = c.title
-            notices.append((key, payload, c.id))
     insert_ignore(conn, chapters, rows, conflict=["mangadex_chapter_id"])
-    for key, payload, chapter_id in notices:
-        outbox.enqueue(conn, outbox.NEW_CHAPTER, payload, key, now)
-        log.info("new chapter %s of manga %s (%s) ch %s [%s]: queued", chapter_id,
-                 payload["manga_id"], payload["title"], payload["chapter"], payload["language"])
+    for c in announce:
+        dedup, payload = _payload(c, infos_by_dex[c.manga_id])
+        outbox.enqueue(conn, outbox.NEW_CHAPTER, payload, dedup, now)
+        log.info("new chapter %s of manga %s (%s) ch %s [%s]: queued", c.id,
+                 payload["manga_id"], payload["title"], payload["label"], payload["language"])
     touched = sorted({infos_by_dex[c.manga_id].id for c in fresh})
     conn.execute(update(manga).where(manga.c.id.in_(touched)).values(last_chapter_check=now))
     for manga_id, top_number in top_integer.items():
@@ -272,8 +312,8 @@ def _store(conn: Connection, fresh: list[Chapter], infos_by_dex: dict[str, Manga
             (manga.c.total_chapters.is_(None)) | (manga.c.total_chapters < top_number))
             .values(total_chapters=top_number))
     report.stored += len(rows)
-    report.notifications += len(notices)
-    report.new_numbers += [p["chapter"] or "(no number)" for _, p, _ in notices]
+    report.notifications += len(announce)
+    report.new_numbers += [c.chapter or "(no number)" for c in announce]
 
 
 # --- partitions and the schedule --------------------------------------------------------------
@@ -282,100 +322,26 @@ def _store(conn: Connection, fresh: list[Chapter], infos_by_dex: dict[str, Manga
 BATCH = 500
 
 
-def load_cursors(engine: Engine) -> dict[str, datetime]:
-    with engine.connect() as conn:
-        row = state.get_state(conn, state.CHAPTER_CHECK)
-    return _decode_cursors(row["last_cursor"] if row else None)
-
-
-def _decode_cursors(raw: str | None) -> dict[str, datetime]:
-    if not raw:
-        return {}
-    try:
-        return {k: datetime.fromisoformat(v) for k, v in json.loads(raw).items()}
-    except (ValueError, AttributeError):
-        log.warning("chapter_check cursor %r unreadable: reading whole partitions", raw)
-        return {}
-
-
-def window_starts(cursors: dict[str, datetime], start: datetime, end: datetime,
-                  lookback: timedelta, *, use_cursor: bool = True) -> dict[str, datetime]:
-    """Where each query starts.
-
-    A scheduled poll resumes at its cursor minus the lookback, even before the partition's
-    start, so a chapter stamped 23:50 that shows up after midnight is still read. Any other
-    run (a backfill, a manual materialization) reads its whole window.
-    """
-    starts = {}
-    for key in QUERIES:
-        cursor = cursors.get(key)
-        if use_cursor and cursor is not None and start - lookback <= cursor < end:
-            starts[key] = cursor - lookback
-        else:
-            starts[key] = start
-    return starts
-
-
-def _day_slices(start: datetime, end: datetime) -> Iterator[tuple[datetime, datetime]]:
-    """[start, end) cut at UTC midnights: both queries of a slice are sorted together."""
-    while start < end:
-        midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
-        stop = min(end, midnight + timedelta(days=1))
-        yield start, stop
-        start = stop
-
-
-def read_slice(client: MangaDexClient, languages: Sequence[str], starts: dict[str, datetime],
-               slice_start: datetime, slice_end: datetime,
-               report: ChapterReport) -> list[Chapter]:
-    """Both queries over one slice, merged by id and ordered by when each became readable."""
-    found: dict[str, Chapter] = {}
-    for key, flags in QUERIES.items():
-        since = max(starts[key], slice_start)
-        if since >= slice_end:
-            continue
-        # Every rating: a catalogued manga is ours whatever its rating (ids[] and single reads
-        # bring them all), and chapters of manga we do not have are dropped anyway.
-        for page in client.iter_chapter_pages(key, since=since, until=slice_end,  # type: ignore[arg-type]
-                                              languages=tuple(languages), flags=flags,
-                                              content_ratings=ALL_CONTENT_RATINGS):
-            report.skipped_items += page.skipped
-            for chapter in page.items:
-                found.setdefault(chapter.id, chapter)
-    return sorted(found.values(), key=lambda c: (c.readable_at, c.created_at, c.id))
-
-
 def sync_chapter_window(engine: Engine, client: MangaDexClient, languages: Sequence[str],
                         start: datetime, end: datetime, *, lookback: timedelta,
                         use_cursor: bool = True) -> ChapterReport:
     """Materialize chapter partitions [start, end): store and notify, then advance cursors.
 
-    `use_cursor` is for the schedule's polls; backfills pass False and read whole days.
+    `use_cursor` is for the schedule's polls; backfills pass False and read whole windows.
     """
     report = ChapterReport()
     started = utcnow().replace(microsecond=0)
-    starts = window_starts(load_cursors(engine), start, end, lookback, use_cursor=use_cursor)
+    reads = plan_reads(load_cursors(engine), start, end, started, lookback,
+                       use_cursor=use_cursor)
     state.mark_running(engine, state.CHAPTER_CHECK)
     try:
-        # Nothing is readable after now; slices starting beyond now plus a clock-skew allowance
-        # (the lookback) would cost two empty requests each.
-        for slice_start, slice_end in _day_slices(min(starts.values()), end):
-            if slice_start > started + lookback:
-                break
-            found = read_slice(client, languages, starts, slice_start, slice_end, report)
-            for i in range(0, len(found), BATCH):
-                process_chapters(engine, client, found[i:i + BATCH], languages, report)
-        # Everything readable before `started` has been read: that is the cursor, whatever
-        # the timestamps of what came back (a link-only chapter's publishAt is years ahead).
-        done_to = min(end, started)
+        found, report.skipped_items = read_chapters(client, languages, reads)
+        for i in range(0, len(found), BATCH):
+            process_chapters(engine, client, found[i:i + BATCH], languages, report)
         with engine.begin() as conn:
             current = state.get_state(conn, state.CHAPTER_CHECK)
-            merged = _decode_cursors(current["last_cursor"] if current else None)
-            for key in QUERIES:
-                if key not in merged or done_to > merged[key]:
-                    merged[key] = done_to
-            state.mark_success(conn, state.CHAPTER_CHECK, status="idle",
-                               cursor=json.dumps({k: v.isoformat() for k, v in merged.items()}),
+            cursors = advanced_cursors(current["last_cursor"] if current else None, reads)
+            state.mark_success(conn, state.CHAPTER_CHECK, status="idle", cursor=cursors,
                                metadata=report.summary())
     except Exception as exc:
         state.mark_error(engine, state.CHAPTER_CHECK, f"{type(exc).__name__}: {exc}")

@@ -29,9 +29,10 @@ it, from any process):
 - `GET /_sim/manga/{id}`: `{"manga": <object with author/artist/cover_art/creator
   expanded>, "chapters": [<every chapter, future and external too>]}`.
 - `DELETE /_sim/manga/{id}`: take a manga down (then 404, and an empty feed).
-- `POST /_sim/chapters`: `[{manga, chapter, language="en", group (name or id),
-  publishAt?, createdAt?, updatedAt?, externalUrl?, pages?, title?, volume?, id?}]`
-  -> `{"ids": [...]}`; `chapter: null` is a oneshot.
+- `POST /_sim/chapters`: `[{manga, chapter, language="en", group (name or id) or
+  groups (a joint release), publishAt?, createdAt?, updatedAt?, externalUrl?, pages?,
+  title?, volume?, id?}]` -> `{"ids": [...]}`; `chapter: null` is a oneshot.
+- Requests without a `User-Agent` get MangaDex's `400 text/plain` answer.
 - `GET|POST /_sim/clock`: `{"offset_seconds": N}` sets the absolute offset from real time.
 - `POST /_sim/faults`: any of `error_rate` (0..1, seeded) + `error_status`, `burst_429`
   (next N answered 429 with `retry_after` seconds), `latency_ms`, `malformed` (next N

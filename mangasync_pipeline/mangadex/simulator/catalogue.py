@@ -384,16 +384,19 @@ class Catalogue:
                 publish = parse_iso(s["publishAt"]) if "publishAt" in s else created
                 url = s.get("externalUrl")
                 label = s.get("chapter")
+                names = s.get("groups") or [s.get("group", "Simulated Scans")]
+                groups = [self.gen.group_named(str(name), now) for name in names]
                 ch = self.gen.chapter(
                     m,
                     None if label is None else str(label),
                     None if s.get("volume") is None else str(s["volume"]),
                     s.get("title", "Oneshot" if label is None else ""),
                     s.get("language", "en"),
-                    self.gen.group_named(str(s.get("group", "Simulated Scans")), now),
+                    groups[0],
                     created, publish, url, now,
                     pages=s.get("pages"),
                     chapter_id=s.get("id"),
+                    co_groups=groups[1:],
                 )
                 ch.updated_at = parse_iso(s["updatedAt"]) if "updatedAt" in s else created
                 ch.version = 1

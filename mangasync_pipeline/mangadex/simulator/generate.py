@@ -128,13 +128,15 @@ class Generator:
         related: list[tuple[str, str]] = []
         if earlier and rng.random() < 0.15:
             related.append((_pick(rng, earlier).id, _pick(rng, RELATIONS)))
-        links: dict[str, str] = {}
+        links: dict[str, str] | None = {}
         if rng.random() < 0.6:
             links["mu"] = f"{rng.getrandbits(35):07x}"
         if rng.random() < 0.5:
             links["al"] = str(_ri(rng, 1000, 190000))
             links["mal"] = str(_ri(rng, 1, 160000))
-        return Manga(
+        if not links and rng.random() < 0.3:
+            links = None  # real bodies carry `links: null` too
+        made = Manga(
             id=mid,
             title=title,
             alt_titles=alt_titles,
@@ -160,6 +162,8 @@ class Generator:
             creator_id=_pick(rng, self.uploaders).id if rng.random() < 0.4 else None,
             related=related,
         )
+        made.null_language = rng.random() < 0.02
+        return made
 
     def _titles(self, orig: str) -> tuple[dict[str, str], list[dict[str, str]]]:
         rng = self.rng
@@ -253,6 +257,9 @@ class Generator:
         # `count` is chapter records; translations and double releases multiply labels.
         wanted_labels = max(1, round(count / (1.1 + 0.6 * (len(langs) - 1))))
         external = rng.random() < 0.04
+        # Real link chapters are readable at once (publishAt within seconds of createdAt);
+        # parking one at a far-future publishAt is the rare case (0 of 7 captured).
+        parked = external and rng.random() < 0.1
         scheduled = 0 if external or rng.random() >= 0.04 else _ri(rng, 1, 3)
         per_volume = 0 if rng.random() < 0.3 else _ri(rng, 4, 10)
         span = max(0, end - m.created_at)
@@ -288,7 +295,12 @@ class Generator:
                     continue
                 groups = lang_groups[lang]
                 releases = 2 if rng.random() < 0.1 and len(groups) > 1 else 1
-                for group in (rng.sample(groups, 2) if releases > 1 else (_pick(rng, groups),)):
+                # A joint release: one chapter credited to 2 or 3 groups (3 of 219 real ones).
+                joint: list[Group] = []
+                if releases == 1 and len(groups) > 1 and rng.random() < 0.015:
+                    joint = rng.sample(groups, min(len(groups), _ri(rng, 2, 3)))
+                for group in (rng.sample(groups, 2) if releases > 1
+                              else (joint[0] if joint else _pick(rng, groups),)):
                     created = t if lang == primary else min(end, t + _ri(rng, 600, 86400 * 5))
                     if releases > 1:
                         created = min(end, created + _ri(rng, 0, 7200))
@@ -296,17 +308,20 @@ class Generator:
                     publish = created
                     if external and lang == primary:
                         url = f"https://mangaplus.example.com/viewer/{_ri(rng, 10**6, 10**7)}"
-                        publish = EXTERNAL_PUBLISH_AT + _ri(rng, 0, 86400 * 30)
+                        publish = (EXTERNAL_PUBLISH_AT + _ri(rng, 0, 86400 * 30) if parked
+                                   else created + _ri(rng, 0, 3))
                     elif is_last and lang == primary:
                         publish = end + _ri(rng, 3600, 86400 * 10)
                     out.append(self.chapter(
-                        m, label, volume, title, lang, group, created, publish, url, end))
+                        m, label, volume, title, lang, group, created, publish, url, end,
+                        co_groups=joint[1:]))
         return out
 
     def chapter(
         self, m: Manga, label: str | None, volume: str | None, title: str | None, lang: str,
         group: Group, created: int, publish: int, url: str | None, now: int,
         pages: int | None = None, chapter_id: str | None = None,
+        co_groups: Sequence[Group] = (),
     ) -> Chapter:
         rng = self.rng
         updated = created if rng.random() < 0.8 else min(max(now, created),
@@ -326,6 +341,6 @@ class Generator:
             updated_at=updated,
             pages=(0 if url else _ri(rng, 8, 45)) if pages is None else pages,
             version=1 if updated == created else _ri(rng, 2, 4),
-            groups=[group],
+            groups=[group, *co_groups],
             uploader=_pick(rng, self.uploaders),
         )

@@ -187,7 +187,9 @@ def _window(offset: int, limit: int) -> None:
         raise ApiError(
             400, "bad_request_http_exception",
             "Result window is too large, from + size must be less than or equal to: "
-            f"[{RESULT_WINDOW}] but was [{offset + limit}]",
+            f"[{RESULT_WINDOW}] but was [{offset + limit}]. See the scroll api for a more "
+            "efficient way to request large data sets. This limit can be set by changing the "
+            "[index.max_result_window] index level setting.",
         )
 
 

@@ -118,7 +118,7 @@ class Manga:
     year: int | None
     content_rating: str
     tag_ids: list[str]
-    links: dict[str, str]
+    links: dict[str, str] | None
     created_at: int
     updated_at: int
     version: int
@@ -131,6 +131,7 @@ class Manga:
     # Maintained by the catalogue when chapters are added, so rendering stays O(1).
     latest: Chapter | None = None
     languages: list[str] = field(default_factory=list)
+    null_language: bool = False  # render a null inside availableTranslatedLanguages
     json_cache: dict[str, bytes] | None = None  # rendered parts; dropped on any change
 
     def note_chapter(self, ch: Chapter) -> None:

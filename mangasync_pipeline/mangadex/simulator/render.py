@@ -20,12 +20,19 @@ def dumps(value: Any) -> str:
     return _dumps(value)
 
 
-def _tag_obj(tag_id: str) -> dict[str, Any]:
+# Tags whose empty description a manga body serialises as `[]`, not `{}` (seen in real
+# manga bodies; the captured `/manga/tag` list has `{}` throughout).
+_LIST_DESCRIPTION = frozenset(t[0] for i, t in enumerate(TAGS) if i % 10 == 3)
+
+
+def _tag_obj(tag_id: str, *, quirks: bool = False) -> dict[str, Any]:
     tid, name, group = TAG_BY_ID[tag_id]
+    description: dict[str, str] | list[Any] = [] if quirks and tid in _LIST_DESCRIPTION else {}
     return {
         "id": tid,
         "type": "tag",
-        "attributes": {"name": {"en": name}, "description": {}, "group": group, "version": 1},
+        "attributes": {"name": {"en": name}, "description": description, "group": group,
+                       "version": 1},
         "relationships": [],
     }
 
@@ -80,13 +87,14 @@ def manga_attributes(m: Manga) -> dict[str, Any]:
         "status": m.status,
         "year": m.year,
         "contentRating": m.content_rating,
-        "tags": [_tag_obj(t) for t in m.tag_ids],
+        "tags": [_tag_obj(t, quirks=True) for t in m.tag_ids],
         "state": "published",
         "chapterNumbersResetOnNewVolume": False,
         "createdAt": iso(m.created_at),
         "updatedAt": iso(m.updated_at),
         "version": m.version,
-        "availableTranslatedLanguages": list(m.languages),
+        # Real bodies sometimes hold a null among the codes.
+        "availableTranslatedLanguages": list(m.languages) + ([None] if m.null_language else []),
         "latestUploadedChapter": latest.id if latest else None,
     }
 

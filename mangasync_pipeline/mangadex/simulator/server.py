@@ -344,6 +344,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if decision.latency_ms:
             time.sleep(decision.latency_ms / 1000)
+        if not (self.headers.get("User-Agent") or "").strip():
+            # MangaDex answers this one outside its JSON envelope.
+            self._finish(400, b"You must set an appropriate User-Agent header", "text/plain")
+            return
         try:
             if method != "GET":
                 raise ApiError(405, "method_not_allowed_http_exception",
