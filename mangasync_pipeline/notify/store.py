@@ -115,6 +115,7 @@ class NotifyStore:
         tr = t.notification_triggers
         outcomes: list[TriggerOutcome] = []
         responses: list[dict[str, Any]] = []
+        fresh: dict[int, dict[str, Any]] = {}
         with self.engine.begin() as conn:
             known = set(conn.execute(select(t.manga.c.id).where(t.manga.c.id.in_(wanted)))
                         .scalars())
@@ -137,8 +138,9 @@ class NotifyStore:
                 if trigger_id is None:
                     earlier = conn.execute(select(tr.c.id, tr.c.response)
                                            .where(tr.c.dedup_key == dedup_key)).one()
-                    outcomes.append(TriggerOutcome(int(earlier.id), dict(earlier.response or {}),
-                                                   DUPLICATE, []))
+                    # Earlier in this batch: its response is not written back yet.
+                    response = fresh.get(int(earlier.id)) or dict(earlier.response or {})
+                    outcomes.append(TriggerOutcome(int(earlier.id), response, DUPLICATE, []))
                     continue
                 rows = self._store_notifications(conn, int(trigger_id), kind, payload, now)
                 ids = [int(r.id) for r in rows]
@@ -152,6 +154,7 @@ class NotifyStore:
                         "count": len(ids), "first": ids[0], "last": ids[-1],
                         "listed": MAX_LISTED_IDS}
                 responses.append({"tid": int(trigger_id), "resp": response})
+                fresh[int(trigger_id)] = response
                 notices = [
                     Notice(int(r.id), int(r.user_id), kind, manga_id, payload["title"],
                            payload.get("chapter"), payload.get("message"), now,

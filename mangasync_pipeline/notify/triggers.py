@@ -200,7 +200,9 @@ def error_line(errors: list[ErrorDetails] | list[dict[str, Any]], skip: int = 0)
     if not errors:
         return "body: invalid"
     err = errors[0]
+    # A discriminated union puts the tag ("new-chapter") in the path: the field is what counts.
     loc = [str(p) for p in err.get("loc", ())][skip:]
+    loc = [p for p in loc if p not in KINDS]
     kind = err.get("type", "")
     if kind == "json_invalid":
         loc = []
