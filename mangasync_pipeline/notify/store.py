@@ -6,6 +6,7 @@ event loop never waits on the database.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -84,6 +85,45 @@ _NOTICE_COLS = (t.notifications.c.id, t.notifications.c.user_id, t.notifications
                 t.notifications.c.label)
 
 
+_PG_TRIGGER = """
+WITH p AS (SELECT CAST(:manga_id AS bigint) AS manga_id, CAST(:type AS varchar) AS type,
+                  CAST(:chapter AS varchar) AS chapter, CAST(:now AS timestamptz) AS now),
+m AS (SELECT manga.id FROM manga, p WHERE manga.id = p.manga_id),
+tr AS (
+  INSERT INTO notification_triggers (dedup_key, type, manga_id, payload, created_at)
+  SELECT CAST(:dedup_key AS varchar), p.type, m.id, CAST(:payload AS json), p.now FROM m, p
+  ON CONFLICT (dedup_key) DO NOTHING RETURNING id),
+ins AS (
+  INSERT INTO notifications (user_id, type, manga_id, chapter, label, title, message, read,
+                             created_at, trigger_id)
+  SELECT u.id, p.type, p.manga_id, p.chapter, CAST(:label AS varchar), CAST(:title AS text),
+         CAST(:message AS text), false, p.now, tr.id
+  FROM tr CROSS JOIN p CROSS JOIN users u {library}
+  WHERE NOT EXISTS (SELECT 1 FROM notifications n
+                    WHERE n.user_id = u.id AND n.type = p.type AND n.manga_id = p.manga_id
+                      AND {chapter} AND n.created_at > CAST(:since AS timestamptz))
+  RETURNING id, user_id)
+SELECT tr.id AS trigger_id, ins.id, ins.user_id FROM tr LEFT JOIN ins ON true ORDER BY ins.id
+"""
+_PG_LIBRARY = "JOIN user_library l ON l.user_id = u.id AND l.manga_id = p.manga_id"
+# One statement per trigger, built once: on a busy host each round trip to PostgreSQL costs
+# far more than the work it carries, and SQLAlchemy constructs rebuilt per call cost as much.
+_PG_STATEMENTS = {
+    (broadcast, numbered): text(_PG_TRIGGER.format(
+        library="" if broadcast else _PG_LIBRARY,
+        chapter="n.chapter = p.chapter" if numbered else "n.chapter IS NULL"))
+    for broadcast in (True, False) for numbered in (True, False)
+}
+_PG_FINISH = text("""
+WITH upd AS (
+  UPDATE notification_triggers t SET response = CAST(v.resp AS json)
+  FROM unnest(CAST(:ids AS bigint[]), CAST(:resps AS text[])) AS v(id, resp)
+  WHERE t.id = v.id RETURNING 1)
+SELECT (SELECT count(*) FROM upd),
+       (SELECT count(pg_notify(:ch, m)) FROM unnest(CAST(:msgs AS text[])) AS m)
+""")
+
+
 def _notice(row: Any) -> Notice:
     return Notice(int(row.id), int(row.user_id), row.type, int(row.manga_id), row.title,
                   row.chapter, row.message, row.created_at, row.label)
@@ -111,49 +151,52 @@ class NotifyStore:
         """
         now = utcnow()
         online = set(online_users)
-        wanted = {p["manga_id"] for _, p in items}
         tr = t.notification_triggers
         outcomes: list[TriggerOutcome] = []
-        responses: list[dict[str, Any]] = []
         fresh: dict[int, dict[str, Any]] = {}
         with self.engine.begin() as conn:
-            known = set(conn.execute(select(t.manga.c.id).where(t.manga.c.id.in_(wanted)))
-                        .scalars())
+            known = None if self.is_postgres else set(conn.execute(
+                select(t.manga.c.id).where(t.manga.c.id.in_({p["manga_id"] for _, p in items}))
+            ).scalars())  # PostgreSQL: the trigger's one statement checks its manga itself
             for kind, payload in items:
                 manga_id = payload["manga_id"]
-                if manga_id not in known:
-                    outcomes.append(TriggerOutcome(None, {
-                        "error": f"manga_id {manga_id} is not in the catalogue"},
-                        UNKNOWN_MANGA, []))
-                    continue
                 dedup_key = payload.get("dedup_key")
-                # ON CONFLICT waits for a concurrent holder of the key to commit, then skips:
-                # no IntegrityError, so one duplicate does not abort the whole batch.
-                trigger_id = conn.execute(
-                    self._dialect.insert(tr).values(
-                        dedup_key=dedup_key, type=kind, manga_id=manga_id, payload=payload,
-                        created_at=now,
-                    ).on_conflict_do_nothing(index_elements=["dedup_key"]).returning(tr.c.id)
-                ).scalar()
+                trigger_id, rows = None, []
+                if known is None:
+                    trigger_id, rows = self._store_pg(conn, kind, payload, now)
+                elif manga_id in known:
+                    # ON CONFLICT waits for a concurrent holder of the key to commit, then
+                    # skips: no IntegrityError, so one duplicate does not abort a batch.
+                    trigger_id = conn.execute(
+                        self._dialect.insert(tr).values(
+                            dedup_key=dedup_key, type=kind, manga_id=manga_id, payload=payload,
+                            created_at=now,
+                        ).on_conflict_do_nothing(index_elements=["dedup_key"])
+                        .returning(tr.c.id)).scalar()
+                    if trigger_id is not None:
+                        rows = self._store_notifications(conn, int(trigger_id), kind, payload,
+                                                         now)
                 if trigger_id is None:
-                    earlier = conn.execute(select(tr.c.id, tr.c.response)
-                                           .where(tr.c.dedup_key == dedup_key)).one()
+                    earlier = None if dedup_key is None else conn.execute(
+                        select(tr.c.id, tr.c.response).where(tr.c.dedup_key == dedup_key)
+                    ).first()
+                    if earlier is None:
+                        outcomes.append(TriggerOutcome(None, {
+                            "error": f"manga_id {manga_id} is not in the catalogue"},
+                            UNKNOWN_MANGA, []))
+                        continue
                     # Earlier in this batch: its response is not written back yet.
                     response = fresh.get(int(earlier.id)) or dict(earlier.response or {})
                     outcomes.append(TriggerOutcome(int(earlier.id), response, DUPLICATE, []))
                     continue
-                rows = self._store_notifications(conn, int(trigger_id), kind, payload, now)
                 ids = [int(r.id) for r in rows]
                 reached = {int(r.user_id) for r in rows} & online
-                response: dict[str, Any] = {
-                    "notification_ids": ids[:MAX_LISTED_IDS], "recipients": len(ids),
-                    "online": len(reached),
-                }
+                response = {"notification_ids": ids[:MAX_LISTED_IDS], "recipients": len(ids),
+                            "online": len(reached)}
                 if len(ids) > MAX_LISTED_IDS:
                     response["notification_ids_summary"] = {
                         "count": len(ids), "first": ids[0], "last": ids[-1],
                         "listed": MAX_LISTED_IDS}
-                responses.append({"tid": int(trigger_id), "resp": response})
                 fresh[int(trigger_id)] = response
                 notices = [
                     Notice(int(r.id), int(r.user_id), kind, manga_id, payload["title"],
@@ -162,19 +205,33 @@ class NotifyStore:
                     for r in rows if int(r.user_id) in reached
                 ]
                 outcomes.append(TriggerOutcome(int(trigger_id), response, ACCEPTED, notices))
-            if responses:
-                # Kept for replays: a repeated dedup_key answers exactly like the first.
+            # Responses are kept for replays: a repeated dedup_key answers like the first.
+            if fresh and self.is_postgres:
+                messages = [f"t {origin} {tid}" for tid, r in fresh.items() if r["recipients"]]
+                # pg_notify is delivered to listeners only when this transaction commits.
+                conn.execute(_PG_FINISH, {
+                    "ids": list(fresh), "resps": [json.dumps(r) for r in fresh.values()],
+                    "ch": NOTIFY_CHANNEL, "msgs": messages})
+            elif fresh:
                 conn.execute(update(tr).where(tr.c.id == bindparam("tid"))
-                             .values(response=bindparam("resp")), responses)
-            if self.is_postgres:
-                messages = [f"t {origin} {o.trigger_id}" for o in outcomes
-                            if o.result == ACCEPTED and o.response["recipients"]]
-                if messages:
-                    # Delivered to listeners only when this transaction commits.
-                    conn.execute(text("SELECT pg_notify(:ch, m) "
-                                      "FROM unnest(CAST(:msgs AS text[])) AS m"),
-                                 {"ch": NOTIFY_CHANNEL, "msgs": messages})
+                             .values(response=bindparam("resp")),
+                             [{"tid": tid, "resp": r} for tid, r in fresh.items()])
         return outcomes
+
+    def _store_pg(self, conn: Connection, kind: str, payload: dict[str, Any],
+                  now: datetime) -> tuple[int | None, list[Any]]:
+        """(trigger id, its notifications) in one statement; (None, []) when the manga is
+        unknown or the dedup_key was used before."""
+        chapter = payload.get("chapter")
+        result = conn.execute(_PG_STATEMENTS[kind == "NEW_MANGA", chapter is not None], {
+            "manga_id": payload["manga_id"], "dedup_key": payload.get("dedup_key"),
+            "type": kind, "payload": json.dumps(payload), "now": now, "chapter": chapter,
+            "label": payload.get("label"), "title": payload["title"],
+            "message": payload.get("message"), "since": now - SUPPRESS_WINDOW,
+        }).all()
+        if not result:
+            return None, []
+        return int(result[0].trigger_id), [r for r in result if r.id is not None]
 
     def _store_notifications(self, conn: Connection, trigger_id: int, kind: str,
                              payload: dict[str, Any], now: datetime) -> list[Any]:
