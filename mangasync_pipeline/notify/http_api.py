@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from mangasync_pipeline.config import Settings
 from mangasync_pipeline.notify import sync_requests, triggers
+from mangasync_pipeline.notify.coalesce import TriggerWriter
 from mangasync_pipeline.notify.gate import Gate
 from mangasync_pipeline.notify.metrics import NotifyMetrics
 from mangasync_pipeline.notify.outage import (
@@ -122,14 +123,20 @@ def create_app(ctx: ServerContext) -> Gate:
     def online() -> set[int]:
         return ctx.udp.online_user_ids() if ctx.udp is not None else set()
 
+    async def write(items: list[tuple[str, dict[str, Any]]]) -> list[TriggerOutcome]:
+        result: list[TriggerOutcome] = await status.call(ctx.store.create_triggers, items,
+                                                         online(), ctx.origin)
+        return result
+
+    writer = TriggerWriter(write)
+
     async def accept(kind: str, body: triggers._Trigger) -> JSONResponse:
         if not 0 < body.manga_id <= triggers.MAX_ID:
             ctx.metrics.triggers.labels(kind, "404").inc()
             return _error(404, f"manga_id {body.manga_id} is not in the catalogue")
         payload = body.payload()
         try:
-            outcome = await status.call(ctx.store.create_trigger, kind, payload, online(),
-                                        ctx.origin)
+            outcome = await writer.submit(kind, payload)
         except DatabaseDown as exc:
             ctx.metrics.triggers.labels(kind, "503").inc()
             return _unavailable(exc)

@@ -7,6 +7,7 @@ event loop never waits on the database.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -68,6 +69,13 @@ INVALID = "invalid"
 
 
 @dataclass(frozen=True)
+class _PgRow:
+    trigger_id: int
+    id: int | None
+    user_id: int | None
+
+
+@dataclass(frozen=True)
 class TriggerOutcome:
     trigger_id: int | None
     response: dict[str, Any]
@@ -108,13 +116,15 @@ SELECT tr.id AS trigger_id, ins.id, ins.user_id FROM tr LEFT JOIN ins ON true OR
 _PG_LIBRARY = "JOIN user_library l ON l.user_id = u.id AND l.manga_id = p.manga_id"
 # One statement per trigger, built once: on a busy host each round trip to PostgreSQL costs
 # far more than the work it carries, and SQLAlchemy constructs rebuilt per call cost as much.
+# In psycopg's own placeholder style: a batch's statements go out in one pipeline, without
+# waiting for each answer.
 _PG_STATEMENTS = {
-    (broadcast, numbered): text(_PG_TRIGGER.format(
+    (broadcast, numbered): re.sub(r":(\w+)", r"%(\1)s", _PG_TRIGGER.format(
         library="" if broadcast else _PG_LIBRARY,
         chapter="n.chapter = p.chapter" if numbered else "n.chapter IS NULL"))
     for broadcast in (True, False) for numbered in (True, False)
 }
-_PG_FINISH = text("""
+_PG_FINISH_SQL = re.sub(r":(\w+)", r"%(\1)s", """
 WITH upd AS (
   UPDATE notification_triggers t SET response = CAST(v.resp AS json)
   FROM unnest(CAST(:ids AS bigint[]), CAST(:resps AS text[])) AS v(id, resp)
@@ -158,13 +168,14 @@ class NotifyStore:
             known = None if self.is_postgres else set(conn.execute(
                 select(t.manga.c.id).where(t.manga.c.id.in_({p["manga_id"] for _, p in items}))
             ).scalars())  # PostgreSQL: the trigger's one statement checks its manga itself
-            for kind, payload in items:
+            stored = self._store_pg(conn, items, now) if known is None else None
+            for index, (kind, payload) in enumerate(items):
                 manga_id = payload["manga_id"]
                 dedup_key = payload.get("dedup_key")
                 trigger_id, rows = None, []
-                if known is None:
-                    trigger_id, rows = self._store_pg(conn, kind, payload, now)
-                elif manga_id in known:
+                if stored is not None:
+                    trigger_id, rows = stored[index]
+                elif known is not None and manga_id in known:
                     # ON CONFLICT waits for a concurrent holder of the key to commit, then
                     # skips: no IntegrityError, so one duplicate does not abort a batch.
                     trigger_id = conn.execute(
@@ -209,29 +220,49 @@ class NotifyStore:
             if fresh and self.is_postgres:
                 messages = [f"t {origin} {tid}" for tid, r in fresh.items() if r["recipients"]]
                 # pg_notify is delivered to listeners only when this transaction commits.
-                conn.execute(_PG_FINISH, {
-                    "ids": list(fresh), "resps": [json.dumps(r) for r in fresh.values()],
-                    "ch": NOTIFY_CHANNEL, "msgs": messages})
+                # The commit rides in the same pipeline: one round trip instead of two (the
+                # engine's own commit that follows finds nothing left to commit).
+                raw = conn.connection.driver_connection
+                assert raw is not None
+                with raw.pipeline():
+                    raw.execute(_PG_FINISH_SQL, {
+                        "ids": list(fresh), "resps": [json.dumps(r) for r in fresh.values()],
+                        "ch": NOTIFY_CHANNEL, "msgs": messages})
+                    raw.commit()
             elif fresh:
                 conn.execute(update(tr).where(tr.c.id == bindparam("tid"))
                              .values(response=bindparam("resp")),
                              [{"tid": tid, "resp": r} for tid, r in fresh.items()])
         return outcomes
 
-    def _store_pg(self, conn: Connection, kind: str, payload: dict[str, Any],
-                  now: datetime) -> tuple[int | None, list[Any]]:
-        """(trigger id, its notifications) in one statement; (None, []) when the manga is
-        unknown or the dedup_key was used before."""
-        chapter = payload.get("chapter")
-        result = conn.execute(_PG_STATEMENTS[kind == "NEW_MANGA", chapter is not None], {
-            "manga_id": payload["manga_id"], "dedup_key": payload.get("dedup_key"),
-            "type": kind, "payload": json.dumps(payload), "now": now, "chapter": chapter,
-            "label": payload.get("label"), "title": payload["title"],
-            "message": payload.get("message"), "since": now - SUPPRESS_WINDOW,
-        }).all()
-        if not result:
-            return None, []
-        return int(result[0].trigger_id), [r for r in result if r.id is not None]
+    def _store_pg(self, conn: Connection, items: Sequence[tuple[str, dict[str, Any]]],
+                  now: datetime) -> list[tuple[int | None, list[Any]]]:
+        """Per trigger, (its id, its notifications): one statement each, all sent in one
+        pipeline. (None, []) when the manga is unknown or the dedup_key was used before;
+        statements run in order, so a later one sees what an earlier one stored."""
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        since = now - SUPPRESS_WINDOW
+        cursors = []
+        with raw.pipeline():
+            for kind, payload in items:
+                chapter = payload.get("chapter")
+                cursor = raw.cursor()
+                cursor.execute(_PG_STATEMENTS[kind == "NEW_MANGA", chapter is not None], {
+                    "manga_id": payload["manga_id"], "dedup_key": payload.get("dedup_key"),
+                    "type": kind, "payload": json.dumps(payload), "now": now,
+                    "chapter": chapter, "label": payload.get("label"),
+                    "title": payload["title"], "message": payload.get("message"),
+                    "since": since,
+                })
+                cursors.append(cursor)
+        out: list[tuple[int | None, list[Any]]] = []
+        for cursor in cursors:
+            result = [_PgRow(*row) for row in cursor.fetchall()]
+            cursor.close()
+            out.append((result[0].trigger_id, [r for r in result if r.id is not None])
+                       if result else (None, []))
+        return out
 
     def _store_notifications(self, conn: Connection, trigger_id: int, kind: str,
                              payload: dict[str, Any], now: datetime) -> list[Any]:
