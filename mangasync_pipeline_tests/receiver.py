@@ -24,6 +24,7 @@ class Receiver:
     posts: int = 0
     requests: int = 0
     mode: str = "ok"  # ok, error, hang
+    batch_route: bool = True  # False: answers /notify/batch like a server without it (404)
     _keys: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _release: threading.Event = field(default_factory=threading.Event)
@@ -63,7 +64,8 @@ def start_receiver() -> tuple[Receiver, ThreadingHTTPServer]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            if not self.path.startswith("/notify/"):
+            if not self.path.startswith("/notify/") or (
+                    self.path == "/notify/batch" and not receiver.batch_route):
                 self.send_response(404)  # not the server's JSON error: some other web server
                 self.send_header("Content-Length", "9")
                 self.end_headers()

@@ -21,6 +21,7 @@ from mangasync_pipeline.notify.testing import (
 )
 from mangasync_pipeline.sync import outbox
 from mangasync_pipeline.sync.notifier import Notifier
+from mangasync_pipeline_tests.receiver import Receiver
 
 
 @pytest.fixture
@@ -144,3 +145,18 @@ def test_the_outbox_reaches_the_server_in_batches_in_order_exactly_once(
                                 ).scalar_one()
     assert chapters == [str(n + 1) for n in range(total)]  # in order, each once
     assert triggers == total
+
+
+def test_a_server_without_the_batch_route_gets_one_request_per_notification(
+        engine: Engine, receiver: Receiver) -> None:
+    receiver.batch_route = False
+    now = utcnow()
+    with engine.begin() as conn:
+        for n in range(3):
+            outbox.enqueue(conn, outbox.NEW_MANGA, {"manga_id": n + 1, "title": f"M{n}"},
+                           f"m:{n}", now)
+    with Notifier(receiver.url) as notifier:
+        report = notifier.deliver(engine)
+    assert report.delivered == 3 and report.pending == 0
+    assert [body["dedup_key"] for _, body in receiver.accepted] == ["m:0", "m:1", "m:2"]
+    assert receiver.requests == 3  # one each, after the batch route answered 404
