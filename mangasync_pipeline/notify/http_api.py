@@ -145,9 +145,12 @@ def create_app(ctx: ServerContext) -> Gate:
             return _error(404, outcome.response["error"])
         if outcome.replayed:
             ctx.metrics.triggers.labels(kind, "202").inc()
-            log.debug("trigger %s (%s, manga %s): dedup_key %r seen before", outcome.trigger_id,
-                      kind, payload["manga_id"], payload.get("dedup_key"))
+            log.info("trigger %s (%s, manga %s): dedup_key %r seen before, nothing new",
+                     outcome.trigger_id, kind, payload["manga_id"], payload.get("dedup_key"))
         else:
+            log.info("trigger %s (%s, manga %s): %d recipients, %d online", outcome.trigger_id,
+                     kind, payload["manga_id"], outcome.response["recipients"],
+                     outcome.response["online"])
             push([outcome], [kind])
         return JSONResponse(outcome.response, status_code=202)
 
@@ -175,6 +178,7 @@ def create_app(ctx: ServerContext) -> Gate:
     async def notify_batch(body: triggers.Batch) -> JSONResponse:
         results: list[dict[str, Any] | None] = []
         valid: list[tuple[int, str, dict[str, Any]]] = []
+        outcomes: list[TriggerOutcome] = []
         for index, raw in enumerate(body.triggers):
             try:
                 item = triggers.BATCH_ITEM.validate_python(raw)
@@ -206,8 +210,9 @@ def create_app(ctx: ServerContext) -> Gate:
         for result in results:
             assert result is not None
             counts[result["result"]] = counts.get(result["result"], 0) + 1
-        if counts.get(ACCEPTED):
-            log.info("batch of %d triggers: %s", len(results), counts)
+        stored = [o.trigger_id for o in outcomes if o.result == ACCEPTED]
+        log.info("batch of %d triggers: %s; trigger ids %s to %s", len(results), counts,
+                 stored[0] if stored else "-", stored[-1] if stored else "-")
         return JSONResponse({"results": results, "counts": counts})
 
     @app.get("/health", summary="Liveness and what the operator should know (no token)")
