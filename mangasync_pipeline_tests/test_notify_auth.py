@@ -3,6 +3,10 @@ on a public address without a token does not start."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import httpx
 import pytest
 from sqlalchemy import Engine
@@ -63,3 +67,14 @@ def test_a_public_bind_with_a_token_starts(db_url: str) -> None:
     settings = server_settings(db_url, bind="0.0.0.0", notify_trigger_token="s3cret")
     with ServerHandle(settings, fast_options()) as server:
         assert httpx.get(f"http://127.0.0.1:{server.server.http_port}/health").status_code == 200
+
+
+def test_the_server_command_says_in_one_line_why_it_refuses_a_public_bind(db_url: str) -> None:
+    env = {**os.environ, "DATABASE_URL": db_url, "MANGASYNC_BIND": "0.0.0.0",
+           "MANGASYNC_HTTP_PORT": "1", "MANGASYNC_UDP_PORT": "1"}  # never bound: refused first
+    env.pop("NOTIFY_TRIGGER_TOKEN", None)
+    proc = subprocess.run([sys.executable, "-m", "mangasync_pipeline.cli", "server"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "NOTIFY_TRIGGER_TOKEN" in lines[0], proc.stderr
