@@ -25,6 +25,7 @@ class TriggerWriter:
         self._max_batch = max_batch
         self._waiting: list[tuple[str, dict[str, Any], asyncio.Future[TriggerOutcome]]] = []
         self._running = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
 
     async def submit(self, kind: str, payload: dict[str, Any]) -> TriggerOutcome:
         future: asyncio.Future[TriggerOutcome] = asyncio.get_running_loop().create_future()
@@ -37,7 +38,9 @@ class TriggerWriter:
             batch = self._waiting[:self._max_batch]
             del self._waiting[:self._max_batch]
             self._running += 1
-            asyncio.ensure_future(self._run(batch))
+            task = asyncio.ensure_future(self._run(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _run(self, batch: list[tuple[str, dict[str, Any],
                                            asyncio.Future[TriggerOutcome]]]) -> None:

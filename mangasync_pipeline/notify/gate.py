@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 Scope = MutableMapping[str, Any]
@@ -29,7 +29,7 @@ def _matches(given: bytes, token: str | None) -> bool:
 
 
 async def _refuse(send: Send, status: int, message: str,
-                  headers: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
+                  headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
     body = json.dumps({"error": message}).encode()
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),

@@ -130,7 +130,7 @@ def create_app(ctx: ServerContext) -> Gate:
 
     writer = TriggerWriter(write)
 
-    async def accept(kind: str, body: triggers._Trigger) -> JSONResponse:
+    async def accept(kind: str, body: triggers.Trigger) -> JSONResponse:
         if not 0 < body.manga_id <= triggers.MAX_ID:
             ctx.metrics.triggers.labels(kind, "404").inc()
             return _error(404, f"manga_id {body.manga_id} is not in the catalogue")

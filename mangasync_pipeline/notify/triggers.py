@@ -97,7 +97,7 @@ Chapter = Annotated[
 ]
 
 
-class _Trigger(BaseModel):
+class Trigger(BaseModel):
     # Unknown fields are ignored, so older servers accept newer callers' bodies.
     model_config = ConfigDict(extra="ignore")
 
@@ -115,14 +115,14 @@ class _Trigger(BaseModel):
         return payload
 
 
-class NewManga(_Trigger):
+class NewManga(Trigger):
     message: Message | None = None
 
     def payload(self) -> dict[str, Any]:
         return {**super().payload(), "message": self.message or f"New manga: {self.title}"}
 
 
-class NewChapter(_Trigger):
+class NewChapter(Trigger):
     chapter: Chapter = Field(description="the number used for ordering; null for a chapter "
                                          "without one (required)")
     label: _text(MAX_LABEL, blank=False) | None = Field(  # type: ignore[valid-type]
@@ -142,7 +142,7 @@ class NewChapter(_Trigger):
                 "message": message}
 
 
-class MangaUpdate(_Trigger):
+class MangaUpdate(Trigger):
     message: _text(MAX_MESSAGE, blank=False)  # type: ignore[valid-type]
 
     def payload(self) -> dict[str, Any]:
@@ -161,8 +161,6 @@ class MangaUpdateItem(MangaUpdate):
     kind: Literal["manga-update"]
 
 
-MODELS: dict[str, type[_Trigger]] = {"NEW_MANGA": NewManga, "NEW_CHAPTER": NewChapter,
-                                     "MANGA_UPDATE": MangaUpdate}
 BATCH_ITEM: TypeAdapter[NewMangaItem | NewChapterItem | MangaUpdateItem] = TypeAdapter(
     Annotated[NewMangaItem | NewChapterItem | MangaUpdateItem, Field(discriminator="kind")])
 
