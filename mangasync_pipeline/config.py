@@ -6,6 +6,7 @@ commands can print it as one line and stop.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -104,6 +105,7 @@ class Settings:
     chapter_lookback: timedelta = timedelta(hours=1)
     udp_server_url: str = "http://localhost:8085"
     notify_trigger_token: str | None = None
+    notify_metrics_token: str | None = None  # /metrics only; else the trigger token guards it
     http_port: int = 8085
     udp_port: int = 9091
     bind: str = "127.0.0.1"
@@ -147,6 +149,7 @@ class Settings:
         if (v := get("UDP_SERVER_URL")) is not None:
             kwargs["udp_server_url"] = _url("UDP_SERVER_URL", v)
         kwargs["notify_trigger_token"] = get("NOTIFY_TRIGGER_TOKEN")
+        kwargs["notify_metrics_token"] = get("NOTIFY_METRICS_TOKEN")
         if (v := get("MANGASYNC_HTTP_PORT")) is not None:
             kwargs["http_port"] = _port("MANGASYNC_HTTP_PORT", v)
         if (v := get("MANGASYNC_UDP_PORT")) is not None:
@@ -175,6 +178,25 @@ def default_udp_server_url(bind: str, http_port: int) -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{http_port}"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address only listens on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_public_bind(settings: Settings) -> None:
+    """ConfigError unless a non-loopback listener has a trigger token to guard it."""
+    if not is_loopback(settings.bind) and not settings.notify_trigger_token:
+        raise ConfigError(
+            f"MANGASYNC_BIND={settings.bind!r} is not a loopback address: set "
+            "NOTIFY_TRIGGER_TOKEN so the server does not take unauthenticated requests from "
+            "the network")
 
 
 def utcnow() -> datetime:

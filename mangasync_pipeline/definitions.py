@@ -8,6 +8,7 @@ from mangasync_pipeline.config import Settings
 from mangasync_pipeline.defs.assets import catalogue, new_chapters
 from mangasync_pipeline.defs.checks import CHECKS
 from mangasync_pipeline.defs.jobs import JOBS
+from mangasync_pipeline.defs.manual_sync import manual_sync_sensor
 from mangasync_pipeline.defs.resources import build_resources
 from mangasync_pipeline.defs.schedules import SCHEDULES
 from mangasync_pipeline.defs.sensors import SENSORS
@@ -20,7 +21,7 @@ def build_definitions(settings: Settings) -> Definitions:
         assets=[catalogue, new_chapters],
         asset_checks=CHECKS,
         jobs=JOBS,
-        sensors=SENSORS,
+        sensors=[*SENSORS, manual_sync_sensor],
         schedules=SCHEDULES,
         resources=build_resources(settings),
     )

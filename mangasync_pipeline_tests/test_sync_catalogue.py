@@ -232,9 +232,9 @@ def test_a_run_killed_between_commit_and_delivery_is_delivered_later_once(
                        args=(db_url, sim.url, receiver.url, datetime.now(UTC).date().isoformat()))
     proc.start()
     deadline = time.monotonic() + 60
-    while receiver.posts == 0 and time.monotonic() < deadline:
+    while receiver.requests == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert receiver.posts == 1, "the run never reached delivery"
+    assert receiver.requests == 1, "the run never reached delivery"
     os.kill(proc.pid, signal.SIGKILL)
     proc.join()
     assert {r.status for r in outbox_rows(engine)} == {"pending"}

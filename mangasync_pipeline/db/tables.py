@@ -157,6 +157,8 @@ notifications = Table(
     Column("chapter", String(32)),
     Column("title", Text, nullable=False),
     Column("message", Text),
+    # MangaDex's chapter label as text ("12a", "10.5"); `chapter` is the number for ordering.
+    Column("label", String(32)),
     Column("read", Boolean, nullable=False, default=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("delivered_at", UTCDateTime),
@@ -196,6 +198,27 @@ notification_outbox = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("delivered_at", UTCDateTime),
     Index("ix_notification_outbox_pending", "status", "id"),
+)
+
+# `POST /api/manga/{ref}/sync` records a request here; a Dagster sensor turns it into a
+# `sync_manga_job` run, so the server never talks to MangaDex itself.
+manual_sync_requests = Table(
+    "manual_sync_requests",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("manga_ref", String(200), nullable=False),  # as the caller gave it
+    Column("mangadex_id", String(36), nullable=False),
+    Column("manga_id", BigId),  # null when the caller named a MangaDex UUID not catalogued yet
+    Column("caller", String(64), nullable=False),  # client address, for the per-caller limit
+    # pending -> requested -> running -> succeeded / failed
+    Column("status", String(20), nullable=False),
+    Column("run_id", String(64)),
+    Column("error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_manual_sync_requests_status", "status", "id"),
+    Index("ix_manual_sync_requests_mangadex_id", "mangadex_id", "status"),
+    Index("ix_manual_sync_requests_caller", "caller", "created_at"),
 )
 
 # MangaDex circuit breaker, shared by every process that talks to MangaDex.

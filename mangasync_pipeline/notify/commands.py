@@ -43,7 +43,7 @@ def server(heartbeat: float, send_budget: int) -> None:
     settings = _settings()
     try:
         run_server(settings, ServerOptions(heartbeat=heartbeat, send_budget=send_budget))
-    except SchemaError as exc:
+    except (SchemaError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(

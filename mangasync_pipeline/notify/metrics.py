@@ -44,9 +44,22 @@ class _DatabaseCollector(Collector):
                  own_names: set[str]) -> None:
         self._read = read
         self._own = own_names
+        self.error: Exception | None = None  # of the last scrape; None when it answered
 
     def collect(self) -> Iterable[Metric]:
-        pending, rows = self._read()
+        up = Metric("mangasync_database_up", "1 when the last scrape could read the database",
+                    "gauge")
+        try:
+            pending, rows = self._read()
+        except Exception as exc:
+            # The process's own counters still say something useful during an outage.
+            self.error = exc
+            up.add_sample("mangasync_database_up", {}, 0)
+            yield up
+            return
+        self.error = None
+        up.add_sample("mangasync_database_up", {}, 1)
+        yield up
         gauge = Metric("mangasync_notifications_pending",
                        "Notifications not yet acknowledged by any device", "gauge")
         gauge.add_sample("mangasync_notifications_pending", {}, pending)
@@ -92,11 +105,19 @@ class NotifyMetrics:
             "mangasync_udp_sessions", "mangasync_notifications_pending",
             "mangasync_udp_users_online", "mangasync_notifications_unacknowledged_total",
             "mangasync_udp_datagrams_rejected_total", "mangasync_udp_registers_total",
+            "mangasync_database_up",
         }
+        self._database: _DatabaseCollector | None = None
 
     def attach_database(self, read: Callable[[], tuple[int, list[tuple[str, str, float]]]]
                         ) -> None:
-        self.registry.register(_DatabaseCollector(read, self._own))
+        self._database = _DatabaseCollector(read, self._own)
+        self.registry.register(self._database)
+
+    @property
+    def database_error(self) -> Exception | None:
+        """Why the last scrape could not read the database (None if it could)."""
+        return self._database.error if self._database is not None else None
 
     def render(self) -> bytes:
         """Text exposition; reads the database, so call it from a worker thread."""

@@ -22,3 +22,6 @@ class ServerOptions:
     push_pace: float = 0.005  # pause between bursts of catch-up pushes
     catch_up_page: int = 200  # unread notifications loaded per query at REGISTER
     db_threads: int = 4
+    # Longer than any client keeps an idle connection (httpx: 5 s): the client must be the one
+    # to close it, or a request sent as the server closes is lost with a ReadError.
+    http_keep_alive: float = 75.0

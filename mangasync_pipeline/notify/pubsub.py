@@ -42,12 +42,16 @@ async def listen(dsn: str, on_trigger: Callable[[int], None],
                  on_acks: Callable[[list[tuple[int, int]]], None], origin: str,
                  ready: asyncio.Event) -> None:
     """Run until cancelled, reconnecting after database errors."""
+    lost = False
     while True:
         try:
             conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
             async with conn:
                 await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                 ready.set()
+                if lost:
+                    lost = False
+                    log.info("LISTEN %s restored", NOTIFY_CHANNEL)
                 async for note in conn.notifies():
                     message = parse(note.payload)
                     if message is None:
@@ -61,5 +65,9 @@ async def listen(dsn: str, on_trigger: Callable[[int], None],
             raise
         except Exception as exc:
             # Missed messages only delay pushes: the rows stay unread for the next REGISTER.
-            log.warning("LISTEN %s lost (%s); reconnecting in 1 s", NOTIFY_CHANNEL, exc)
+            # One line per outage, not one per reconnection attempt.
+            if not lost:
+                lost = True
+                log.warning("LISTEN %s lost (%s); reconnecting every second",
+                            NOTIFY_CHANNEL, " ".join(str(exc).split())[:300])
             await asyncio.sleep(1)

@@ -6,12 +6,15 @@ event loop never waits on the database.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+import json
+import re
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Connection,
     Engine,
     and_,
     bindparam,
@@ -23,7 +26,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 
 from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db import tables as t
@@ -33,10 +36,6 @@ MAX_LISTED_IDS = 100
 SUPPRESS_WINDOW = timedelta(hours=1)
 NOTIFY_CHANNEL = "mangasync_notify"
 _CHUNK = 2000
-
-
-class UnknownManga(LookupError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -51,6 +50,7 @@ class Notice:
     chapter: str | None
     message: str | None
     created_at: datetime
+    label: str | None = None  # the MangaDex chapter label ("12a"); `chapter` orders
 
     def to_message(self) -> dict[str, Any]:
         msg: dict[str, Any] = {"type": self.type, "id": self.id, "manga_id": self.manga_id,
@@ -62,114 +62,233 @@ class Notice:
         return msg
 
 
+ACCEPTED = "accepted"
+DUPLICATE = "duplicate"
+UNKNOWN_MANGA = "unknown manga"
+INVALID = "invalid"
+
+
+@dataclass(frozen=True)
+class _PgRow:
+    trigger_id: int
+    id: int | None
+    user_id: int | None
+
+
 @dataclass(frozen=True)
 class TriggerOutcome:
-    trigger_id: int
+    trigger_id: int | None
     response: dict[str, Any]
-    replayed: bool  # an earlier trigger with the same dedup_key already answered
-    notices: list[Notice]  # for users online here; empty when replayed
+    result: str  # ACCEPTED, DUPLICATE (an earlier trigger had the dedup_key) or UNKNOWN_MANGA
+    notices: list[Notice]  # for users online here; empty unless accepted
+
+    @property
+    def replayed(self) -> bool:
+        return self.result == DUPLICATE
 
 
 _NOTICE_COLS = (t.notifications.c.id, t.notifications.c.user_id, t.notifications.c.type,
                 t.notifications.c.manga_id, t.notifications.c.title, t.notifications.c.chapter,
-                t.notifications.c.message, t.notifications.c.created_at)
+                t.notifications.c.message, t.notifications.c.created_at,
+                t.notifications.c.label)
+
+
+_PG_TRIGGER = """
+WITH p AS (SELECT CAST(:manga_id AS bigint) AS manga_id, CAST(:type AS varchar) AS type,
+                  CAST(:chapter AS varchar) AS chapter, CAST(:now AS timestamptz) AS now),
+m AS (SELECT manga.id FROM manga, p WHERE manga.id = p.manga_id),
+tr AS (
+  INSERT INTO notification_triggers (dedup_key, type, manga_id, payload, created_at)
+  SELECT CAST(:dedup_key AS varchar), p.type, m.id, CAST(:payload AS json), p.now FROM m, p
+  ON CONFLICT (dedup_key) DO NOTHING RETURNING id),
+ins AS (
+  INSERT INTO notifications (user_id, type, manga_id, chapter, label, title, message, read,
+                             created_at, trigger_id)
+  SELECT u.id, p.type, p.manga_id, p.chapter, CAST(:label AS varchar), CAST(:title AS text),
+         CAST(:message AS text), false, p.now, tr.id
+  FROM tr CROSS JOIN p CROSS JOIN users u {library}
+  WHERE NOT EXISTS (SELECT 1 FROM notifications n
+                    WHERE n.user_id = u.id AND n.type = p.type AND n.manga_id = p.manga_id
+                      AND {chapter} AND n.created_at > CAST(:since AS timestamptz))
+  RETURNING id, user_id)
+SELECT tr.id AS trigger_id, ins.id, ins.user_id FROM tr LEFT JOIN ins ON true ORDER BY ins.id
+"""
+_PG_LIBRARY = "JOIN user_library l ON l.user_id = u.id AND l.manga_id = p.manga_id"
+# One statement per trigger, built once: on a busy host each round trip to PostgreSQL costs
+# far more than the work it carries, and SQLAlchemy constructs rebuilt per call cost as much.
+# In psycopg's own placeholder style: a batch's statements go out in one pipeline, without
+# waiting for each answer.
+_PG_STATEMENTS = {
+    (broadcast, numbered): re.sub(r":(\w+)", r"%(\1)s", _PG_TRIGGER.format(
+        library="" if broadcast else _PG_LIBRARY,
+        chapter="n.chapter = p.chapter" if numbered else "n.chapter IS NULL"))
+    for broadcast in (True, False) for numbered in (True, False)
+}
+_PG_FINISH_SQL = re.sub(r":(\w+)", r"%(\1)s", """
+WITH upd AS (
+  UPDATE notification_triggers t SET response = CAST(v.resp AS json)
+  FROM unnest(CAST(:ids AS bigint[]), CAST(:resps AS text[])) AS v(id, resp)
+  WHERE t.id = v.id RETURNING 1)
+SELECT (SELECT count(*) FROM upd),
+       (SELECT count(pg_notify(:ch, m)) FROM unnest(CAST(:msgs AS text[])) AS m)
+""")
 
 
 def _notice(row: Any) -> Notice:
     return Notice(int(row.id), int(row.user_id), row.type, int(row.manga_id), row.title,
-                  row.chapter, row.message, row.created_at)
+                  row.chapter, row.message, row.created_at, row.label)
 
 
 class NotifyStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.is_postgres = engine.dialect.name == "postgresql"
+        self._dialect = postgresql if self.is_postgres else sqlite
 
     # --- triggers -------------------------------------------------------------------------
 
     def create_trigger(self, kind: str, payload: dict[str, Any], online_users: Collection[int],
                        origin: str) -> TriggerOutcome:
         """Store a trigger and its notifications in one transaction; idempotent per dedup_key."""
-        dedup_key = payload.get("dedup_key")
-        if dedup_key is not None:
-            earlier = self._earlier_trigger(dedup_key)
-            if earlier is not None:
-                return earlier
-        try:
-            return self._create(kind, payload, online_users, origin)
-        except IntegrityError:
-            # A concurrent trigger with the same key committed first: answer like it.
-            earlier = self._earlier_trigger(dedup_key) if dedup_key is not None else None
-            if earlier is None:
-                raise
-            return earlier
+        return self.create_triggers([(kind, payload)], online_users, origin)[0]
 
-    def _earlier_trigger(self, dedup_key: str) -> TriggerOutcome | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(t.notification_triggers.c.id, t.notification_triggers.c.response)
-                .where(t.notification_triggers.c.dedup_key == dedup_key)
-            ).first()
-        if row is None or row.response is None:
-            return None
-        return TriggerOutcome(int(row.id), dict(row.response), True, [])
+    def create_triggers(self, items: Sequence[tuple[str, dict[str, Any]]],
+                        online_users: Collection[int], origin: str) -> list[TriggerOutcome]:
+        """Store triggers (type, payload) in order, all in one transaction.
 
-    def _create(self, kind: str, payload: dict[str, Any], online_users: Collection[int],
-                origin: str) -> TriggerOutcome:
-        n = t.notifications
+        Each has its own outcome: a repeated dedup_key (an earlier request, or earlier in this
+        batch) answers like the first; an unknown manga stores nothing for that trigger.
+        """
         now = utcnow()
+        online = set(online_users)
+        tr = t.notification_triggers
+        outcomes: list[TriggerOutcome] = []
+        fresh: dict[int, dict[str, Any]] = {}
+        with self.engine.begin() as conn:
+            known = None if self.is_postgres else set(conn.execute(
+                select(t.manga.c.id).where(t.manga.c.id.in_({p["manga_id"] for _, p in items}))
+            ).scalars())  # PostgreSQL: the trigger's one statement checks its manga itself
+            stored = self._store_pg(conn, items, now) if known is None else None
+            for index, (kind, payload) in enumerate(items):
+                manga_id = payload["manga_id"]
+                dedup_key = payload.get("dedup_key")
+                trigger_id, rows = None, []
+                if stored is not None:
+                    trigger_id, rows = stored[index]
+                elif known is not None and manga_id in known:
+                    # ON CONFLICT waits for a concurrent holder of the key to commit, then
+                    # skips: no IntegrityError, so one duplicate does not abort a batch.
+                    trigger_id = conn.execute(
+                        self._dialect.insert(tr).values(
+                            dedup_key=dedup_key, type=kind, manga_id=manga_id, payload=payload,
+                            created_at=now,
+                        ).on_conflict_do_nothing(index_elements=["dedup_key"])
+                        .returning(tr.c.id)).scalar()
+                    if trigger_id is not None:
+                        rows = self._store_notifications(conn, int(trigger_id), kind, payload,
+                                                         now)
+                if trigger_id is None:
+                    earlier = None if dedup_key is None else conn.execute(
+                        select(tr.c.id, tr.c.response).where(tr.c.dedup_key == dedup_key)
+                    ).first()
+                    if earlier is None:
+                        outcomes.append(TriggerOutcome(None, {
+                            "error": f"manga_id {manga_id} is not in the catalogue"},
+                            UNKNOWN_MANGA, []))
+                        continue
+                    # Earlier in this batch: its response is not written back yet.
+                    response = fresh.get(int(earlier.id)) or dict(earlier.response or {})
+                    outcomes.append(TriggerOutcome(int(earlier.id), response, DUPLICATE, []))
+                    continue
+                ids = [int(r.id) for r in rows]
+                reached = {int(r.user_id) for r in rows} & online
+                response = {"notification_ids": ids[:MAX_LISTED_IDS], "recipients": len(ids),
+                            "online": len(reached)}
+                if len(ids) > MAX_LISTED_IDS:
+                    response["notification_ids_summary"] = {
+                        "count": len(ids), "first": ids[0], "last": ids[-1],
+                        "listed": MAX_LISTED_IDS}
+                fresh[int(trigger_id)] = response
+                notices = [
+                    Notice(int(r.id), int(r.user_id), kind, manga_id, payload["title"],
+                           payload.get("chapter"), payload.get("message"), now,
+                           payload.get("label"))
+                    for r in rows if int(r.user_id) in reached
+                ]
+                outcomes.append(TriggerOutcome(int(trigger_id), response, ACCEPTED, notices))
+            # Responses are kept for replays: a repeated dedup_key answers like the first.
+            if fresh and self.is_postgres:
+                messages = [f"t {origin} {tid}" for tid, r in fresh.items() if r["recipients"]]
+                # pg_notify is delivered to listeners only when this transaction commits.
+                # The commit rides in the same pipeline: one round trip instead of two (the
+                # engine's own commit that follows finds nothing left to commit).
+                raw = conn.connection.driver_connection
+                assert raw is not None
+                with raw.pipeline():
+                    raw.execute(_PG_FINISH_SQL, {
+                        "ids": list(fresh), "resps": [json.dumps(r) for r in fresh.values()],
+                        "ch": NOTIFY_CHANNEL, "msgs": messages})
+                    raw.commit()
+            elif fresh:
+                conn.execute(update(tr).where(tr.c.id == bindparam("tid"))
+                             .values(response=bindparam("resp")),
+                             [{"tid": tid, "resp": r} for tid, r in fresh.items()])
+        return outcomes
+
+    def _store_pg(self, conn: Connection, items: Sequence[tuple[str, dict[str, Any]]],
+                  now: datetime) -> list[tuple[int | None, list[Any]]]:
+        """Per trigger, (its id, its notifications): one statement each, all sent in one
+        pipeline. (None, []) when the manga is unknown or the dedup_key was used before;
+        statements run in order, so a later one sees what an earlier one stored."""
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        since = now - SUPPRESS_WINDOW
+        cursors = []
+        with raw.pipeline():
+            for kind, payload in items:
+                chapter = payload.get("chapter")
+                cursor = raw.cursor()
+                cursor.execute(_PG_STATEMENTS[kind == "NEW_MANGA", chapter is not None], {
+                    "manga_id": payload["manga_id"], "dedup_key": payload.get("dedup_key"),
+                    "type": kind, "payload": json.dumps(payload), "now": now,
+                    "chapter": chapter, "label": payload.get("label"),
+                    "title": payload["title"], "message": payload.get("message"),
+                    "since": since,
+                })
+                cursors.append(cursor)
+        out: list[tuple[int | None, list[Any]]] = []
+        for cursor in cursors:
+            result = [_PgRow(*row) for row in cursor.fetchall()]
+            cursor.close()
+            out.append((result[0].trigger_id, [r for r in result if r.id is not None])
+                       if result else (None, []))
+        return out
+
+    def _store_notifications(self, conn: Connection, trigger_id: int, kind: str,
+                             payload: dict[str, Any], now: datetime) -> list[Any]:
+        n = t.notifications
+        u = t.users
         manga_id = payload["manga_id"]
         chapter = payload.get("chapter")
-        with self.engine.begin() as conn:
-            if conn.execute(select(t.manga.c.id).where(t.manga.c.id == manga_id)).first() is None:
-                raise UnknownManga(f"manga_id {manga_id} is not in the catalogue")
-            trigger_id = conn.execute(
-                insert(t.notification_triggers).values(
-                    dedup_key=payload.get("dedup_key"), type=kind, manga_id=manga_id,
-                    payload=payload, created_at=now,
-                ).returning(t.notification_triggers.c.id)
-            ).scalar_one()
-            u = t.users
-            recent = exists().where(
-                n.c.user_id == u.c.id, n.c.type == kind, n.c.manga_id == manga_id,
-                # `IS NOT DISTINCT FROM` cannot use an index on PostgreSQL; these can.
-                n.c.chapter.is_(None) if chapter is None else n.c.chapter == chapter,
-                n.c.created_at > now - SUPPRESS_WINDOW,
-            )
-            source = select(
-                u.c.id, literal(kind), literal(manga_id), literal(chapter, n.c.chapter.type),
-                literal(payload["title"]), literal(payload.get("message"), n.c.message.type),
-                literal(False), literal(now, n.c.created_at.type), literal(trigger_id),
-            ).where(~recent)
-            if kind != "NEW_MANGA":
-                source = source.join(t.user_library, and_(
-                    t.user_library.c.user_id == u.c.id, t.user_library.c.manga_id == manga_id))
-            # One INSERT ... SELECT whatever the number of recipients.
-            rows = sorted(conn.execute(insert(n).from_select(
-                ["user_id", "type", "manga_id", "chapter", "title", "message", "read",
-                 "created_at", "trigger_id"], source).returning(n.c.id, n.c.user_id)).all())
-            ids = [int(r.id) for r in rows]
-            online = {int(r.user_id) for r in rows} & set(online_users)
-            response: dict[str, Any] = {
-                "notification_ids": ids[:MAX_LISTED_IDS], "recipients": len(ids),
-                "online": len(online),
-            }
-            if len(ids) > MAX_LISTED_IDS:
-                response["notification_ids_summary"] = {
-                    "count": len(ids), "first": ids[0], "last": ids[-1], "listed": MAX_LISTED_IDS}
-            conn.execute(update(t.notification_triggers)
-                         .where(t.notification_triggers.c.id == trigger_id)
-                         .values(response=response))
-            if self.is_postgres and ids:
-                # Delivered to listeners only when this transaction commits.
-                conn.execute(text("SELECT pg_notify(:ch, :msg)"),
-                             {"ch": NOTIFY_CHANNEL, "msg": f"t {origin} {trigger_id}"})
-        notices = [
-            Notice(int(r.id), int(r.user_id), kind, manga_id, payload["title"], chapter,
-                   payload.get("message"), now)
-            for r in rows if int(r.user_id) in online
-        ]
-        return TriggerOutcome(int(trigger_id), response, False, notices)
+        recent = exists().where(
+            n.c.user_id == u.c.id, n.c.type == kind, n.c.manga_id == manga_id,
+            # `IS NOT DISTINCT FROM` cannot use an index on PostgreSQL; these can.
+            n.c.chapter.is_(None) if chapter is None else n.c.chapter == chapter,
+            n.c.created_at > now - SUPPRESS_WINDOW,
+        )
+        source = select(
+            u.c.id, literal(kind), literal(manga_id), literal(chapter, n.c.chapter.type),
+            literal(payload.get("label"), n.c.label.type),
+            literal(payload["title"]), literal(payload.get("message"), n.c.message.type),
+            literal(False), literal(now, n.c.created_at.type), literal(trigger_id),
+        ).where(~recent)
+        if kind != "NEW_MANGA":
+            source = source.join(t.user_library, and_(
+                t.user_library.c.user_id == u.c.id, t.user_library.c.manga_id == manga_id))
+        # One INSERT ... SELECT whatever the number of recipients.
+        return sorted(conn.execute(insert(n).from_select(
+            ["user_id", "type", "manga_id", "chapter", "label", "title", "message", "read",
+             "created_at", "trigger_id"], source).returning(n.c.id, n.c.user_id)).all())
 
     def refresh_statistics(self) -> None:
         """ANALYZE notifications after a big broadcast (PostgreSQL).
@@ -258,6 +377,10 @@ class NotifyStore:
         return changed
 
     # --- health and metrics ---------------------------------------------------------------
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(select(literal(1))).scalar_one()
 
     def health(self) -> dict[str, Any]:
         with self.engine.connect() as conn:

@@ -1,46 +1,56 @@
-"""Validation of HTTP trigger bodies (PROTOCOL.md, "HTTP triggers") into stored payloads."""
+"""HTTP trigger bodies (PROTOCOL.md, "HTTP triggers") as pydantic models.
+
+FastAPI validates the single-trigger routes with these models and builds the OpenAPI document
+from them; the batch route validates each of its triggers with `BATCH_ITEM`, so one bad trigger
+is answered "invalid" without failing the others. `error_line` turns pydantic's errors into the
+one-line `field: what is wrong` message every 400 carries.
+"""
 
 from __future__ import annotations
 
 import math
 import re
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    TypeAdapter,
+    WithJsonSchema,
+)
+from pydantic_core import ErrorDetails
 
 MAX_BODY = 64 * 1024
+MAX_BATCH_BODY = 1024 * 1024
+MAX_BATCH = 500
 MAX_TITLE = 500
 MAX_MESSAGE = 4000
 MAX_DEDUP_KEY = 200
 MAX_CHAPTER = 32
+MAX_LABEL = 32
 MAX_ID = 2**63 - 1
 
 KINDS = {"new-manga": "NEW_MANGA", "new-chapter": "NEW_CHAPTER", "manga-update": "MANGA_UPDATE"}
 
-_DECIMAL = re.compile(r"^\d+(\.\d+)?$")
+# ASCII only: `\d` would take "٣" (Arabic-Indic three) and Decimal would store it as "3".
+_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 
-class TriggerError(ValueError):
-    """A trigger body we refuse with 400; the message names the field."""
-
-
-def _text(body: dict[str, Any], name: str, *, required: bool, limit: int) -> str | None:
-    value = body.get(name)
-    if value is None:
-        if required:
-            raise TriggerError(f"{name}: required")
-        return None
-    if not isinstance(value, str):
-        raise TriggerError(f"{name}: must be a string")
-    if required and not value.strip():
-        raise TriggerError(f"{name}: must not be empty")
-    if len(value) > limit:
-        raise TriggerError(f"{name}: longer than {limit} characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise TriggerError(f"{name}: not valid Unicode text") from None
+def _no_nul(value: str) -> str:
     if "\x00" in value:
-        raise TriggerError(f"{name}: contains a NUL character")
+        raise ValueError("contains a NUL character")
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
     return value
 
 
@@ -49,76 +59,170 @@ def normalise_chapter(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise TriggerError("chapter: must be a number, a decimal string or null")
+        raise ValueError("must be a number, a decimal string or null")
     if isinstance(value, float) and not math.isfinite(value):
-        raise TriggerError("chapter: must be a finite number")
+        raise ValueError("must be a finite number")
     if isinstance(value, str):
-        if not _DECIMAL.match(value.strip()):
-            raise TriggerError(f"chapter: {value[:40]!r} is not a decimal number")
         value = value.strip()
+        if not _DECIMAL.fullmatch(value):
+            raise ValueError(f"{value[:40]!r} is not a decimal number of ASCII digits")
     try:
         number = Decimal(str(value))
     except InvalidOperation:
-        raise TriggerError("chapter: not a decimal number") from None
+        raise ValueError("not a decimal number") from None
     if number < 0:
-        raise TriggerError("chapter: must not be negative")
+        raise ValueError("must not be negative")
     text = format(number.normalize(), "f") if number != 0 else "0"
     if len(text) > MAX_CHAPTER:
-        raise TriggerError(f"chapter: longer than {MAX_CHAPTER} characters")
+        raise ValueError(f"longer than {MAX_CHAPTER} characters")
     return text
 
 
-def validate(kind: str, body: Any) -> dict[str, Any]:
-    """The payload to store for a trigger of `kind` (a NEW_* type), or TriggerError."""
-    if not isinstance(body, dict):
-        raise TriggerError("body: must be a JSON object")
-    manga_id = body.get("manga_id")
-    if manga_id is None:
-        raise TriggerError("manga_id: required")
-    if type(manga_id) is not int:
-        raise TriggerError("manga_id: must be an integer")
-    title = _text(body, "title", required=True, limit=MAX_TITLE)
-    payload: dict[str, Any] = {"manga_id": manga_id, "title": title}
-    dedup_key = _text(body, "dedup_key", required=False, limit=MAX_DEDUP_KEY)
-    if dedup_key is not None:
-        if not dedup_key:
-            raise TriggerError("dedup_key: must not be empty")
-        payload["dedup_key"] = dedup_key
-    if kind == "NEW_CHAPTER":
-        if "chapter" not in body:
-            raise TriggerError("chapter: required (null for a chapter without a number)")
-        chapter = normalise_chapter(body["chapter"])
-        chapter_title = _text(body, "chapter_title", required=False, limit=MAX_TITLE)
-        language = _text(body, "language", required=False, limit=16)
-        payload.update(chapter=chapter, chapter_title=chapter_title, language=language)
-        label = f"Chapter {chapter}" if chapter is not None else "New chapter"
-        if chapter_title:
-            label += f": {chapter_title}"
-        if language:
-            label += f" [{language}]"
-        payload["message"] = label
-    elif kind == "MANGA_UPDATE":
-        payload["message"] = _text(body, "message", required=True, limit=MAX_MESSAGE)
+def _text(limit: int, *, blank: bool = True) -> Any:
+    checks = [AfterValidator(_no_nul)] if blank else [AfterValidator(_no_nul),
+                                                      AfterValidator(_not_blank)]
+    return Annotated[str, StringConstraints(strict=True, max_length=limit), *checks]
+
+
+Title = _text(MAX_TITLE, blank=False)
+Message = _text(MAX_MESSAGE)
+DedupKey = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=MAX_DEDUP_KEY),
+                     AfterValidator(_no_nul)]
+Chapter = Annotated[
+    str | None, BeforeValidator(normalise_chapter),
+    WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0},
+                              {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$"},
+                              {"type": "null"}],
+                    "description": "the number used for ordering; null for none"}),
+]
+
+
+class Trigger(BaseModel):
+    # Unknown fields are ignored, so older servers accept newer callers' bodies.
+    model_config = ConfigDict(extra="ignore")
+
+    manga_id: StrictInt = Field(description="local manga.id")
+    title: Title
+    dedup_key: DedupKey | None = Field(
+        None, description="a second trigger with the same key creates nothing and answers "
+                          "like the first")
+
+    def payload(self) -> dict[str, Any]:
+        """What is stored with the trigger (and its notifications' message)."""
+        payload: dict[str, Any] = {"manga_id": self.manga_id, "title": self.title}
+        if self.dedup_key is not None:
+            payload["dedup_key"] = self.dedup_key
+        return payload
+
+
+class NewManga(Trigger):
+    message: Message | None = None
+
+    def payload(self) -> dict[str, Any]:
+        return {**super().payload(), "message": self.message or f"New manga: {self.title}"}
+
+
+class NewChapter(Trigger):
+    chapter: Chapter = Field(description="the number used for ordering; null for a chapter "
+                                         "without one (required)")
+    label: _text(MAX_LABEL, blank=False) | None = Field(  # type: ignore[valid-type]
+        None, description='the chapter label as MangaDex shows it ("12a", "10.5")')
+    chapter_title: _text(MAX_TITLE) | None = None  # type: ignore[valid-type]
+    language: _text(16) | None = None  # type: ignore[valid-type]
+
+    def payload(self) -> dict[str, Any]:
+        shown = self.label or self.chapter
+        message = f"Chapter {shown}" if shown is not None else "New chapter"
+        if self.chapter_title:
+            message += f": {self.chapter_title}"
+        if self.language:
+            message += f" [{self.language}]"
+        return {**super().payload(), "chapter": self.chapter, "label": self.label,
+                "chapter_title": self.chapter_title, "language": self.language,
+                "message": message}
+
+
+class MangaUpdate(Trigger):
+    message: _text(MAX_MESSAGE, blank=False)  # type: ignore[valid-type]
+
+    def payload(self) -> dict[str, Any]:
+        return {**super().payload(), "message": self.message}
+
+
+class NewMangaItem(NewManga):
+    kind: Literal["new-manga"]
+
+
+class NewChapterItem(NewChapter):
+    kind: Literal["new-chapter"]
+
+
+class MangaUpdateItem(MangaUpdate):
+    kind: Literal["manga-update"]
+
+
+BATCH_ITEM: TypeAdapter[NewMangaItem | NewChapterItem | MangaUpdateItem] = TypeAdapter(
+    Annotated[NewMangaItem | NewChapterItem | MangaUpdateItem, Field(discriminator="kind")])
+
+
+class Batch(BaseModel):
+    """Up to MAX_BATCH triggers; each is validated on its own and has its own result."""
+
+    triggers: list[dict[str, Any]] = Field(
+        min_length=1, max_length=MAX_BATCH,
+        description='each a trigger body plus "kind" (new-manga, new-chapter, manga-update)',
+        json_schema_extra={"items": {"oneOf": [
+            {"allOf": [{"$ref": f"#/components/schemas/{model.__name__}"},
+                       {"type": "object", "required": ["kind"],
+                        "properties": {"kind": {"const": kind}}}]}
+            for kind, model in (("new-manga", NewManga), ("new-chapter", NewChapter),
+                                ("manga-update", MangaUpdate))]}})
+
+
+_MESSAGES = {
+    "missing": "required",
+    "json_invalid": "not valid JSON",
+    "model_attributes_type": "must be a JSON object",
+    "model_type": "must be a JSON object",
+    "dict_type": "must be a JSON object",
+    "int_type": "must be an integer",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "union_tag_not_found": "required (new-manga, new-chapter or manga-update)",
+    "union_tag_invalid": "must be new-manga, new-chapter or manga-update",
+}
+
+
+def error_line(errors: list[ErrorDetails] | list[dict[str, Any]], skip: int = 0) -> str:
+    """`field: what is wrong` for the first error (`skip` leading loc parts, e.g. "body")."""
+    if not errors:
+        return "body: invalid"
+    err = errors[0]
+    # A discriminated union puts the tag ("new-chapter") in the path: the field is what counts.
+    loc = [str(p) for p in err.get("loc", ())][skip:]
+    loc = [p for p in loc if p not in KINDS]
+    kind = err.get("type", "")
+    if kind == "json_invalid":
+        loc = []
+    elif kind == "union_tag_not_found" or kind == "union_tag_invalid":
+        loc = loc[:1] + ["kind"] if loc and loc[0].isdigit() else ["kind"]
+    elif loc and loc[-1] in ("int", "str", "float") or (len(loc) > 1 and loc[-1].startswith(
+            ("function-", "constrained-"))):
+        loc = loc[:-1]
+    field = ".".join(loc) or "body"
+    ctx = err.get("ctx") or {}
+    if kind in _MESSAGES:
+        what = _MESSAGES[kind]
+    elif kind == "string_too_long":
+        what = f"longer than {ctx.get('max_length')} characters"
+    elif kind == "string_too_short":
+        what = "must not be empty"
+    elif kind == "too_long":
+        what = f"more than {ctx.get('max_length')} items"
+    elif kind == "too_short":
+        what = "must not be empty"
+    elif kind == "value_error":
+        what = str(ctx.get("error") or err.get("msg", "invalid"))
     else:
-        message = _text(body, "message", required=False, limit=MAX_MESSAGE)
-        payload["message"] = message or f"New manga: {title}"
-    return payload
-
-
-def schema(kind: str) -> dict[str, Any]:
-    """The OpenAPI request body schema of a trigger."""
-    props: dict[str, Any] = {
-        "manga_id": {"type": "integer", "description": "local manga.id"},
-        "title": {"type": "string", "maxLength": MAX_TITLE},
-        "dedup_key": {"type": "string", "maxLength": MAX_DEDUP_KEY},
-    }
-    required = ["manga_id", "title"]
-    if kind == "NEW_CHAPTER":
-        props["chapter"] = {"anyOf": [{"type": "number"}, {"type": "string"}, {"type": "null"}]}
-        props["chapter_title"] = {"type": "string"}
-        props["language"] = {"type": "string"}
-        required.append("chapter")
-    elif kind == "MANGA_UPDATE":
-        props["message"] = {"type": "string"}
-        required.append("message")
-    return {"type": "object", "properties": props, "required": required}
+        what = str(err.get("msg", "invalid")).lower()
+    return f"{field}: {' '.join(what.split())}"[:300]

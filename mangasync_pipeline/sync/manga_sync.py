@@ -1,4 +1,5 @@
-"""Re-read one manga and its whole feed: `sync_manga_job` and `POST /api/manga/{id}/sync`."""
+"""Re-read one manga and its whole feed: `sync_manga_job` (which is also what the notification
+server's `POST /api/manga/{id}/sync` requests) and `mangasync sync-manga`."""
 
 from __future__ import annotations
 
@@ -76,8 +77,8 @@ def open_client(settings: Settings) -> MangaDexClient:
 
 
 def sync_manga(settings: Settings, manga_ref: str) -> dict[str, Any]:
-    """The per-manga sync for callers outside Dagster (`mangasync sync-manga`, the
-    notification server's `POST /api/manga/{id}/sync`): sync, then hand over what it queued."""
+    """The per-manga sync for callers outside Dagster (`mangasync sync-manga`): sync, then
+    hand over what it queued."""
     engine = shared_engine(settings.database_url)
     mangadex_id = resolve_mangadex_id(engine, manga_ref)
     with open_client(settings) as client:

@@ -1,12 +1,15 @@
 """Hands outbox entries to the notification server's HTTP triggers, oldest first.
 
-Delivery is at least once and in order: the head of the queue must be accepted before
-anything behind it is sent, and a server that is down only delays notifications. The
-server's `dedup_key` handling makes a redelivery harmless.
+Delivery is at least once and in order: up to 500 entries go in one `/notify/batch` request,
+which the server stores in one transaction and answers per entry; the head of the queue must be
+accepted before anything behind it is sent, and a server that is down only delays
+notifications. The server's `dedup_key` handling makes a redelivery (a batch retried after its
+answer was lost) harmless.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +27,9 @@ from mangasync_pipeline.sync import outbox
 log = logging.getLogger("mangasync.notifier")
 
 _LOCK_KEY = 0x6D616E6761  # "manga": the advisory lock of outbox delivery
+BATCH_PATH = "/notify/batch"
+BATCH = 500  # the server's limit of triggers per batch
+MAX_BATCH_BYTES = 900 * 1024  # under its 1 MiB body limit, with room for JSON overhead
 
 
 @dataclass
@@ -50,6 +56,8 @@ class Notifier:
         self._http = httpx.Client(base_url=self.server_url, headers=headers,
                                   timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
                                   transport=transport)
+        self._batch = True  # until a server answers that it has no batch route
+        self._last_failure = ""
 
     def close(self) -> None:
         self._http.close()
@@ -60,7 +68,7 @@ class Notifier:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def deliver(self, engine: Engine, *, limit: int = 1000, now: datetime | None = None,
+    def deliver(self, engine: Engine, *, limit: int = 100_000, now: datetime | None = None,
                 ignore_backoff: bool = False) -> DeliveryReport:
         """Send due entries in id order; stop at the first one the server cannot take now."""
         report = DeliveryReport()
@@ -76,33 +84,90 @@ class Notifier:
 
     def _deliver_due(self, engine: Engine, report: DeliveryReport, limit: int, now: datetime,
                      ignore_backoff: bool) -> None:
-        with engine.connect() as conn:
-            entries = outbox.pending(conn, limit)
-        for entry in entries:
-            if not ignore_backoff and entry.next_attempt_at > now:
-                report.waiting_until = entry.next_attempt_at
-                break
-            outcome = self._post(entry)
+        after = 0
+        while report.delivered + report.rejected < limit:
+            with engine.connect() as conn:
+                entries = outbox.pending(conn, min(BATCH, limit - report.delivered
+                                                   - report.rejected), after_id=after)
+            if not entries:
+                return
+            if not ignore_backoff and entries[0].next_attempt_at > now:
+                report.waiting_until = entries[0].next_attempt_at
+                return
+            batch = _fitting(entries)
+            verdicts = self._post_batch(batch) if self._batch else None
+            if verdicts is None:
+                verdicts = self._post_each(batch)
+            done = [v for v in verdicts if v is not None]
             with engine.begin() as conn:
-                if outcome is None:
-                    outbox.mark_delivered(conn, entry.id, utcnow())
+                outbox.mark_settled(conn, [(e.id, v) for e, v in zip(batch, done, strict=False)],
+                                    utcnow())
+            for entry, verdict in zip(batch, done, strict=False):
+                if verdict == "":
                     report.delivered += 1
-                    continue
-                permanent, error = outcome
-                if permanent:
-                    outbox.mark_rejected(conn, entry.id, error)
+                else:
                     report.rejected += 1
                     log.error("notification %s (%s) rejected by the server: %s",
-                              entry.id, entry.dedup_key, error)
-                    continue
-                retry_at = outbox.mark_failed(conn, entry, error, utcnow())
-            report.failed += 1
-            report.errors.append(error)
-            report.waiting_until = retry_at
-            log.warning("notification %s (%s) not delivered, retry after %s: %s",
-                        entry.id, entry.dedup_key, retry_at.isoformat(timespec="seconds"),
-                        error)
-            break
+                              entry.id, entry.dedup_key, verdict)
+            if len(done) < len(batch):
+                head = batch[len(done)]
+                failure = self._last_failure
+                with engine.begin() as conn:
+                    retry_at = outbox.mark_failed(conn, head, failure, utcnow())
+                report.failed += 1
+                report.errors.append(failure)
+                report.waiting_until = retry_at
+                log.warning("notification %s (%s) not delivered, retry after %s: %s",
+                            head.id, head.dedup_key, retry_at.isoformat(timespec="seconds"),
+                            failure)
+                return
+            after = batch[-1].id
+
+    def _post_batch(self, batch: list[outbox.OutboxEntry]) -> list[str | None] | None:
+        """One verdict per entry ("" delivered, else why it was rejected), or None to send
+        them one by one (a server without the batch route, or a batch it refused as a whole).
+        A transient failure is one None verdict for the head: nothing after it was settled."""
+        body = {"triggers": [{**e.payload, "kind": e.kind, "dedup_key": e.dedup_key}
+                             for e in batch]}
+        try:
+            response = self._http.post(BATCH_PATH, json=body)
+        except httpx.HTTPError as exc:
+            return self._failed(f"{self.server_url}{BATCH_PATH}: {type(exc).__name__}: {exc}")
+        if response.status_code == 200:
+            results = response.json().get("results", [])
+            if len(results) != len(batch):
+                return self._failed(f"{BATCH_PATH} answered {len(results)} results for "
+                                    f"{len(batch)} triggers")
+            return ["" if r.get("result") in ("accepted", "duplicate")
+                    else f"{r.get('result')}: {r.get('error', '')}" for r in results]
+        if response.status_code in (404, 405) and not _server_error(response):
+            log.warning("%s has no %s; sending notifications one request each",
+                        self.server_url, BATCH_PATH)
+            self._batch = False
+            return None
+        if response.status_code in (400, 413, 422):
+            return None  # each trigger gets its own verdict
+        return self._failed(f"{BATCH_PATH} answered {response.status_code}: "
+                            f"{response.text[:300]}")
+
+    def _post_each(self, batch: list[outbox.OutboxEntry]) -> list[str | None]:
+        verdicts: list[str | None] = []
+        for entry in batch:
+            outcome = self._post(entry)
+            if outcome is None:
+                verdicts.append("")
+                continue
+            permanent, error = outcome
+            if not permanent:
+                verdicts.append(None)
+                self._last_failure = error
+                break
+            verdicts.append(error)
+        return verdicts
+
+    def _failed(self, error: str) -> list[str | None]:
+        self._last_failure = error
+        return [None]
 
     def _post(self, entry: outbox.OutboxEntry) -> tuple[bool, str] | None:
         """None when accepted; else (permanent?, reason)."""
@@ -120,6 +185,16 @@ class Notifier:
         permanent = response.status_code in (400, 413, 422) or (
             response.status_code == 404 and _server_error(response))
         return permanent, f"{path} answered {response.status_code}: {detail}"
+
+
+def _fitting(entries: list[outbox.OutboxEntry]) -> list[outbox.OutboxEntry]:
+    """The longest head of `entries` whose batch body stays under the server's limit."""
+    size = 0
+    for count, entry in enumerate(entries):
+        size += len(json.dumps(entry.payload)) + len(entry.dedup_key) + 64
+        if size > MAX_BATCH_BYTES and count:
+            return entries[:count]
+    return entries
 
 
 def _server_error(response: httpx.Response) -> bool:

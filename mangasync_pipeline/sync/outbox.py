@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from mangasync_pipeline.db.queries import insert_ignore
 from mangasync_pipeline.db.tables import notification_outbox
@@ -50,9 +50,10 @@ def enqueue(conn: Connection, kind: str, payload: dict[str, Any], dedup_key: str
     }], conflict=["dedup_key"])
 
 
-def pending(conn: Connection, limit: int) -> list[OutboxEntry]:
+def pending(conn: Connection, limit: int, after_id: int = 0) -> list[OutboxEntry]:
     rows = conn.execute(
-        select(notification_outbox).where(notification_outbox.c.status == PENDING)
+        select(notification_outbox).where(notification_outbox.c.status == PENDING,
+                                          notification_outbox.c.id > after_id)
         .order_by(notification_outbox.c.id).limit(limit)
     ).all()
     return [OutboxEntry(id=r.id, kind=r.kind, payload=r.payload, dedup_key=r.dedup_key,
@@ -60,14 +61,17 @@ def pending(conn: Connection, limit: int) -> list[OutboxEntry]:
                         created_at=r.created_at) for r in rows]
 
 
-def mark_delivered(conn: Connection, entry_id: int, now: datetime) -> None:
-    conn.execute(update(notification_outbox).where(notification_outbox.c.id == entry_id)
-                 .values(status=DELIVERED, delivered_at=now, last_error=None))
-
-
-def mark_rejected(conn: Connection, entry_id: int, error: str) -> None:
-    conn.execute(update(notification_outbox).where(notification_outbox.c.id == entry_id)
-                 .values(status=REJECTED, last_error=error[:1000]))
+def mark_settled(conn: Connection, verdicts: list[tuple[int, str]], now: datetime) -> None:
+    """Settle (entry id, verdict) pairs at once: "" delivered, else rejected for that reason."""
+    t = notification_outbox
+    delivered = [{"eid": i} for i, v in verdicts if v == ""]
+    rejected = [{"eid": i, "err": v[:1000]} for i, v in verdicts if v != ""]
+    if delivered:
+        conn.execute(update(t).where(t.c.id == bindparam("eid"))
+                     .values(status=DELIVERED, delivered_at=now, last_error=None), delivered)
+    if rejected:
+        conn.execute(update(t).where(t.c.id == bindparam("eid"))
+                     .values(status=REJECTED, last_error=bindparam("err")), rejected)
 
 
 def mark_failed(conn: Connection, entry: OutboxEntry, error: str, now: datetime) -> datetime:
