@@ -338,12 +338,12 @@ def test_retrying_stops_as_soon_as_the_breaker_opens(
 ) -> None:
     admin.set_faults(error_rate=1.0, error_status=503)
     policy = replace(FAST_POLICY, max_retries=5, breaker_threshold=3)
-    with MangaDexClient(admin.url, rate_limit=None, policy=policy) as client:
-        with caplog.at_level("INFO", logger="mangasync.mangadex"):
-            with pytest.raises(CircuitOpenError, match="next probe then"):
-                client.list_tags()
-            with pytest.raises(CircuitOpenError):
-                client.list_tags()  # fails fast, no new line
+    with MangaDexClient(admin.url, rate_limit=None, policy=policy) as client, \
+            caplog.at_level("INFO", logger="mangasync.mangadex"):
+        with pytest.raises(CircuitOpenError, match="next probe then"):
+            client.list_tags()
+        with pytest.raises(CircuitOpenError):
+            client.list_tags()  # fails fast, no new line
     assert admin.stats()["total"] == 3  # not the 6 attempts the retry budget allowed
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and lines[0].startswith("MangaDex unreachable: circuit open"), lines

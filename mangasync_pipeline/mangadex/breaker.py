@@ -17,7 +17,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
+from mangasync_pipeline.db.circuit import displayed_state
 from mangasync_pipeline.mangadex.errors import CircuitOpenError, MangaDexError
+
+__all__ = ["CircuitBreaker", "CircuitState", "displayed_state", "store_for"]
 
 State = Literal["closed", "open", "half_open"]
 Change = Callable[["CircuitState"], "CircuitState | None"]
@@ -337,21 +340,6 @@ class CircuitBreaker:
 
     def close(self) -> None:
         self.store.close()
-
-
-def displayed_state(state: str, opened_until: datetime | None, now: datetime) -> str:
-    """The state an operator should see, from the stored row and the clock alone: an open
-    circuit whose time is up lets the next request through as a probe."""
-    if state == "open" and opened_until is not None and _aware(opened_until) <= now:
-        return "half_open (probe due)"
-    if state == "half_open" and opened_until is not None and _aware(opened_until) <= now:
-        return "half_open (probe due)"  # the last probe's claim lapsed
-    return state
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; the breaker writes UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def store_for(state_url: str | None) -> CircuitStore:

@@ -33,7 +33,7 @@ class OutageProxy:
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._open: set[socket.socket] = set()
-        self._stopped = False
+        self.accepted = 0  # connections taken, in any mode: "did the client try at all?"
 
     @property
     def url(self) -> str:
@@ -44,8 +44,6 @@ class OutageProxy:
         return self
 
     def stop(self) -> None:
-        with self._lock:
-            self._stopped = True
         self._close_listener()
         self._cut_all()
 
@@ -106,6 +104,7 @@ class OutageProxy:
             self._track(conn)
             with self._lock:
                 mode = self.mode
+                self.accepted += 1
             if mode == "hang":
                 threading.Thread(target=self._swallow, args=(conn,), daemon=True).start()
                 continue
