@@ -8,7 +8,10 @@ small so the tests are quick; every time limit asserted is computed from them.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +32,7 @@ from sqlalchemy import Engine, select
 from mangasync_pipeline.config import ClientPolicy, ConfigError, Settings, utcnow
 from mangasync_pipeline.db.circuit import displayed_state
 from mangasync_pipeline.db.engine import make_engine
+from mangasync_pipeline.db.migrate import upgrade
 from mangasync_pipeline.db.tables import chapters, manga, mangadex_circuit
 from mangasync_pipeline.defs.inflight import run_in_flight
 from mangasync_pipeline.defs.resources import MangaDexResource
@@ -345,3 +349,26 @@ def test_the_policy_reaches_the_resource_and_the_bound_follows_it() -> None:
             resource.breaker_open_seconds) == (0, 3.0, 120.0)
     assert resource.failure_bound() == 4.0  # one attempt: connect + read
     assert Settings.from_env({}).mangadex_policy.failure_bound() <= 90  # the README's promise
+
+
+def test_the_cli_stops_retrying_when_the_breaker_opens_and_says_so_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'hub.sqlite'}"
+    upgrade(url)
+    with Simulator(seed=5, manga_count=5, rate_limit=None, chapters_per_manga=0) as sim, \
+            SimulatorAdmin(sim.url) as admin:
+        admin.set_faults(error_rate=1.0, error_status=503)
+        env = {**os.environ, "DATABASE_URL": url, "MANGADEX_API_URL": sim.url,
+               "UDP_SERVER_URL": "http://127.0.0.1:9", "MANGADEX_MAX_RETRIES": "5",
+               "MANGADEX_BREAKER_THRESHOLD": "3", "MANGADEX_BACKOFF_BASE": "50ms",
+               "MANGADEX_BACKOFF_MAX": "100ms"}
+        done = subprocess.run(
+            [sys.executable, "-m", "mangasync_pipeline.cli", "sync-manga",
+             "5b0a4f1e-0000-4000-8000-000000000000"], env=env, cwd=tmp_path,
+            capture_output=True, text=True, timeout=120)
+        assert admin.stats()["total"] == 3  # the breaker's threshold, not the 6 retries allow
+    assert done.returncode == 1
+    err = done.stderr
+    assert err.count("MangaDex unreachable: circuit open until") == 1
+    assert "retrying" not in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(
+        "Error: MangaDex unavailable: circuit open until ")
