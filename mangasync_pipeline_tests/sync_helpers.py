@@ -54,11 +54,12 @@ class Pipeline:
         return list(result.run_requests or [])
 
     def run(self, job_name: str, *, partition_key: str | None = None,
-            run_config: Any = None, raise_on_error: bool = True) -> Any:
+            run_config: Any = None, raise_on_error: bool = True,
+            tags: dict[str, str] | None = None) -> Any:
         job = self.defs.resolve_job_def(job_name)
         return job.execute_in_process(
             instance=self.instance, partition_key=partition_key,
-            run_config=run_config or {}, raise_on_error=raise_on_error)
+            run_config=run_config or {}, raise_on_error=raise_on_error, tags=tags)
 
     def run_requests(self, requests: list[RunRequest], job_name: str | None = None
                      ) -> list[Any]:
@@ -70,7 +71,7 @@ class Pipeline:
                     continue
                 self.used_run_keys.add(r.run_key)
             results.append(self.run(r.job_name or job_name or "", partition_key=r.partition_key,
-                                    run_config=r.run_config))
+                                    run_config=r.run_config, tags=dict(r.tags)))
         return results
 
 

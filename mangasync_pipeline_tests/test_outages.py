@@ -9,6 +9,7 @@ small so the tests are quick; every time limit asserted is computed from them.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -372,3 +373,30 @@ def test_the_cli_stops_retrying_when_the_breaker_opens_and_says_so_once(tmp_path
     assert "retrying" not in err and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith(
         "Error: MangaDex unavailable: circuit open until ")
+
+
+def test_the_sensor_waits_for_its_run_in_flight_without_asking_mangadex(outage: Outage) -> None:
+    outage.add_manga("Steady", history=1)
+    assert not outage.pipeline.evaluate_sensor("new_manga_sensor")  # the starting point
+    outage.admin.add_manga(count=1, createdAt=iso(utcnow()))
+    requests = outage.pipeline.evaluate_sensor("new_manga_sensor")
+    assert len(requests) == 1
+    outage.start("hang")
+    instance = outage.pipeline.instance
+    worker = threading.Thread(target=outage.pipeline.run_requests, args=(requests,))
+    worker.start()
+    try:
+        running = wait_for(lambda: run_in_flight(instance, "catalogue_job"))
+        accepted = outage.proxy.accepted
+        sensor = outage.pipeline.defs.resolve_sensor_def("new_manga_sensor")
+        result = sensor.evaluate_tick(build_sensor_context(
+            instance=instance, cursor=outage.pipeline.sensor_cursor,
+            resources=outage.pipeline.resources(), definitions=outage.pipeline.defs))
+        assert not result.run_requests
+        assert re.fullmatch(
+            f"catalogue_job run {running.run_id[:8]} for {running.tags['dagster/partition']} "
+            "is still (NOT_STARTED|STARTING|STARTED); detection waits for it",
+            result.skip_message or "")
+        assert outage.proxy.accepted == accepted  # decided without a MangaDex request
+    finally:
+        worker.join(timeout=POLICY.failure_bound() + 60)
