@@ -400,3 +400,21 @@ def test_the_sensor_waits_for_its_run_in_flight_without_asking_mangadex(outage: 
         assert outage.proxy.accepted == accepted  # decided without a MangaDex request
     finally:
         worker.join(timeout=POLICY.failure_bound() + 60)
+
+
+def test_the_production_instance_config_logs_and_monitors_runs_as_the_local_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dagster._core.instance.config import dagster_instance_config
+
+    for name in ("USER", "PASSWORD", "HOST", "DB"):
+        monkeypatch.setenv(f"DAGSTER_POSTGRES_{name}", "x")
+    monkeypatch.setenv("DAGSTER_POSTGRES_PORT", "5432")
+    production, _ = dagster_instance_config(str(LOCAL_INSTANCE_CONFIG.parents[2]), "dagster.yaml")
+    local, _ = dagster_instance_config(str(LOCAL_INSTANCE_CONFIG.parent),
+                                       LOCAL_INSTANCE_CONFIG.name)
+    for config in (production, local):
+        assert config["python_logs"]["managed_python_loggers"] == ["mangasync"]
+        assert config["run_monitoring"]["enabled"]
+        assert config["run_monitoring"]["max_runtime_seconds"] > 0
+        assert config["sensors"]["use_threads"] and config["schedules"]["use_threads"]
