@@ -28,6 +28,7 @@ from mangasync_pipeline.mangadex.errors import (
     MangaNotFoundError,
 )
 from mangasync_pipeline.mangadex.simulator import Simulator, SimulatorAdmin
+from mangasync_pipeline.mangadex.simulator.outage import OutageProxy
 
 FAST_POLICY = ClientPolicy(backoff_base=0.01, backoff_max=0.05, max_retries=5)
 FAST: dict[str, Any] = {"rate_limit": None, "policy": FAST_POLICY}
@@ -387,3 +388,21 @@ def test_unreadable_retry_after_counts_as_absent_and_is_logged_once(
     warnings = [r.getMessage() for r in caplog.records]
     assert warnings == ["ignoring unreadable Retry-After 'soon, maybe' from MangaDex; "
                         "backing off instead"]
+
+
+def test_a_tick_deadline_cuts_a_hang_and_a_long_retry_after(sim: Simulator, admin: SimulatorAdmin
+                                                            ) -> None:
+    policy = ClientPolicy(read_timeout=30.0, max_retries=1, backoff_base=0.01, backoff_max=0.05)
+    with OutageProxy(sim.url) as proxy, \
+            MangaDexClient(proxy.url, rate_limit=None, policy=policy) as client:
+        proxy.set_mode("hang")
+        client.start_deadline(1.0)  # far below the 30 s read timeout
+        with pytest.raises(MangaDexUnavailableError, match=r"within the 1 s deadline of a sensor"):
+            client.list_tags()
+        proxy.set_mode("up")
+        admin.set_faults(burst_429=1, retry_after=5)
+        client.start_deadline(2.0)
+        with pytest.raises(MangaDexUnavailableError, match=r"within the 2 s deadline.*HTTP 429"):
+            client.list_tags()  # waiting 5 s would overrun the tick: give up now
+        client.start_deadline(None)
+        assert client.list_tags()  # outside a tick the pause is waited out

@@ -479,9 +479,13 @@ class MangaDexClient:
         raw = self.backoff_base * (2**attempt)
         return min(self.backoff_max, raw * random.uniform(1.0, 1.25))
 
-    def _wait_for_pause(self) -> None:
+    def _wait_for_pause(self, path: str) -> None:
         with self._pause_lock:
             remaining = self._pause_until - time.monotonic()
+        left = self._remaining()
+        if remaining > 0 and left is not None and remaining >= left:
+            # Another thread's 429 asked for longer than this tick has left.
+            raise self._deadline_error(path, f"MangaDex asked to wait {remaining:.0f} s")
         if remaining > 0:
             self.stats.add_retry_wait(remaining)
             time.sleep(remaining)
@@ -492,7 +496,7 @@ class MangaDexClient:
         except CircuitOpenError:
             self.stats.add_circuit_rejection()
             raise
-        self._wait_for_pause()
+        self._wait_for_pause(path)
         self.stats.add_rate_wait(self.limiter.acquire())
         remaining = self._remaining()
         timeout: Any = httpx.USE_CLIENT_DEFAULT
