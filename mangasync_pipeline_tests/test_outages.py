@@ -383,7 +383,10 @@ def test_the_sensor_waits_for_its_run_in_flight_without_asking_mangadex(outage: 
     assert len(requests) == 1
     outage.start("hang")
     instance = outage.pipeline.instance
-    worker = threading.Thread(target=outage.pipeline.run_requests, args=(requests,))
+    request = requests[0]
+    worker = threading.Thread(target=lambda: outage.pipeline.run(
+        request.job_name or "", partition_key=request.partition_key,
+        run_config=request.run_config, tags=dict(request.tags), raise_on_error=False))
     worker.start()
     try:
         running = wait_for(lambda: run_in_flight(instance, "catalogue_job"))

@@ -101,8 +101,8 @@ def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabas
     for partition in sorted(by_partition):
         busy = run_in_flight(context.instance, catalogue_job.name, partition_key=partition)
         if busy is not None:
-            # A backfill of that day is under way: keep the cursor, the next tick finds these
-            # manga again and asks once that run is done.
+            # Another run of that day's catalogue (one started from the UI) is under way: keep
+            # the cursor, the next tick finds these manga again and asks once it is done.
             return SensorResult(skip_reason=SkipReason(
                 f"{describe_run(busy)}; cursor kept at {cursor.since.isoformat()}"),
                 cursor=cursor.encode())
