@@ -9,8 +9,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlparse
 
@@ -90,6 +90,68 @@ def _day(name: str, value: str) -> date:
         raise ConfigError(f"{name}={value!r}: not a date (YYYY-MM-DD)") from None
 
 
+# ---- MangaDex request policy (retries, timeouts, breaker, sensor deadline) ------------------
+
+SENSOR_TICK_LIMIT = 60.0  # Dagster stops a sensor or schedule tick after this many seconds
+
+
+@dataclass(frozen=True)
+class ClientPolicy:
+    """How patient the MangaDex client is. Every run that meets an outage fails within
+    `failure_bound()` seconds of its first failed request, so the bound follows the budgets."""
+
+    max_retries: int = 3
+    backoff_base: float = 1.0
+    backoff_max: float = 8.0
+    connect_timeout: float = 5.0
+    read_timeout: float = 15.0
+    breaker_threshold: int = 10
+    breaker_open_seconds: float = 300.0
+    sensor_deadline: float = 40.0
+
+    def backoff_waits(self) -> list[float]:
+        """The longest wait before each retry (the client adds up to 25 % jitter)."""
+        return [min(self.backoff_max, self.backoff_base * 2**n) * 1.25
+                for n in range(self.max_retries)]
+
+    def failure_bound(self) -> float:
+        """Seconds from a request's first failure to the error: every attempt times out."""
+        attempts = self.max_retries + 1
+        return attempts * (self.connect_timeout + self.read_timeout) + sum(self.backoff_waits())
+
+    def for_sensor(self) -> ClientPolicy:
+        """Inside a tick: at most one retry and timeouts that fit the deadline twice over."""
+        per_attempt = self.sensor_deadline / 2.5
+        return replace(self, max_retries=min(1, self.max_retries),
+                       connect_timeout=min(self.connect_timeout, per_attempt / 3),
+                       read_timeout=min(self.read_timeout, per_attempt),
+                       backoff_max=min(self.backoff_max, 4.0))
+
+
+def _client_policy(get: Callable[[str], str | None]) -> ClientPolicy:
+    values: dict[str, object] = {}
+    if (v := get("MANGADEX_MAX_RETRIES")) is not None:
+        # No retries at all is a valid choice: one attempt per request.
+        values["max_retries"] = 0 if v.strip() == "0" else int(
+            _positive_number("MANGADEX_MAX_RETRIES", v, integer=True))
+    if (v := get("MANGADEX_BREAKER_THRESHOLD")) is not None:
+        values["breaker_threshold"] = int(
+            _positive_number("MANGADEX_BREAKER_THRESHOLD", v, integer=True))
+    for name, attr in (("MANGADEX_BACKOFF_BASE", "backoff_base"),
+                       ("MANGADEX_BACKOFF_MAX", "backoff_max"),
+                       ("MANGADEX_CONNECT_TIMEOUT", "connect_timeout"),
+                       ("MANGADEX_READ_TIMEOUT", "read_timeout"),
+                       ("MANGADEX_BREAKER_OPEN", "breaker_open_seconds"),
+                       ("MANGADEX_SENSOR_DEADLINE", "sensor_deadline")):
+        if (v := get(name)) is not None:
+            values[attr] = parse_interval(v, name).total_seconds()
+    deadline = values.get("sensor_deadline", ClientPolicy.sensor_deadline)
+    if not isinstance(deadline, float) or deadline > SENSOR_TICK_LIMIT - 10:
+        raise ConfigError(f"MANGADEX_SENSOR_DEADLINE={get('MANGADEX_SENSOR_DEADLINE')!r}: must "
+                          f"leave 10 s of Dagster's {SENSOR_TICK_LIMIT:.0f} s tick (at most 50s)")
+    return ClientPolicy(**values)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -110,6 +172,7 @@ class Settings:
     udp_port: int = 9091
     bind: str = "127.0.0.1"
     partitions_start: date = date(2018, 1, 1)
+    mangadex_policy: ClientPolicy = ClientPolicy()
     extra: dict[str, str] = field(default_factory=dict)
     # MANGASYNC_TITLE_LANGUAGE: None keeps MangaDex's main title.
     title_language: str | None = None
@@ -169,6 +232,7 @@ class Settings:
             # moving the server to another port never leaves the triggers behind.
             kwargs["udp_server_url"] = default_udp_server_url(
                 str(kwargs.get("bind", cls.bind)), int(kwargs.get("http_port", cls.http_port)))
+        kwargs["mangadex_policy"] = _client_policy(get)
         return cls(**kwargs)  # type: ignore[arg-type]
 
 

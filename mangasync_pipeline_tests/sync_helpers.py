@@ -9,23 +9,26 @@ from typing import Any
 from dagster import DagsterInstance, Definitions, RunRequest, build_sensor_context
 from sqlalchemy import Engine, func, select
 
-from mangasync_pipeline.config import Settings
+from mangasync_pipeline.config import ClientPolicy, Settings
 from mangasync_pipeline.db.tables import notification_outbox
 from mangasync_pipeline.definitions import build_definitions
-from mangasync_pipeline.mangadex.client import MangaDexClient
+from mangasync_pipeline.mangadex.client import open_client
+
+# Retries as in production, with waits short enough for a test.
+FAST_POLICY = ClientPolicy(backoff_base=0.05, backoff_max=0.2)
 
 
 def settings_for(db_url: str, mangadex_url: str, server_url: str = "http://127.0.0.1:9",
                  **overrides: Any) -> Settings:
-    return replace(Settings(), database_url=db_url, mangadex_api_url=mangadex_url,
-                   udp_server_url=server_url, mangadex_rate_limit=1000.0,
-                   chapter_lookback=timedelta(hours=1), **overrides)
+    values: dict[str, Any] = {"database_url": db_url, "mangadex_api_url": mangadex_url,
+                              "udp_server_url": server_url, "mangadex_rate_limit": 1000.0,
+                              "chapter_lookback": timedelta(hours=1),
+                              "mangadex_policy": FAST_POLICY}
+    return replace(Settings(), **{**values, **overrides})
 
 
-def client_for(settings: Settings) -> MangaDexClient:
-    return MangaDexClient(settings.mangadex_api_url, uploads_url=settings.mangadex_uploads_url,
-                          rate_limit=settings.mangadex_rate_limit,
-                          state_url=settings.database_url, backoff_base=0.05, backoff_max=0.2)
+# The tests build their clients the way the CLI does.
+client_for = open_client
 
 
 class Pipeline:
@@ -51,11 +54,12 @@ class Pipeline:
         return list(result.run_requests or [])
 
     def run(self, job_name: str, *, partition_key: str | None = None,
-            run_config: Any = None, raise_on_error: bool = True) -> Any:
+            run_config: Any = None, raise_on_error: bool = True,
+            tags: dict[str, str] | None = None) -> Any:
         job = self.defs.resolve_job_def(job_name)
         return job.execute_in_process(
             instance=self.instance, partition_key=partition_key,
-            run_config=run_config or {}, raise_on_error=raise_on_error)
+            run_config=run_config or {}, raise_on_error=raise_on_error, tags=tags)
 
     def run_requests(self, requests: list[RunRequest], job_name: str | None = None
                      ) -> list[Any]:
@@ -67,7 +71,7 @@ class Pipeline:
                     continue
                 self.used_run_keys.add(r.run_key)
             results.append(self.run(r.job_name or job_name or "", partition_key=r.partition_key,
-                                    run_config=r.run_config))
+                                    run_config=r.run_config, tags=dict(r.tags)))
         return results
 
 

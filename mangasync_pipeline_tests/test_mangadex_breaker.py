@@ -11,6 +11,7 @@ from mangasync_pipeline.mangadex.breaker import (
     CircuitBreaker,
     MemoryCircuitStore,
     SqlCircuitStore,
+    displayed_state,
 )
 from mangasync_pipeline.mangadex.errors import CircuitOpenError
 
@@ -52,9 +53,48 @@ def test_opens_after_ten_consecutive_failures_with_a_clear_message() -> None:
     with pytest.raises(CircuitOpenError) as err:
         breaker.before_request()
     assert str(err.value) == (
-        "MangaDex unavailable: circuit open until 12:05:00 UTC after 10 consecutive "
-        "failures; last error: HTTP 503 on /manga"
+        "MangaDex unavailable: circuit open until 12:05:00 UTC (next probe then) after 10 "
+        "consecutive failures; last error: HTTP 503 on /manga"
     )
+    assert err.value.probe_at == clock.now + timedelta(minutes=5)
+
+
+def test_an_outage_logs_one_line_when_it_starts_and_one_when_it_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    breaker = make_breaker(clock)
+    with caplog.at_level("INFO", logger="mangasync.mangadex"):
+        for _ in range(25):  # requests already under way keep failing after it opened
+            breaker.record_failure("HTTP 503 on /manga")
+        for _ in range(3):  # three failed probes, five minutes apart
+            clock.advance(301)
+            breaker.before_request()
+            breaker.record_failure("connection refused")
+        clock.advance(301)
+        for _ in range(3):  # MangaDex is back: three good probes close it
+            breaker.before_request()
+            breaker.record_success()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("MangaDex unreachable: circuit open until 12:05:00 UTC")
+    assert lines[1].startswith("MangaDex reachable again")
+    assert caplog.records[0].levelname == "ERROR"
+
+
+@pytest.mark.parametrize(("state", "until_s", "shown"), [
+    ("closed", None, "closed"),
+    ("open", 60, "open"),
+    ("open", -1, "half_open (probe due)"),
+    ("half_open", 30, "half_open"),
+    ("half_open", -1, "half_open (probe due)"),
+])
+def test_displayed_state_follows_the_clock_without_a_request(
+    state: str, until_s: int | None, shown: str
+) -> None:
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    until = None if until_s is None else (now + timedelta(seconds=until_s)).replace(tzinfo=None)
+    assert displayed_state(state, until, now) == shown
 
 
 def test_a_success_resets_the_failure_count() -> None:
@@ -77,7 +117,7 @@ def test_half_open_lets_one_trial_through_then_closes_after_three_successes() ->
         breaker.before_request()
     clock.advance(1)
     breaker.before_request()  # the trial
-    with pytest.raises(CircuitOpenError, match="trial request is in progress"):
+    with pytest.raises(CircuitOpenError, match="probe request is in progress"):
         breaker.before_request()  # a second caller while the trial is out
     breaker.record_success()
     assert breaker.state().state == "half_open"
@@ -125,7 +165,7 @@ def test_state_is_shared_through_the_database(db: str, request: pytest.FixtureRe
             other.before_request()
         clock.advance(300)
         other.before_request()
-        with pytest.raises(CircuitOpenError, match="trial"):
+        with pytest.raises(CircuitOpenError, match="probe"):
             one.before_request()
         for _ in range(2):
             other.record_success()

@@ -7,6 +7,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from mangasync_pipeline.config import ClientPolicy
 from mangasync_pipeline.db.engine import make_engine
 from mangasync_pipeline.db.migrate import upgrade
 from mangasync_pipeline.db.tables import mangadex_circuit
@@ -26,8 +28,10 @@ from mangasync_pipeline.mangadex.errors import (
     MangaNotFoundError,
 )
 from mangasync_pipeline.mangadex.simulator import Simulator, SimulatorAdmin
+from mangasync_pipeline.mangadex.simulator.outage import OutageProxy
 
-FAST: dict[str, Any] = {"rate_limit": None, "backoff_base": 0.01, "backoff_max": 0.05}
+FAST_POLICY = ClientPolicy(backoff_base=0.01, backoff_max=0.05, max_retries=5)
+FAST: dict[str, Any] = {"rate_limit": None, "policy": FAST_POLICY}
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +121,7 @@ def test_429_with_retry_after_delays_the_retry(
 ) -> None:
     admin.set_faults(burst_429=1, retry_after=3)
     started = time.monotonic()
-    with caplog.at_level("WARNING", logger="mangasync.mangadex"):
+    with caplog.at_level("DEBUG", logger="mangasync.mangadex"):
         assert client.list_tags()
     assert time.monotonic() - started >= 3.0
     snap = client.stats.snapshot()
@@ -151,7 +155,8 @@ def test_500_burst_is_survived(client: MangaDexClient, admin: SimulatorAdmin) ->
 
     healer = threading.Thread(target=heal)
     healer.start()
-    with MangaDexClient(admin.url, rate_limit=None, backoff_base=0.2, backoff_max=1.0) as c:
+    policy = ClientPolicy(backoff_base=0.2, backoff_max=1.0, max_retries=5)
+    with MangaDexClient(admin.url, rate_limit=None, policy=policy) as c:
         assert c.list_tags()
         assert c.stats.snapshot().retries >= 3
     healer.join()
@@ -205,9 +210,8 @@ def test_breaker_opens_fails_fast_and_recovers(
     db_url = f"sqlite:///{tmp_path / 'mangahub.sqlite'}"
     upgrade(db_url)
     admin.set_faults(error_rate=1.0, error_status=503)
-    with MangaDexClient(
-        sim.url, state_url=db_url, max_retries=4, breaker_open_seconds=1.0, **FAST
-    ) as client:
+    policy = replace(FAST_POLICY, max_retries=4, breaker_open_seconds=1.0)
+    with MangaDexClient(sim.url, state_url=db_url, rate_limit=None, policy=policy) as client:
         for _ in range(2):  # 2 x 5 attempts = 10 consecutive failures
             with pytest.raises(MangaDexUnavailableError, match="failed after 5 attempts: HTTP 503"):
                 client.list_tags()
@@ -328,3 +332,77 @@ def test_three_processes_share_the_rate_limit_with_zero_429s(
     assert stats["requests"]["/ping"] == 21
     assert stats["rate_limited"] == 0
     assert stats["max_per_second"] <= 5
+
+
+def test_retrying_stops_as_soon_as_the_breaker_opens(
+    admin: SimulatorAdmin, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin.set_faults(error_rate=1.0, error_status=503)
+    policy = replace(FAST_POLICY, max_retries=5, breaker_threshold=3)
+    with MangaDexClient(admin.url, rate_limit=None, policy=policy) as client, \
+            caplog.at_level("INFO", logger="mangasync.mangadex"):
+        with pytest.raises(CircuitOpenError, match="next probe then"):
+            client.list_tags()
+        with pytest.raises(CircuitOpenError):
+            client.list_tags()  # fails fast, no new line
+    assert admin.stats()["total"] == 3  # not the 6 attempts the retry budget allowed
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and lines[0].startswith("MangaDex unreachable: circuit open"), lines
+
+
+def test_unreadable_retry_after_counts_as_absent_and_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    answers = iter([429, 429, 200, 429, 200])
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            status = next(answers)
+            body = (b'{"result":"ok","response":"collection","data":[],"limit":0,"offset":0,'
+                    b'"total":0}' if status == 200 else b'{"result":"error","errors":[]}')
+            self.send_response(status)
+            if status == 429:
+                self.send_header("Retry-After", "soon, maybe")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with MangaDexClient(url, **FAST) as client, \
+                caplog.at_level("WARNING", logger="mangasync.mangadex"):
+            assert client.list_tags() == []  # two 429s, then the answer
+            assert client.list_tags() == []
+            assert client.stats.snapshot().retries == 3
+    finally:
+        server.shutdown()
+        server.server_close()
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == ["ignoring unreadable Retry-After 'soon, maybe' from MangaDex; "
+                        "backing off instead"]
+
+
+def test_a_tick_deadline_cuts_a_hang_and_a_long_retry_after(sim: Simulator, admin: SimulatorAdmin
+                                                            ) -> None:
+    policy = ClientPolicy(read_timeout=30.0, max_retries=1, backoff_base=0.01, backoff_max=0.05)
+    with OutageProxy(sim.url) as proxy, \
+            MangaDexClient(proxy.url, rate_limit=None, policy=policy) as client:
+        proxy.set_mode("hang")
+        client.start_deadline(1.0)  # far below the 30 s read timeout
+        with pytest.raises(MangaDexUnavailableError, match=r"within the 1 s deadline of a sensor"):
+            client.list_tags()
+        proxy.set_mode("up")
+        admin.set_faults(burst_429=1, retry_after=5)
+        client.start_deadline(2.0)
+        with pytest.raises(MangaDexUnavailableError, match=r"within the 2 s deadline.*HTTP 429"):
+            client.list_tags()  # waiting 5 s would overrun the tick: give up now
+        client.start_deadline(None)
+        assert client.list_tags()  # outside a tick the pause is waited out

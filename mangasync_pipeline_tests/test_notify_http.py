@@ -124,8 +124,10 @@ def test_health_reports_syncs_breaker_and_sessions(server: ServerHandle, engine:
         conn.execute(insert(t.sync_state).values(sync_type="chapter_check", status="error",
                                                  error_message="HTTP 503", last_run_at=now,
                                                  updated_at=now))
-        conn.execute(insert(t.mangadex_circuit).values(name="mangadex", state="open",
-                                                       opened_until=now, updated_at=now))
+        # Open for five more minutes: past opened_until, /health shows "half_open (probe due)".
+        conn.execute(insert(t.mangadex_circuit).values(
+            name="mangadex", state="open", opened_until=now + timedelta(minutes=5),
+            updated_at=now))
     body = httpx.get(f"{server.http_url}/health").json()
     assert body["status"] == "degraded"
     assert body["database"] == "ok"

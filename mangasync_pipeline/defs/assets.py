@@ -13,7 +13,7 @@ from dagster import (
     multi_asset,
 )
 
-from mangasync_pipeline.defs.failures import one_line_failures
+from mangasync_pipeline.defs.failures import one_line_failures, partition_label
 from mangasync_pipeline.defs.reporting import RunMeter, delivery_metadata, preview
 from mangasync_pipeline.defs.resources import (
     MangaDexResource,
@@ -71,7 +71,7 @@ def catalogue(context: AssetExecutionContext, config: CatalogueConfig,
     engine, client = mangahub.engine(), mangadex.client()
     meter = RunMeter(engine, client, "catalogue")
     window = context.partition_time_window
-    with one_line_failures(f"catalogue {context.partition_key_range}"):
+    with one_line_failures(f"catalogue {partition_label(context)}"):
         if config.mangadex_ids:
             policy = NotifyPolicy(new_manga=config.notify_new_manga,
                                   new_manga_after=initial_sync_cursor(engine), updates=True)
@@ -119,7 +119,7 @@ def new_chapters(context: AssetExecutionContext, config: NewChaptersConfig,
     # The schedule's polls resume at the cursor (run config it sets, visible in the Launchpad);
     # backfills, manual runs and re-executions of a manual run read whole days.
     scheduled = config.from_cursor
-    with one_line_failures(f"new_chapters {context.partition_key_range}"):
+    with one_line_failures(f"new_chapters {partition_label(context)}"):
         report = sync_chapter_window(engine, client, sync_settings.language_list, window.start,
                                      window.end, lookback=sync_settings.lookback,
                                      use_cursor=scheduled)

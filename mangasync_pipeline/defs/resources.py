@@ -7,10 +7,15 @@ from datetime import timedelta
 from typing import Any
 
 from dagster import ConfigurableResource, EnvVar, Failure
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 from sqlalchemy import Engine
 
-from mangasync_pipeline.config import DEFAULT_DATABASE_URL, Settings, parse_interval
+from mangasync_pipeline.config import (
+    DEFAULT_DATABASE_URL,
+    ClientPolicy,
+    Settings,
+    parse_interval,
+)
 from mangasync_pipeline.db.engine import shared_engine
 from mangasync_pipeline.db.migrate import SchemaError, check_schema
 from mangasync_pipeline.mangadex.client import MangaDexClient
@@ -18,6 +23,7 @@ from mangasync_pipeline.sync.notifier import DeliveryReport, Notifier
 
 _checked: set[str] = set()
 _clients: dict[tuple[Any, ...], MangaDexClient] = {}
+_POLICY = ClientPolicy()
 
 
 class MangaHubDatabase(ConfigurableResource):  # type: ignore[type-arg]
@@ -39,34 +45,85 @@ class MangaHubDatabase(ConfigurableResource):  # type: ignore[type-arg]
 
 class MangaDexResource(ConfigurableResource):  # type: ignore[type-arg]
     """The MangaDex API client; its limiter and breaker state live in the MangaHub database,
-    so every run, sensor and server process shares one budget of requests."""
+    so every run, sensor and server process shares one budget of requests. The fields are the
+    whole request policy: a run that meets an outage fails within `failure_bound()` seconds."""
 
-    api_url: str = "https://api.mangadex.org"
-    uploads_url: str = "https://uploads.mangadex.org"
-    api_key: str | None = None
-    rate_limit: float = 5.0
+    api_url: str = Field(default="https://api.mangadex.org", description="MANGADEX_API_URL")
+    uploads_url: str = Field(default="https://uploads.mangadex.org",
+                             description="MANGADEX_UPLOADS_URL")
+    api_key: str | None = Field(default=None, description="MANGADEX_API_KEY")
+    rate_limit: float = Field(default=5.0, description="MANGADEX_RATE_LIMIT: requests per "
+                              "second, all processes together")
+    max_retries: int = Field(default=_POLICY.max_retries, description="MANGADEX_MAX_RETRIES: "
+                             "retries of one request after a 429, 5xx, timeout or refused "
+                             "connection")
+    backoff_base_seconds: float = Field(default=_POLICY.backoff_base,
+                                        description="MANGADEX_BACKOFF_BASE: first retry's wait, "
+                                        "doubling each time")
+    backoff_max_seconds: float = Field(default=_POLICY.backoff_max,
+                                       description="MANGADEX_BACKOFF_MAX: cap of one wait")
+    connect_timeout_seconds: float = Field(default=_POLICY.connect_timeout,
+                                           description="MANGADEX_CONNECT_TIMEOUT")
+    read_timeout_seconds: float = Field(default=_POLICY.read_timeout,
+                                        description="MANGADEX_READ_TIMEOUT: longest silence "
+                                        "while waiting for an answer")
+    breaker_threshold: int = Field(default=_POLICY.breaker_threshold,
+                                   description="MANGADEX_BREAKER_THRESHOLD: failures in a row "
+                                   "that open the circuit")
+    breaker_open_seconds: float = Field(default=_POLICY.breaker_open_seconds,
+                                        description="MANGADEX_BREAKER_OPEN: how long an open "
+                                        "circuit fails requests before letting a probe through")
+    sensor_deadline_seconds: float = Field(default=_POLICY.sensor_deadline,
+                                           description="MANGADEX_SENSOR_DEADLINE: all MangaDex "
+                                           "work of one sensor tick (Dagster's limit is 60 s)")
     state_url: str = DEFAULT_DATABASE_URL
 
-    def client(self) -> MangaDexClient:
+    def policy(self) -> ClientPolicy:
+        return ClientPolicy(
+            max_retries=self.max_retries, backoff_base=self.backoff_base_seconds,
+            backoff_max=self.backoff_max_seconds, connect_timeout=self.connect_timeout_seconds,
+            read_timeout=self.read_timeout_seconds, breaker_threshold=self.breaker_threshold,
+            breaker_open_seconds=self.breaker_open_seconds,
+            sensor_deadline=self.sensor_deadline_seconds)
+
+    def failure_bound(self) -> float:
+        """Seconds from a run's first failed request to its failure, at worst."""
+        return self.policy().failure_bound()
+
+    def _cached(self, policy: ClientPolicy) -> MangaDexClient:
         # One client per process and configuration: its connection pool outlives a run.
-        key = (self.api_url, self.uploads_url, self.api_key, self.rate_limit, self.state_url)
+        key = (self.api_url, self.uploads_url, self.api_key, self.rate_limit, self.state_url,
+               policy)
         if key not in _clients:
             _clients[key] = MangaDexClient(
                 self.api_url, uploads_url=self.uploads_url, api_key=self.api_key,
-                rate_limit=self.rate_limit, state_url=self.state_url)
+                rate_limit=self.rate_limit, state_url=self.state_url, policy=policy)
         return _clients[key]
+
+    def client(self) -> MangaDexClient:
+        return self._cached(self.policy())
 
     def sensor_client(self) -> MangaDexClient:
         """A client for work inside a sensor or schedule tick, which Dagster stops after 60 s:
-        short timeouts and at most one retry, so a hung MangaDex gives a skip, not a timeout."""
-        key = ("sensor", self.api_url, self.uploads_url, self.api_key, self.rate_limit,
-               self.state_url)
-        if key not in _clients:
-            _clients[key] = MangaDexClient(
-                self.api_url, uploads_url=self.uploads_url, api_key=self.api_key,
-                rate_limit=self.rate_limit, state_url=self.state_url, timeout=(5.0, 15.0),
-                max_retries=1, backoff_max=4.0)
-        return _clients[key]
+        at most one retry, and every request of this tick (this thread) from now on shares one
+        deadline of `sensor_deadline_seconds`, so a hung MangaDex gives a skip, not a timeout.
+        Call it at the start of each tick."""
+        client = self._cached(self.policy().for_sensor())
+        client.start_deadline(self.sensor_deadline_seconds)
+        return client
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MangaDexResource:
+        policy = settings.mangadex_policy
+        return cls(
+            api_url=settings.mangadex_api_url, uploads_url=settings.mangadex_uploads_url,
+            api_key=_env("MANGADEX_API_KEY", None), rate_limit=settings.mangadex_rate_limit,
+            max_retries=policy.max_retries, backoff_base_seconds=policy.backoff_base,
+            backoff_max_seconds=policy.backoff_max,
+            connect_timeout_seconds=policy.connect_timeout,
+            read_timeout_seconds=policy.read_timeout, breaker_threshold=policy.breaker_threshold,
+            breaker_open_seconds=policy.breaker_open_seconds,
+            sensor_deadline_seconds=policy.sensor_deadline, state_url=settings.database_url)
 
 
 class NotifierResource(ConfigurableResource):  # type: ignore[type-arg]
@@ -109,10 +166,7 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:  # t
     # `settings` was validated already; EnvVar keeps secrets out of the run config shown in the UI.
     return {
         "mangahub": MangaHubDatabase(url=settings.database_url),
-        "mangadex": MangaDexResource(
-            api_url=settings.mangadex_api_url, uploads_url=settings.mangadex_uploads_url,
-            api_key=_env("MANGADEX_API_KEY", None), rate_limit=settings.mangadex_rate_limit,
-            state_url=settings.database_url),
+        "mangadex": MangaDexResource.from_settings(settings),
         "notifier": NotifierResource(server_url=settings.udp_server_url,
                                      token=_env("NOTIFY_TRIGGER_TOKEN", None)),
         "sync_settings": SyncSettings(

@@ -1,6 +1,5 @@
 """`new_chapters_schedule`: the current chapter partition every CHAPTER_POLL_INTERVAL."""
 
-
 from datetime import UTC, timedelta
 
 from dagster import (
@@ -8,12 +7,20 @@ from dagster import (
     RunConfig,
     RunRequest,
     ScheduleEvaluationContext,
+    SkipReason,
     schedule,
 )
 
 from mangasync_pipeline.defs.assets import NewChaptersConfig
+from mangasync_pipeline.defs.inflight import describe_run, max_runtime_tags, run_in_flight
 from mangasync_pipeline.defs.jobs import new_chapters_job
 from mangasync_pipeline.defs.settings import SETTINGS
+
+# A poll reads what became readable since the last one plus the lookback: a few pages of
+# /chapter and a baseline feed per newly seen manga, at most one batch of CHAPTER_BATCH_SIZE.
+POLL_REQUESTS = 10 + 2 * SETTINGS.chapter_batch_size
+POLL_RUNTIME = max_runtime_tags(POLL_REQUESTS, SETTINGS.mangadex_rate_limit,
+                                SETTINGS.mangadex_policy.failure_bound())
 
 
 def cron_for(interval: timedelta) -> str:
@@ -33,22 +40,33 @@ def cron_for(interval: timedelta) -> str:
     description="Materializes today's new_chapters partition, and yesterday's too during the "
                 "first interval after midnight UTC so late chapters of the old day are kept.",
 )
-def new_chapters_schedule(context: ScheduleEvaluationContext) -> list[RunRequest]:
+def new_chapters_schedule(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
     when = context.scheduled_execution_time.astimezone(UTC)
     # Polls resume at the cursor: run config, so the Launchpad shows it and a re-execution
     # without it reads whole days.
     poll = RunConfig(ops={"new_chapters": NewChaptersConfig(from_cursor=True)})
     today = when.date()
-    requests = [RunRequest(partition_key=today.isoformat(),
-                           run_key=f"chapters:{today}:{when.isoformat()}", run_config=poll)]
+    days = [today]
     midnight = when.replace(hour=0, minute=0, second=0, microsecond=0)
     if when - midnight < SETTINGS.chapter_poll_interval:
         yesterday = today - timedelta(days=1)
         if yesterday >= SETTINGS.partitions_start:
-            requests.append(RunRequest(partition_key=yesterday.isoformat(),
-                                       run_key=f"chapters:{yesterday}:{when.isoformat()}",
-                                       run_config=poll))
-    return requests
+            days.append(yesterday)
+    requests, busy = [], []
+    for day in days:
+        # One poll per partition: a run that is still queued or hanging on MangaDex owns it,
+        # and the next one reads from the same cursor anyway.
+        running = run_in_flight(context.instance, new_chapters_job.name,
+                                partition_key=day.isoformat())
+        if running is not None:
+            busy.append(describe_run(running))
+            continue
+        requests.append(RunRequest(partition_key=day.isoformat(),
+                                   run_key=f"chapters:{day}:{when.isoformat()}", run_config=poll,
+                                   tags=POLL_RUNTIME))
+    if busy:
+        context.log.info(f"not polling again: {'; '.join(busy)}")
+    return requests or SkipReason(f"{'; '.join(busy)}: not requesting another poll")
 
 
 SCHEDULES = [new_chapters_schedule]

@@ -1,5 +1,6 @@
 """Sensors detect and hand work to runs; they never do the work (60 s tick limit)."""
 
+import math
 from datetime import date, timedelta
 
 from dagster import (
@@ -16,6 +17,7 @@ from sqlalchemy import Engine
 
 from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.defs.assets import CatalogueConfig
+from mangasync_pipeline.defs.inflight import describe_run, max_runtime_tags, run_in_flight
 from mangasync_pipeline.defs.jobs import (
     RefreshMangaConfig,
     catalogue_job,
@@ -35,6 +37,14 @@ def _engine_or_skip(mangahub: MangaHubDatabase) -> Engine | SkipReason:
         return mangahub.engine()
     except Failure as exc:
         return SkipReason(exc.description or "MangaHub database not usable")
+
+
+SENSOR_TAG = {"mangasync/trigger": "new_manga_sensor"}
+
+
+def _requests_for(manga: int) -> int:
+    # Re-reading manga costs one request per 100; a new manga's chapter baseline, up to two.
+    return math.ceil(manga / 100) + 2 * manga
 
 
 def _partition_for(day: str) -> str:
@@ -64,18 +74,40 @@ def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabas
         # Its cursor decides what counts as new: announcing before it lands would announce
         # manga the initial sync is importing right now.
         return SkipReason("initial sync running; new-manga detection waits for its cursor")
-    cursor = (PollCursor.decode(context.cursor)
-              or (PollCursor.decode(mirrored["last_cursor"]) if mirrored else None)
-              or start_cursor(engine, utcnow()))
+    # Its runs re-read what it found; while one is still on its way (MangaDex hanging, the
+    # queue full) a new scan would only request the same work again.
+    for job_name in (catalogue_job.name, refresh_manga_job.name):
+        busy = run_in_flight(context.instance, job_name, tags=SENSOR_TAG)
+        if busy is not None:
+            return SkipReason(f"{describe_run(busy)}; detection waits for it")
+    stored = (PollCursor.decode(context.cursor)
+              or (PollCursor.decode(mirrored["last_cursor"]) if mirrored else None))
+    cursor = stored or start_cursor(engine, utcnow())
+    if stored is None:
+        # The starting point is kept from the first tick on, so that ticks failing during an
+        # outage at start-up do not slide the window past manga created meanwhile.
+        with engine.begin() as conn:
+            state.set_state(conn, state.NEW_MANGA_POLL, last_cursor=cursor.encode())
     try:
-        detection = detect_changes(engine, mangadex.client(), cursor)
+        detection = detect_changes(engine, mangadex.sensor_client(), cursor)
     except MangaDexError as exc:
         state.mark_error(engine, state.NEW_MANGA_POLL, str(exc))
-        return SkipReason(f"MangaDex not reachable, cursor kept at {cursor.since}: {exc}")
-    requests = []
+        return SensorResult(skip_reason=SkipReason(
+            f"MangaDex not reachable, cursor kept at {cursor.since.isoformat()}: {exc}"),
+            cursor=cursor.encode())
     by_partition: dict[str, list[str]] = {}
     for day, ids in detection.new_by_day.items():
         by_partition.setdefault(_partition_for(day), []).extend(ids)
+    for partition in sorted(by_partition):
+        busy = run_in_flight(context.instance, catalogue_job.name, partition_key=partition)
+        if busy is not None:
+            # Another run of that day's catalogue (one started from the UI) is under way: keep
+            # the cursor, the next tick finds these manga again and asks once it is done.
+            return SensorResult(skip_reason=SkipReason(
+                f"{describe_run(busy)}; cursor kept at {cursor.since.isoformat()}"),
+                cursor=cursor.encode())
+    budget = mangadex.rate_limit, mangadex.failure_bound()
+    requests = []
     for partition, ids in sorted(by_partition.items()):
         requests.append(RunRequest(
             job_name=catalogue_job.name,
@@ -84,7 +116,8 @@ def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabas
             run_key=f"new-manga:{partition}:{detection.digest(ids)}",
             run_config=RunConfig(ops={"catalogue": CatalogueConfig(
                 mangadex_ids=sorted(ids), notify_new_manga=True)}),
-            tags={"mangasync/trigger": "new_manga_sensor", "mangasync/manga": str(len(ids))},
+            tags={**SENSOR_TAG, "mangasync/manga": str(len(ids)),
+                  **max_runtime_tags(_requests_for(len(ids)), *budget)},
         ))
     if detection.updated:
         requests.append(RunRequest(
@@ -92,8 +125,8 @@ def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabas
             run_key=f"manga-updates:{detection.digest(detection.updated)}",
             run_config=RunConfig(ops={"refresh_manga": RefreshMangaConfig(
                 mangadex_ids=sorted(detection.updated))}),
-            tags={"mangasync/trigger": "new_manga_sensor",
-                  "mangasync/manga": str(len(detection.updated))},
+            tags={**SENSOR_TAG, "mangasync/manga": str(len(detection.updated)),
+                  **max_runtime_tags(_requests_for(len(detection.updated)), *budget)},
         ))
     new_cursor = detection.cursor or cursor
     new_count = sum(len(v) for v in detection.new_by_day.values())

@@ -17,7 +17,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
+from mangasync_pipeline.db.circuit import displayed_state
 from mangasync_pipeline.mangadex.errors import CircuitOpenError, MangaDexError
+
+__all__ = ["CircuitBreaker", "CircuitState", "displayed_state", "store_for"]
 
 State = Literal["closed", "open", "half_open"]
 Change = Callable[["CircuitState"], "CircuitState | None"]
@@ -242,16 +245,33 @@ class CircuitBreaker:
         new = self._update(claim)
         if new.state == "closed" or claimed:
             if claimed and current.state == "open":
-                self.log.info("MangaDex circuit half-open: sending a trial request")
+                self.log.debug("MangaDex circuit half-open: sending a probe request")
             return
         raise self._open_error(new)
+
+    def check(self) -> None:
+        """Raise `CircuitOpenError` if the circuit is open now (no claim, no store write):
+        what a caller asks before waiting out a backoff that would only meet it."""
+        current = self.state()
+        if current.state == "open" and current.opened_until and self.clock() < current.opened_until:
+            raise self._open_error(current)
+
+    def describe(self) -> str:
+        """The circuit in a few words, for the end of a failure message."""
+        current = self.state()
+        if current.state == "closed":
+            return (f"circuit closed ({current.consecutive_failures} of {self.threshold} "
+                    "failures in a row): the next run tries again")
+        return f"circuit {current.state}, next probe at {_hms(current.opened_until)} UTC"
 
     def record_success(self) -> None:
         current = self.state()
         if current.state == "closed" and current.consecutive_failures == 0:
             return
+        closed = False
 
         def succeed(state: CircuitState) -> CircuitState | None:
+            nonlocal closed
             if state.state == "closed":
                 return (
                     replace(state, consecutive_failures=0) if state.consecutive_failures else None
@@ -260,22 +280,27 @@ class CircuitBreaker:
                 return None  # a request from before the circuit opened; proves nothing now
             successes = state.consecutive_successes + 1
             if successes >= self.close_after:
+                closed = True
                 return CircuitState(last_error=state.last_error)
             return replace(state, consecutive_successes=successes, opened_until=None)
 
-        before = current.state
-        new = self._update(succeed)
-        if before != "closed" and new.state == "closed":
-            self.log.info("MangaDex circuit closed after %d successful requests", self.close_after)
+        self._update(succeed)
+        if closed:
+            # Decided inside the store's transaction: one line per outage across processes.
+            self.log.info("MangaDex reachable again: circuit closed after %d successful "
+                          "requests", self.close_after)
 
     def record_failure(self, error: str) -> None:
         now = self.clock()
+        transition: State | None = None
 
         def fail(state: CircuitState) -> CircuitState:
+            nonlocal transition
             failures = state.consecutive_failures + 1
             if state.state == "half_open" or (
                 state.state == "closed" and failures >= self.threshold
             ):
+                transition = state.state
                 return CircuitState(
                     state="open",
                     consecutive_failures=failures,
@@ -284,30 +309,34 @@ class CircuitBreaker:
                 )
             return replace(state, consecutive_failures=failures, last_error=error)
 
-        before = self.state().state
         new = self._update(fail)
-        if new.state == "open" and before != "open":
+        if transition == "closed":
+            # The one line an outage gets when it starts; the store's lock makes it one line
+            # across every process that shares the circuit.
             self.log.error(
-                "MangaDex circuit opened until %s UTC after %d consecutive failures; "
-                "last error: %s",
+                "MangaDex unreachable: circuit open until %s UTC (next probe then) after %d "
+                "consecutive failures; last error: %s",
                 _hms(new.opened_until),
                 new.consecutive_failures,
                 error,
             )
+        elif transition == "half_open":
+            self.log.debug("MangaDex probe failed (%s); circuit open until %s UTC",
+                           error, _hms(new.opened_until))
 
     def _open_error(self, state: CircuitState) -> CircuitOpenError:
         if state.state == "half_open":
             text = (
-                "MangaDex unavailable: circuit half-open, a trial request is in progress "
+                "MangaDex unavailable: circuit half-open, a probe request is in progress "
                 f"(until {_hms(state.opened_until)} UTC); last error: {state.last_error}"
             )
         else:
             text = (
                 f"MangaDex unavailable: circuit open until {_hms(state.opened_until)} UTC "
-                f"after {state.consecutive_failures} consecutive failures; "
+                f"(next probe then) after {state.consecutive_failures} consecutive failures; "
                 f"last error: {state.last_error}"
             )
-        return CircuitOpenError(text)
+        return CircuitOpenError(text, probe_at=state.opened_until)
 
     def close(self) -> None:
         self.store.close()

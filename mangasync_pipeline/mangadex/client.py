@@ -6,11 +6,9 @@ Plain Python; the Dagster resource wraps it.
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import logging
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -20,6 +18,8 @@ from typing import Any, Literal, TypeVar
 import httpx
 
 from mangasync_pipeline import __version__
+from mangasync_pipeline.config import ClientPolicy, Settings
+from mangasync_pipeline.ids import is_uuid
 from mangasync_pipeline.mangadex.breaker import CircuitBreaker, store_for
 from mangasync_pipeline.mangadex.dates import as_utc, format_since, to_second
 from mangasync_pipeline.mangadex.errors import (
@@ -46,6 +46,8 @@ from mangasync_pipeline.mangadex.sanitize import clean_text
 from mangasync_pipeline.mangadex.stats import ClientStats
 
 T = TypeVar("T", Manga, Chapter)
+
+DEFAULT_POLICY = ClientPolicy()
 
 DEFAULT_API_URL = "https://api.mangadex.org"
 DEFAULT_UPLOADS_URL = "https://uploads.mangadex.org"
@@ -97,45 +99,59 @@ class MangaDexClient:
         rate_limit: float | None = 5.0,
         state_url: str | None = None,
         rate_margin: float = DEFAULT_MARGIN,
-        timeout: tuple[float, float] | float = (5.0, 30.0),
-        max_retries: int = 5,
-        backoff_base: float = 1.0,
-        backoff_max: float = 32.0,
+        policy: ClientPolicy = DEFAULT_POLICY,
         max_retry_after: float = 900.0,
-        breaker_threshold: int = 10,
-        breaker_open_seconds: float = 300.0,
         breaker_close_after: int = 3,
         logger: logging.Logger | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.uploads_url = uploads_url.rstrip("/")
-        self.max_retries = max_retries
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
+        self.policy = policy
+        self.max_retries = policy.max_retries
+        self.backoff_base = policy.backoff_base
+        self.backoff_max = policy.backoff_max
         self.max_retry_after = max_retry_after
         self.log = logger or logging.getLogger("mangasync.mangadex")
         self.stats = ClientStats()
-        connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
         headers = {"User-Agent": f"mangasync/{__version__}", "Accept": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         self._http = httpx.Client(
             base_url=self.base_url,
             headers=headers,
-            timeout=httpx.Timeout(read, connect=connect),
+            timeout=httpx.Timeout(policy.read_timeout, connect=policy.connect_timeout),
             follow_redirects=False,
         )
         self.limiter = RateLimiter(rate_limit, state_url, margin=rate_margin)
         self.breaker = CircuitBreaker(
             store_for(state_url),
-            threshold=breaker_threshold,
-            open_seconds=breaker_open_seconds,
+            threshold=policy.breaker_threshold,
+            open_seconds=policy.breaker_open_seconds,
             close_after=breaker_close_after,
             logger=self.log,
         )
         # After a 429 every thread of this process waits, not just the one that got it.
         self._pause_until = 0.0
         self._pause_lock = threading.Lock()
+        # A sensor tick's deadline, per thread: ticks of different sensors share this client.
+        self._deadline = threading.local()
+        self._garbage_retry_after_logged = False
+
+    def start_deadline(self, seconds: float | None) -> None:
+        """Every request this thread makes from now on must finish within `seconds` in all
+        (None lifts it). Timeouts shrink to what is left; past it, requests fail at once."""
+        self._deadline.at = None if seconds is None else time.monotonic() + seconds
+        self._deadline.seconds = seconds
+
+    def _remaining(self) -> float | None:
+        at = getattr(self._deadline, "at", None)
+        return None if at is None else at - time.monotonic()
+
+    def _deadline_error(self, path: str, reason: str) -> MangaDexUnavailableError:
+        return MangaDexUnavailableError(
+            f"MangaDex GET {path}: no answer within the {self._deadline.seconds:.0f} s deadline "
+            f"of a sensor tick ({reason}); the next tick tries again"
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -425,11 +441,19 @@ class MangaDexClient:
                         ) from None
                     raise MangaDexUnavailableError(
                         f"MangaDex GET {path} failed after {attempt + 1} attempts: "
-                        f"{failure.reason} (x-request-id {failure.rid})",
+                        f"{failure.reason} (x-request-id {failure.rid}); "
+                        f"{self.breaker.describe()}",
                         endpoint=template,
                     ) from None
+                # This failure may have opened the breaker (or another process's did): waiting
+                # out a backoff would only meet it again.
+                self.breaker.check()
                 delay = self._delay(attempt, failure)
-                self.log.warning(
+                remaining = self._remaining()
+                if remaining is not None and delay >= remaining:
+                    raise self._deadline_error(path, failure.reason) from None
+                # One line per outage comes from the breaker; single retries are detail.
+                self.log.debug(
                     "retrying GET %s in %.2fs (attempt %d of %d): %s, x-request-id %s",
                     path,
                     delay,
@@ -455,9 +479,13 @@ class MangaDexClient:
         raw = self.backoff_base * (2**attempt)
         return min(self.backoff_max, raw * random.uniform(1.0, 1.25))
 
-    def _wait_for_pause(self) -> None:
+    def _wait_for_pause(self, path: str) -> None:
         with self._pause_lock:
             remaining = self._pause_until - time.monotonic()
+        left = self._remaining()
+        if remaining > 0 and left is not None and remaining >= left:
+            # Another thread's 429 asked for longer than this tick has left.
+            raise self._deadline_error(path, f"MangaDex asked to wait {remaining:.0f} s")
         if remaining > 0:
             self.stats.add_retry_wait(remaining)
             time.sleep(remaining)
@@ -468,10 +496,19 @@ class MangaDexClient:
         except CircuitOpenError:
             self.stats.add_circuit_rejection()
             raise
-        self._wait_for_pause()
+        self._wait_for_pause(path)
         self.stats.add_rate_wait(self.limiter.acquire())
+        remaining = self._remaining()
+        timeout: Any = httpx.USE_CLIENT_DEFAULT
+        if remaining is not None:
+            if remaining <= 0:
+                raise self._deadline_error(path, "time used up")
+            timeout = httpx.Timeout(
+                min(self.policy.read_timeout, remaining),
+                connect=min(self.policy.connect_timeout, remaining),
+            )
         try:
-            response = self._http.get(path, params=params)
+            response = self._http.get(path, params=params, timeout=timeout)
         except httpx.TimeoutException as exc:
             self.stats.add_request(template, "timeout")
             reason = f"timeout ({type(exc).__name__})"
@@ -488,7 +525,7 @@ class MangaDexClient:
         if status == 429 or 500 <= status <= 504:
             reason = f"HTTP {status}"
             self.breaker.record_failure(f"{reason} on GET {path} (x-request-id {rid})")
-            delay = _retry_after(response) if status == 429 else None
+            delay = self._retry_after(response) if status == 429 else None
             raise _Retry(reason, status=status, delay=delay, rid=rid)
         if status >= 300:
             if status >= 500:
@@ -508,6 +545,13 @@ class MangaDexClient:
         self.breaker.record_success()
         return payload
 
+    def _retry_after(self, response: httpx.Response) -> float | None:
+        delay, garbage = _retry_after(response)
+        if garbage is not None and not self._garbage_retry_after_logged:
+            self._garbage_retry_after_logged = True  # once: a proxy that sends it sends it always
+            self.log.warning("ignoring unreadable %s from MangaDex; backing off instead", garbage)
+        return delay
+
     def _http_error(self, template: str, path: str, response: httpx.Response) -> MangaDexHTTPError:
         status = response.status_code
         rid = response.headers.get("x-request-id", "-")
@@ -520,12 +564,23 @@ class MangaDexClient:
 # -- helpers --------------------------------------------------------------------------------
 
 
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+def open_client(settings: Settings, *, rate_margin: float = DEFAULT_MARGIN) -> MangaDexClient:
+    """The client the settings describe (the CLI, tests and benchmarks; the Dagster resource
+    passes its own fields the same way)."""
+    return MangaDexClient(
+        settings.mangadex_api_url,
+        uploads_url=settings.mangadex_uploads_url,
+        api_key=settings.mangadex_api_key,
+        rate_limit=settings.mangadex_rate_limit,
+        state_url=settings.database_url,
+        rate_margin=rate_margin,
+        policy=settings.mangadex_policy,
+    )
 
 
 def _manga_id(value: str) -> str:
     """Ids go into URL paths: only a UUID may."""
-    if not isinstance(value, str) or not _UUID.match(value):
+    if not isinstance(value, str) or not is_uuid(value):
         raise ValueError(f"not a MangaDex manga id (a UUID): {str(value)[:80]!r}")
     return value.lower()
 
@@ -566,24 +621,29 @@ def _error_detail(response: httpx.Response) -> str:
     return _one_line(response.text)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: httpx.Response) -> tuple[float | None, str | None]:
     """Seconds to wait from `Retry-After` (seconds or HTTP date) and MangaDex's
-    `X-RateLimit-Retry-After` (a UNIX timestamp); the later of the two."""
+    `X-RateLimit-Retry-After` (a UNIX timestamp); the later of the two. A header we cannot
+    read counts as absent and comes back second, for the caller to report."""
     waits: list[float] = []
+    garbage: str | None = None
     now = time.time()
     raw = response.headers.get("retry-after")
     if raw:
         try:
             waits.append(float(raw))
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(raw) if raw else None
-            if parsed is not None:
-                waits.append(parsed.timestamp() - now)
+            try:
+                waits.append(email.utils.parsedate_to_datetime(raw).timestamp() - now)
+            except (TypeError, ValueError, IndexError, OverflowError):
+                garbage = f"Retry-After {_one_line(raw, 80)!r}"
     raw_ts = response.headers.get("x-ratelimit-retry-after")
     if raw_ts:
-        with contextlib.suppress(ValueError):
+        try:
             waits.append(float(raw_ts) - now)
+        except ValueError:
+            garbage = f"X-RateLimit-Retry-After {_one_line(raw_ts, 80)!r}"
     if not waits:
-        return None
+        return None, garbage
     # A hair over what was asked: "retry after" means strictly after, never earlier.
-    return max(0.0, max(waits)) + 0.05
+    return max(0.0, max(waits)) + 0.05, garbage

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class MangaDexError(Exception):
     """Base of everything the client raises on purpose."""
@@ -43,3 +45,7 @@ class MangaDexUnavailableError(MangaDexError):
 
 class CircuitOpenError(MangaDexUnavailableError):
     """The shared circuit breaker is open: the call failed fast without touching the network."""
+
+    def __init__(self, message: str, *, probe_at: datetime | None = None) -> None:
+        super().__init__(message)
+        self.probe_at = probe_at  # when the breaker lets the next probe request through

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
+from mangasync_pipeline.ids import is_uuid
 from mangasync_pipeline.mangadex.dates import parse_optional_timestamp, parse_timestamp
 from mangasync_pipeline.mangadex.errors import MalformedResponseError
 from mangasync_pipeline.mangadex.sanitize import (
@@ -30,7 +31,6 @@ log = logging.getLogger("mangasync.mangadex")
 
 T = TypeVar("T")
 
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # MangaDex's label pattern is `^((0|[1-9]\d*)(\.\d+)?[a-z]?)?$`: "12a" is chapter 12's sibling.
 _NUMBER = re.compile(r"^(\d+(?:\.\d+)?)[a-z]?$", re.IGNORECASE)
 _SHORT = 64  # status, language codes, volume labels and other short enumerations
@@ -131,7 +131,7 @@ class Page(Generic[T]):
 
 
 def _uuid(value: object, what: str) -> str:
-    if not isinstance(value, str) or not _UUID.match(value.lower()):
+    if not isinstance(value, str) or not is_uuid(value):
         raise ItemError(f"{what} is not a UUID: {str(value)[:60]!r}")
     return value.lower()
 
@@ -175,7 +175,7 @@ def _relationships(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
         if (
             isinstance(rel, dict)
             and isinstance(rel.get("id"), str)
-            and _UUID.match(rel["id"].lower())
+            and is_uuid(rel["id"])
         ):
             out.append(rel)
     return out
@@ -270,7 +270,7 @@ def parse_manga(obj: object) -> Manga:
         last_chapter=clean_optional(attrs.get("lastChapter"), _SHORT),
         last_volume=clean_optional(attrs.get("lastVolume"), _SHORT),
         latest_uploaded_chapter=(
-            latest.lower() if isinstance(latest, str) and _UUID.match(latest.lower()) else None
+            latest.lower() if isinstance(latest, str) and is_uuid(latest) else None
         ),
         available_languages=tuple(
             clean_text(lang, _SHORT) for lang in langs if isinstance(lang, str)

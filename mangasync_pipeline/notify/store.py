@@ -30,6 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db import tables as t
+from mangasync_pipeline.db.circuit import displayed_state
 
 # Above this many, a trigger's answer lists only the first ids and summarises the rest.
 MAX_LISTED_IDS = 100
@@ -395,7 +396,8 @@ class NotifyStore:
 
         return {
             "mangadex": {
-                "breaker": breaker.state if breaker else "closed",
+                "breaker": displayed_state(breaker.state, breaker.opened_until, utcnow())
+                if breaker else "closed",
                 "opened_until": iso(breaker.opened_until) if breaker else None,
             },
             "syncs": {

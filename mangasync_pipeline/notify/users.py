@@ -13,9 +13,9 @@ from sqlalchemy.exc import IntegrityError
 
 from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db import tables as t
+from mangasync_pipeline.ids import is_uuid
 
 _USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 class UserError(ValueError):
@@ -93,7 +93,7 @@ def resolve_manga(conn: Connection, ref: str) -> MangaInfo:
     ref = ref.strip()
     if ref.isdigit() and int(ref) < 2**63:
         cond = m.c.id == int(ref)
-    elif _UUID.match(ref):
+    elif is_uuid(ref):
         cond = m.c.mangadex_id == ref.lower()
     else:
         cond = m.c.slug == ref

@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db import tables as t
+from mangasync_pipeline.db.circuit import displayed_state
 from mangasync_pipeline.db.engine import describe, make_engine
 from mangasync_pipeline.db.migrate import SchemaError, check_schema
 
@@ -138,10 +139,13 @@ def collect_status(engine: Engine) -> StatusReport:
         def count(table: Any, *where: Any) -> int:
             return conn.scalar(select(func.count()).select_from(table).where(*where)) or 0
 
+        now = utcnow()
         breakers = [
             BreakerStatus(
                 name=r.name,
-                state=r.state,
+                # From opened_until and the clock: the stored state changes only when some
+                # process calls MangaDex.
+                state=displayed_state(r.state, r.opened_until, now),
                 consecutive_failures=r.consecutive_failures,
                 opened_until=r.opened_until,
                 last_error=r.last_error,
@@ -150,7 +154,7 @@ def collect_status(engine: Engine) -> StatusReport:
         ]
         return StatusReport(
             database=describe(engine.url.render_as_string(hide_password=False)),
-            checked_at=utcnow(),
+            checked_at=now,
             syncs=syncs,
             outbox_pending=outbox_pending,
             outbox_oldest_pending_at=oldest.created_at if oldest else None,

@@ -3,7 +3,6 @@ server's `POST /api/manga/{id}/sync` requests) and `mangasync sync-manga`."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,19 +11,18 @@ from sqlalchemy import Engine, or_, select
 from mangasync_pipeline.config import Settings, utcnow
 from mangasync_pipeline.db.engine import shared_engine
 from mangasync_pipeline.db.tables import manga
-from mangasync_pipeline.mangadex.client import DEFAULT_INCLUDES, MangaDexClient
+from mangasync_pipeline.ids import is_uuid
+from mangasync_pipeline.mangadex.client import DEFAULT_INCLUDES, MangaDexClient, open_client
 from mangasync_pipeline.mangadex.mapping import manga_row
 from mangasync_pipeline.sync.catalogue_store import NotifyPolicy, upsert_manga
 from mangasync_pipeline.sync.chapters import BASELINE_VIEWS, ChapterReport, process_chapters
 from mangasync_pipeline.sync.notifier import Notifier
 
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-
 
 def resolve_mangadex_id(engine: Engine, manga_ref: str) -> str:
     """A local id, a slug or a MangaDex UUID -> the MangaDex UUID (LookupError if unknown)."""
     ref = manga_ref.strip()
-    if _UUID.match(ref):
+    if is_uuid(ref):
         return ref.lower()
     conditions = [manga.c.slug == ref]
     if ref.isdigit():
@@ -66,14 +64,6 @@ def sync_one(engine: Engine, client: MangaDexClient, mangadex_id: str,
         "notifications_queued": report.notifications + upsert.notifications,
         "requests": spent.total_requests,
     }
-
-
-def open_client(settings: Settings) -> MangaDexClient:
-    """The MangaDex client for callers outside Dagster, configured from the settings."""
-    return MangaDexClient(settings.mangadex_api_url, uploads_url=settings.mangadex_uploads_url,
-                          api_key=settings.mangadex_api_key,
-                          rate_limit=settings.mangadex_rate_limit,
-                          state_url=settings.database_url)
 
 
 def sync_manga(settings: Settings, manga_ref: str) -> dict[str, Any]:
