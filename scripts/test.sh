@@ -11,4 +11,5 @@ fi
 if [ ! -x /usr/bin/chromium ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+VIRTUAL_ENV="$PWD/.venv" .venv/bin/dg check defs >/dev/null  # the code location loads, as dg sees it
 exec .venv/bin/python -m pytest -n "${MANGASYNC_TEST_WORKERS:-2}" "$@"

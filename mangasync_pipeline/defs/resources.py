@@ -10,7 +10,12 @@ from dagster import ConfigurableResource, EnvVar, Failure
 from pydantic import PrivateAttr
 from sqlalchemy import Engine
 
-from mangasync_pipeline.config import DEFAULT_DATABASE_URL, Settings, parse_interval
+from mangasync_pipeline.config import (
+    DEFAULT_DATABASE_URL,
+    Settings,
+    database_url,
+    parse_interval,
+)
 from mangasync_pipeline.db.engine import shared_engine
 from mangasync_pipeline.db.migrate import SchemaError, check_schema
 from mangasync_pipeline.mangadex.client import MangaDexClient
@@ -21,19 +26,33 @@ _clients: dict[tuple[Any, ...], MangaDexClient] = {}
 
 
 class MangaHubDatabase(ConfigurableResource):  # type: ignore[type-arg]
-    """The MangaHub database (SQLite file or PostgreSQL), schema-checked on first use."""
+    """The MangaHub database (SQLite file or PostgreSQL), schema-checked on first use.
+
+    `url` comes from DATABASE_URL as an EnvVar when that is set: the UI shows the variable's
+    name, never the password inside the URL."""
 
     url: str = DEFAULT_DATABASE_URL
 
+    @property
+    def sqlalchemy_url(self) -> str:
+        # The raw variable may say postgres:// (Heroku-style); SQLAlchemy needs the driver.
+        return database_url(self.url)
+
+    @property
+    def backend(self) -> str:
+        """`postgres` or `sqlite`: the asset kind the UI shows."""
+        return "sqlite" if self.sqlalchemy_url.startswith("sqlite") else "postgres"
+
     def engine(self) -> Engine:
-        engine = shared_engine(self.url)
-        if self.url not in _checked:
+        url = self.sqlalchemy_url
+        engine = shared_engine(url)
+        if url not in _checked:
             try:
                 check_schema(engine)
             except SchemaError as exc:
                 # One line in the run's failure, not a traceback: the operator must migrate.
                 raise Failure(description=str(exc), allow_retries=False) from None
-            _checked.add(self.url)
+            _checked.add(url)
         return engine
 
 
@@ -105,10 +124,19 @@ def _env(name: str, default: Any) -> Any:
     return EnvVar(name) if os.environ.get(name) else default
 
 
+def _database_url_source(settings: Settings) -> Any:
+    """DATABASE_URL as an EnvVar when the settings came from it (the URL may hold a password);
+    a URL given otherwise (tests, a non-secret SQLite path) as itself."""
+    raw = os.environ.get("DATABASE_URL")
+    if raw and database_url(raw) == settings.database_url:
+        return EnvVar("DATABASE_URL")
+    return settings.database_url
+
+
 def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:  # type: ignore[type-arg]
     # `settings` was validated already; EnvVar keeps secrets out of the run config shown in the UI.
     return {
-        "mangahub": MangaHubDatabase(url=settings.database_url),
+        "mangahub": MangaHubDatabase(url=_database_url_source(settings)),
         "mangadex": MangaDexResource(
             api_url=settings.mangadex_api_url, uploads_url=settings.mangadex_uploads_url,
             api_key=_env("MANGADEX_API_KEY", None), rate_limit=settings.mangadex_rate_limit,
