@@ -249,5 +249,7 @@ def new_chapters(context: AssetExecutionContext, config: NewChaptersConfig,
 
 
 def _add_chapter_report(total: ChapterReport, part: ChapterReport) -> None:
+    """Add one day's counts and lists to the range's."""
     for name, value in vars(part).items():
-        setattr(total, name, getattr(total, name) + value)
+        if isinstance(value, int | list):
+            setattr(total, name, getattr(total, name) + value)
