@@ -76,6 +76,8 @@ def test_compose_commands_and_environment(compose: dict[str, Any]) -> None:
     code = services["code-location"]["command"]
     assert code[:3] == ["dagster", "code-server", "start"]
     assert "mangasync_pipeline.definitions" in code
+    # The defs folder is found through the project's pyproject.toml beside the source.
+    assert code[code.index("--working-directory") + 1] == "/opt/dagster/app"
     port = code[code.index("--port") + 1]
 
     workspace = yaml.safe_load((ROOT / "docker" / "workspace.yaml").read_text())

@@ -81,11 +81,16 @@ class CatalogueConfig(Config):
 
 
 def _per_partition(context: AssetExecutionContext, key: AssetKey, keys: list[str],
-                   figures: Mapping[str, Mapping[str, int]]) -> None:
-    for partition in keys:
-        context.add_asset_metadata({name: int(by_day.get(partition, 0))
-                                    for name, by_day in figures.items()},
-                                   asset_key=key, partition_key=partition)
+                   figures: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
+    """Each partition's own figures. For one partition they are returned, to head the
+    materialization's metadata; for a range each partition's event gets its own."""
+    own = [{name: int(by_day.get(partition, 0)) for name, by_day in figures.items()}
+           for partition in keys]
+    if len(keys) == 1:
+        return own[0]
+    for partition, metadata in zip(keys, own, strict=True):
+        context.add_asset_metadata(metadata, asset_key=key, partition_key=partition)
+    return {}
 
 
 def _bucket(keys: list[str], days: Mapping[int, str], ids: list[int]) -> Counter[str]:
@@ -152,21 +157,22 @@ def catalogue(context: AssetExecutionContext, config: CatalogueConfig,
     days = created_days(engine, inserted + updated)
     rows = rows_per_day(engine, window.start, window.end)
     seen = Counter({keys[0]: report.seen}) if len(keys) == 1 else report.days
-    _per_partition(context, MANGA_CATALOGUE, keys, {
+    own = _per_partition(context, MANGA_CATALOGUE, keys, {
         "manga_seen": seen, "manga_inserted": _bucket(keys, days, inserted),
         "manga_updated": _bucket(keys, days, updated), "dagster/row_count": rows["manga"]})
-    yield MaterializeResult(asset_key=MANGA_CATALOGUE, metadata=run_scope(keys, {
+    yield MaterializeResult(asset_key=MANGA_CATALOGUE, metadata={**own, **run_scope(keys, {
         **{k: v for k, v in summary.items() if k.startswith(("items_", "pages"))},
         "notifications_queued": summary["notifications_queued"], **requests,
         **delivery_metadata(delivery), "preview": manga_preview(report.result),
-    }))
+    })})
     if GENRE_LINKS in selected:
-        _per_partition(context, GENRE_LINKS, keys, {"dagster/row_count": rows["genre_links"]})
-        yield MaterializeResult(asset_key=GENRE_LINKS, metadata=run_scope(keys, {
+        own = _per_partition(context, GENRE_LINKS, keys,
+                             {"dagster/row_count": rows["genre_links"]})
+        yield MaterializeResult(asset_key=GENRE_LINKS, metadata={**run_scope(keys, {
             "genre_links_added": summary["genre_links_added"],
             "genre_links_removed": summary["genre_links_removed"],
             "genres_created": summary["genres_created"],
-        }))
+        }), **own})
 
 
 def _genre_links_alone(context: AssetExecutionContext, engine: Engine, client: MangaDexClient,
@@ -183,13 +189,13 @@ def _genre_links_alone(context: AssetExecutionContext, engine: Engine, client: M
         created += result.genres_created
     window = context.partition_time_window
     rows = rows_per_day(engine, window.start, window.end)
-    _per_partition(context, GENRE_LINKS, keys, {
+    own = _per_partition(context, GENRE_LINKS, keys, {
         "genre_links_added": added, "genre_links_removed": removed,
         "dagster/row_count": rows["genre_links"]})
     requests = meter.finish({})
-    return MaterializeResult(asset_key=GENRE_LINKS, metadata=run_scope(keys, {
+    return MaterializeResult(asset_key=GENRE_LINKS, metadata={**own, **run_scope(keys, {
         "genres_created": created, **requests,
-        "read": "the partition's catalogued manga, re-read by id (links only)"}))
+        "read": "the partition's catalogued manga, re-read by id (links only)"})})
 
 
 @asset(
@@ -237,15 +243,15 @@ def new_chapters(context: AssetExecutionContext, config: NewChaptersConfig,
     requests = meter.finish({"chapters_synced": total.stored})
     window = context.partition_time_window
     per_day["dagster/row_count"] = rows_per_day(engine, window.start, window.end)["chapters"]
-    _per_partition(context, NEW_CHAPTERS, keys, per_day)
+    own = _per_partition(context, NEW_CHAPTERS, keys, per_day)
     context.log.info(f"new_chapters {context.partition_key_range}: {total.summary()}; "
                      f"{requests['mangadex_requests']} requests")
     totals = total.summary() if len(keys) > 1 else {}
-    return MaterializeResult(metadata=run_scope(keys, {
+    return MaterializeResult(metadata={**own, **run_scope(keys, {
         **totals, **requests, **delivery_metadata(delivery),
         "read": "from the cursor (scheduled poll)" if scheduled else "whole partitions",
         "new_chapter_numbers": preview(total.new_numbers, column="new chapter"),
-    }))
+    })})
 
 
 def _add_chapter_report(total: ChapterReport, part: ChapterReport) -> None:
