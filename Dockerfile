@@ -22,7 +22,7 @@ RUN mkdir -p mangasync_pipeline && touch mangasync_pipeline/__init__.py \
 COPY mangasync_pipeline ./mangasync_pipeline
 RUN pip install --no-deps .
 
-COPY dagster.yaml ${DAGSTER_HOME}/dagster.yaml
+COPY docker/dagster.yaml ${DAGSTER_HOME}/dagster.yaml
 COPY docker/workspace.yaml ./workspace.yaml
 
 RUN useradd --system --uid 10001 --home-dir /opt/dagster mangasync \

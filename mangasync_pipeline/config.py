@@ -61,7 +61,9 @@ def _port(name: str, value: str) -> int:
     return port
 
 
-def _database_url(value: str) -> str:
+def database_url(value: str) -> str:
+    """`value` checked and given the psycopg 3 driver we ship with; where a URL is used, as
+    the raw variable can reach a resource through Dagster's EnvVar."""
     if "://" not in value or not value.split("://", 1)[0]:
         raise ConfigError(f"DATABASE_URL={value!r}: not a SQLAlchemy URL (sqlite:///... or "
                           "postgresql+psycopg://...)")
@@ -187,7 +189,7 @@ class Settings:
 
         kwargs: dict[str, object] = {}
         if (v := get("DATABASE_URL")) is not None:
-            kwargs["database_url"] = _database_url(v)
+            kwargs["database_url"] = database_url(v)
         if (v := get("MANGADEX_API_URL")) is not None:
             kwargs["mangadex_api_url"] = _url("MANGADEX_API_URL", v)
         if (v := get("MANGADEX_UPLOADS_URL")) is not None:

@@ -47,7 +47,7 @@ def compose() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def launcher() -> dict[str, Any]:
-    return load("dagster.yaml")["run_launcher"]
+    return load("docker/dagster.yaml")["run_launcher"]
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def settings_read_by_code() -> set[str]:
 
 
 def settings_read_by_dagster() -> set[str]:
-    return set(re.findall(r"\{env: ([A-Z_]+)\}", (ROOT / "dagster.yaml").read_text()))
+    return set(re.findall(r"\{env: ([A-Z_]+)\}", (ROOT / "docker" / "dagster.yaml").read_text()))
 
 
 def required_in_env_example() -> set[str]:
@@ -195,7 +195,7 @@ def test_helm_values_run_the_project_image_with_k8s_runs_and_outside_postgres(
     assert k8s["envSecrets"] == deployment["envSecrets"]
 
     # The same production policy as dagster.yaml.
-    instance = load("dagster.yaml")
+    instance = load("docker/dagster.yaml")
     daemon = helm["dagsterDaemon"]
     assert daemon["runMonitoring"]["enabled"] is True
     assert daemon["runMonitoring"]["maxResumeRunAttempts"] == (

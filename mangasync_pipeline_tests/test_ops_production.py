@@ -76,6 +76,8 @@ def test_compose_commands_and_environment(compose: dict[str, Any]) -> None:
     code = services["code-location"]["command"]
     assert code[:3] == ["dagster", "code-server", "start"]
     assert "mangasync_pipeline.definitions" in code
+    # The defs folder is found through the project's pyproject.toml beside the source.
+    assert code[code.index("--working-directory") + 1] == "/opt/dagster/app"
     port = code[code.index("--port") + 1]
 
     workspace = yaml.safe_load((ROOT / "docker" / "workspace.yaml").read_text())
@@ -114,7 +116,8 @@ def test_env_example_lists_every_setting() -> None:
     read_by_code = set(re.findall(r'get\("([A-Z][A-Z0-9_]*)"\)',
                                   (ROOT / "mangasync_pipeline" / "config.py").read_text()))
     assert read_by_code <= set(documented), read_by_code - set(documented)
-    dagster_env = set(re.findall(r"\{env: ([A-Z_]+)\}", (ROOT / "dagster.yaml").read_text()))
+    dagster_env = set(re.findall(r"\{env: ([A-Z_]+)\}",
+                                 (ROOT / "docker" / "dagster.yaml").read_text()))
     assert dagster_env <= set(documented)
     # Each line with a default shows the contract's default.
     assert documented["MANGADEX_RATE_LIMIT"] == "5"
@@ -127,7 +130,7 @@ def test_dockerfile_builds_one_image_for_every_service() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim\b", dockerfile, re.M)
     assert re.search(r"^RUN pip install .*\.$", dockerfile, re.M)
-    assert "COPY dagster.yaml ${DAGSTER_HOME}/dagster.yaml" in dockerfile
+    assert "COPY docker/dagster.yaml ${DAGSTER_HOME}/dagster.yaml" in dockerfile
     assert "COPY docker/workspace.yaml ./workspace.yaml" in dockerfile
     for source in re.findall(r"^COPY (\S+)", dockerfile, re.M):
         assert (ROOT / source).exists(), source
@@ -153,7 +156,7 @@ def dagster_pg_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 def test_production_dagster_yaml_passes_dagster_validation(dagster_pg_env: str) -> None:
-    config, _ = dagster_instance_config(str(ROOT))
+    config, _ = dagster_instance_config(str(ROOT / "docker"))
     assert config["storage"]["postgres"]["postgres_db"]["db_name"] == {
         "env": "DAGSTER_POSTGRES_DB"}
     assert config["run_retries"] == {"enabled": True, "max_retries": 2,
@@ -161,7 +164,7 @@ def test_production_dagster_yaml_passes_dagster_validation(dagster_pg_env: str) 
 
 
 def test_production_instance_runs_on_postgresql(dagster_pg_env: str, tmp_path: Path) -> None:
-    shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    shutil.copy(ROOT / "docker" / "dagster.yaml", tmp_path / "dagster.yaml")
     with DagsterInstance.from_config(str(tmp_path)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"

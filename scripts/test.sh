@@ -16,4 +16,5 @@ if [ ! -x "${MANGASYNC_CHROMIUM:-/usr/bin/chromium}" ]; then
     echo "test.sh: the browser test needs Debian's Chromium: sudo apt-get install -y chromium" >&2
   fi
 fi
+VIRTUAL_ENV="$PWD/.venv" .venv/bin/dg check defs >/dev/null  # the code location loads, as dg sees it
 exec .venv/bin/python -m pytest -n "${MANGASYNC_TEST_WORKERS:-2}" "$@"

@@ -1,8 +1,17 @@
-"""The three software-defined assets. Each is a thin wrapper over `sync/`."""
+"""The three software-defined assets. Each is a thin wrapper over `sync/`.
 
-from collections.abc import Iterator
+Every partition of a run gets its own figures (`add_asset_metadata(partition_key=...)`); what
+only exists for the run as a whole (requests, deliveries) is labelled a range total when the
+run spans several partitions.
+"""
+
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from datetime import date
 
 from dagster import (
+    AllPartitionMapping,
+    AssetDep,
     AssetExecutionContext,
     AssetKey,
     AssetSpec,
@@ -12,28 +21,49 @@ from dagster import (
     asset,
     multi_asset,
 )
+from sqlalchemy import Engine
 
+from mangasync_pipeline.db import tables
 from mangasync_pipeline.defs.failures import one_line_failures, partition_label
-from mangasync_pipeline.defs.reporting import RunMeter, delivery_metadata, preview
+from mangasync_pipeline.defs.reporting import (
+    RunMeter,
+    delivery_metadata,
+    manga_preview,
+    preview,
+    run_scope,
+    table_metadata,
+)
 from mangasync_pipeline.defs.resources import (
     MangaDexResource,
     MangaHubDatabase,
     NotifierResource,
     SyncSettings,
 )
-from mangasync_pipeline.defs.settings import DAILY, MANGADEX_POOL, RUN_RETRY
+from mangasync_pipeline.defs.settings import DAILY, MANGADEX_POOL, RUN_RETRY, SETTINGS
+from mangasync_pipeline.mangadex.client import MangaDexClient
 from mangasync_pipeline.sync.catalogue import (
     SILENT,
+    day_bounds,
     import_created_range,
     import_ids,
     initial_sync_cursor,
 )
 from mangasync_pipeline.sync.catalogue_store import NotifyPolicy
-from mangasync_pipeline.sync.chapters import sync_chapter_window
+from mangasync_pipeline.sync.chapters import ChapterReport, sync_chapter_window
+from mangasync_pipeline.sync.partition_days import (
+    created_days,
+    relink_genres_created,
+    rows_per_day,
+)
 
 MANGA_CATALOGUE = AssetKey("manga_catalogue")
 GENRE_LINKS = AssetKey("genre_links")
 NEW_CHAPTERS = AssetKey("new_chapters")
+
+OWNERS = ["team:mangasync"]
+# The database the assets live in, as the UI's kind icon (the configured URL decides).
+BACKEND = "sqlite" if SETTINGS.database_url.startswith("sqlite") else "postgres"
+KINDS = {"mangadex", BACKEND}
 
 
 class NewChaptersConfig(Config):
@@ -50,17 +80,46 @@ class CatalogueConfig(Config):
     notify_new_manga: bool = False
 
 
+def _per_partition(context: AssetExecutionContext, key: AssetKey, keys: list[str],
+                   figures: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
+    """Each partition's own figures. For one partition they are returned, to head the
+    materialization's metadata; for a range each partition's event gets its own."""
+    own = [{name: int(by_day.get(partition, 0)) for name, by_day in figures.items()}
+           for partition in keys]
+    if len(keys) == 1:
+        return own[0]
+    for partition, metadata in zip(keys, own, strict=True):
+        context.add_asset_metadata(metadata, asset_key=key, partition_key=partition)
+    return {}
+
+
+def _bucket(keys: list[str], days: Mapping[int, str], ids: list[int]) -> Counter[str]:
+    """Count `ids` per partition; a single-partition run owns all of them (the sensor files
+    manga older than the first partition under it)."""
+    if len(keys) == 1:
+        return Counter({keys[0]: len(ids)})
+    return Counter(days[i] for i in ids if i in days)
+
+
 @multi_asset(
     specs=[
         AssetSpec(MANGA_CATALOGUE, description="MangaDex manga in MangaHub's `manga` table, "
-                  "partitioned by the day they were created on MangaDex (UTC).",
-                  group_name="catalogue", kinds={"sql"}),
+                  "partitioned by the day they were created on MangaDex (UTC). Written with "
+                  "their genre links, in one transaction per page.",
+                  group_name="catalogue", kinds=KINDS, owners=OWNERS,
+                  tags={"domain": "catalogue", "source": "mangadex"},
+                  metadata=table_metadata(tables.manga), skippable=True),
         AssetSpec(GENRE_LINKS, deps=[MANGA_CATALOGUE], description="`genres` and "
-                  "`manga_genres`, written in the same transaction as the manga.",
-                  group_name="catalogue", kinds={"sql"}),
+                  "`manga_genres` of the partition's manga. Materialized alone, it re-reads "
+                  "those manga from MangaDex (100 per request) and rebuilds only their links.",
+                  group_name="catalogue", kinds=KINDS, owners=OWNERS,
+                  tags={"domain": "catalogue", "source": "mangadex"},
+                  metadata=table_metadata(tables.manga_genres), skippable=True),
     ],
     name="catalogue",
     partitions_def=DAILY,
+    # Either asset alone, from the UI, GraphQL or `materialize(..., selection=...)`.
+    can_subset=True,
     backfill_policy=BackfillPolicy.single_run(),
     retry_policy=RUN_RETRY,
     pool=MANGADEX_POOL,
@@ -69,8 +128,15 @@ def catalogue(context: AssetExecutionContext, config: CatalogueConfig,
               mangahub: MangaHubDatabase, mangadex: MangaDexResource,
               notifier: NotifierResource) -> Iterator[MaterializeResult]:
     engine, client = mangahub.engine(), mangadex.client()
-    meter = RunMeter(engine, client, "catalogue")
+    keys = list(context.partition_keys)
     window = context.partition_time_window
+    selected = context.selected_asset_keys
+    meter = RunMeter(engine, client, "catalogue")
+    if MANGA_CATALOGUE not in selected:
+        context.log.info(f"rebuilding the genre links of manga created in "
+                         f"[{window.start}, {window.end})")
+        yield _genre_links_alone(context, engine, client, keys, config.mangadex_ids, meter)
+        return
     with one_line_failures(f"catalogue {partition_label(context)}"):
         if config.mangadex_ids:
             policy = NotifyPolicy(new_manga=config.notify_new_manga,
@@ -84,17 +150,52 @@ def catalogue(context: AssetExecutionContext, config: CatalogueConfig,
     delivery = notifier.deliver(engine)
     summary = report.summary()
     requests = meter.finish({"manga_synced": summary["manga_inserted"] + summary["manga_updated"]})
-    context.log.info(f"catalogue: {summary}; {requests['mangadex_requests']} requests")
-    yield MaterializeResult(asset_key=MANGA_CATALOGUE, metadata={
-        **{k: v for k, v in summary.items() if k.startswith(("manga_", "items_", "pages"))},
+    context.log.info(f"catalogue {context.partition_key_range}: {summary}; "
+                     f"{requests['mangadex_requests']} requests")
+    inserted = [i for i, _, _ in report.result.inserted]
+    updated = [i for i, _, _ in report.result.updated]
+    days = created_days(engine, inserted + updated)
+    rows = rows_per_day(engine, window.start, window.end)
+    seen = Counter({keys[0]: report.seen}) if len(keys) == 1 else report.days
+    own = _per_partition(context, MANGA_CATALOGUE, keys, {
+        "manga_seen": seen, "manga_inserted": _bucket(keys, days, inserted),
+        "manga_updated": _bucket(keys, days, updated), "dagster/row_count": rows["manga"]})
+    yield MaterializeResult(asset_key=MANGA_CATALOGUE, metadata={**own, **run_scope(keys, {
+        **{k: v for k, v in summary.items() if k.startswith(("items_", "pages"))},
         "notifications_queued": summary["notifications_queued"], **requests,
-        **delivery_metadata(delivery), "preview": preview(report.preview()),
-    })
-    yield MaterializeResult(asset_key=GENRE_LINKS, metadata={
-        "genre_links_added": summary["genre_links_added"],
-        "genre_links_removed": summary["genre_links_removed"],
-        "genres_created": summary["genres_created"],
-    })
+        **delivery_metadata(delivery), "preview": manga_preview(report.result),
+    })})
+    if GENRE_LINKS in selected:
+        own = _per_partition(context, GENRE_LINKS, keys,
+                             {"dagster/row_count": rows["genre_links"]})
+        yield MaterializeResult(asset_key=GENRE_LINKS, metadata={**run_scope(keys, {
+            "genre_links_added": summary["genre_links_added"],
+            "genre_links_removed": summary["genre_links_removed"],
+            "genres_created": summary["genres_created"],
+        }), **own})
+
+
+def _genre_links_alone(context: AssetExecutionContext, engine: Engine, client: MangaDexClient,
+                       keys: list[str], mangadex_ids: list[str],
+                       meter: RunMeter) -> MaterializeResult:
+    added: Counter[str] = Counter()
+    removed: Counter[str] = Counter()
+    created = 0
+    for partition in keys:
+        start, end = day_bounds(date.fromisoformat(partition))
+        with one_line_failures(f"genre_links {partition}"):
+            result = relink_genres_created(engine, client, start, end, mangadex_ids)
+        added[partition], removed[partition] = result.genre_links_added, result.genre_links_removed
+        created += result.genres_created
+    window = context.partition_time_window
+    rows = rows_per_day(engine, window.start, window.end)
+    own = _per_partition(context, GENRE_LINKS, keys, {
+        "genre_links_added": added, "genre_links_removed": removed,
+        "dagster/row_count": rows["genre_links"]})
+    requests = meter.finish({})
+    return MaterializeResult(asset_key=GENRE_LINKS, metadata={**own, **run_scope(keys, {
+        "genres_created": created, **requests,
+        "read": "the partition's catalogued manga, re-read by id (links only)"})})
 
 
 @asset(
@@ -103,7 +204,13 @@ def catalogue(context: AssetExecutionContext, config: CatalogueConfig,
                 "the day they became readable (readableAt, UTC). Queues NEW_CHAPTER "
                 "notifications by the rules of CONTRACTS.md.",
     group_name="chapters",
-    kinds={"sql"},
+    kinds=KINDS,
+    owners=OWNERS,
+    tags={"domain": "chapters", "source": "mangadex"},
+    metadata=table_metadata(tables.chapters),
+    # A chapter of any day may belong to a manga created on any day: the whole catalogue is
+    # upstream. The edge is lineage only; nothing waits on it, so a poll is never held up.
+    deps=[AssetDep(MANGA_CATALOGUE, partition_mapping=AllPartitionMapping())],
     partitions_def=DAILY,
     backfill_policy=BackfillPolicy.single_run(),
     retry_policy=RUN_RETRY,
@@ -115,20 +222,40 @@ def new_chapters(context: AssetExecutionContext, config: NewChaptersConfig,
                  sync_settings: SyncSettings) -> MaterializeResult:
     engine, client = mangahub.engine(), mangadex.client()
     meter = RunMeter(engine, client, "new_chapters")
-    window = context.partition_time_window
+    keys = list(context.partition_keys)
     # The schedule's polls resume at the cursor (run config it sets, visible in the Launchpad);
     # backfills, manual runs and re-executions of a manual run read whole days.
     scheduled = config.from_cursor
-    with one_line_failures(f"new_chapters {partition_label(context)}"):
-        report = sync_chapter_window(engine, client, sync_settings.language_list, window.start,
-                                     window.end, lookback=sync_settings.lookback,
-                                     use_cursor=scheduled)
+    total = ChapterReport()
+    per_day: dict[str, Counter[str]] = {}
+    # Day by day: the sync reads a day per slice anyway, so this costs no extra request and
+    # each partition's figures are its own.
+    for partition in keys:
+        start, end = day_bounds(date.fromisoformat(partition))
+        with one_line_failures(f"new_chapters {partition}"):
+            report = sync_chapter_window(engine, client, sync_settings.language_list, start,
+                                         end, lookback=sync_settings.lookback,
+                                         use_cursor=scheduled)
+        for name, value in report.summary().items():
+            per_day.setdefault(name, Counter())[partition] = value
+        _add_chapter_report(total, report)
     delivery = notifier.deliver(engine)
-    summary = report.summary()
-    requests = meter.finish({"chapters_synced": summary["chapters_stored"]})
-    context.log.info(f"new_chapters: {summary}; {requests['mangadex_requests']} requests")
-    return MaterializeResult(metadata={
-        **summary, **requests, **delivery_metadata(delivery),
+    requests = meter.finish({"chapters_synced": total.stored})
+    window = context.partition_time_window
+    per_day["dagster/row_count"] = rows_per_day(engine, window.start, window.end)["chapters"]
+    own = _per_partition(context, NEW_CHAPTERS, keys, per_day)
+    context.log.info(f"new_chapters {context.partition_key_range}: {total.summary()}; "
+                     f"{requests['mangadex_requests']} requests")
+    totals = total.summary() if len(keys) > 1 else {}
+    return MaterializeResult(metadata={**own, **run_scope(keys, {
+        **totals, **requests, **delivery_metadata(delivery),
         "read": "from the cursor (scheduled poll)" if scheduled else "whole partitions",
-        "new_chapter_numbers": preview(report.new_numbers),
-    })
+        "new_chapter_numbers": preview(total.new_numbers, column="new chapter"),
+    })})
+
+
+def _add_chapter_report(total: ChapterReport, part: ChapterReport) -> None:
+    """Add one day's counts and lists to the range's."""
+    for name, value in vars(part).items():
+        if isinstance(value, int | list):
+            setattr(total, name, getattr(total, name) + value)

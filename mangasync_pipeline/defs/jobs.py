@@ -16,7 +16,12 @@ from dagster import (
 
 from mangasync_pipeline.defs.assets import GENRE_LINKS, MANGA_CATALOGUE, NEW_CHAPTERS
 from mangasync_pipeline.defs.failures import one_line_failures
-from mangasync_pipeline.defs.reporting import RunMeter, delivery_metadata, preview
+from mangasync_pipeline.defs.reporting import (
+    RunMeter,
+    delivery_metadata,
+    manga_preview,
+    preview,
+)
 from mangasync_pipeline.defs.resources import (
     MangaDexResource,
     MangaHubDatabase,
@@ -62,13 +67,18 @@ def import_newest_manga(context: OpExecutionContext, config: InitialSyncConfig,
     # Record what it wrote as materializations of the catalogue partitions it touched, but
     # not its oldest day: that one holds only the part that fit in the limit, and a UI backfill
     # of missing partitions should still fill it.
+    # Both catalogue assets: the import wrote each day's manga and their genre links together,
+    # so "materialize missing" finds the same days missing for both.
     for day, count in sorted(report.days.items())[1:]:
         yield AssetMaterialization(asset_key=MANGA_CATALOGUE, partition=day,
                                    metadata={"manga_imported": count,
                                              "source": "initial_sync_job"})
+        yield AssetMaterialization(asset_key=GENRE_LINKS, partition=day,
+                                   metadata={"manga_imported": count,
+                                             "source": "initial_sync_job"})
     yield Output(None, metadata={
         **report.summary(), **requests, "cursor": str(result.cursor),
-        "partitions_written": len(report.days), "preview": preview(report.preview()),
+        "partitions_written": len(report.days), "preview": manga_preview(report.result),
     })
 
 
@@ -96,7 +106,7 @@ def sync_one_manga(context: OpExecutionContext, config: SyncMangaConfig,
     context.log.info(f"manga {found['manga_id']} ({config.mangadex_id}): {found}")
     return Output(None, metadata={
         **{k: v for k, v in found.items() if k != "new_chapters"},
-        "new_chapters": preview(found["new_chapters"]),
+        "new_chapters": preview(found["new_chapters"], column="new chapter"),
         "report": MetadataValue.json(found), **delivery_metadata(delivery),
     })
 
@@ -143,7 +153,7 @@ def refresh_manga(context: OpExecutionContext, config: RefreshMangaConfig,
     requests = meter.finish({"manga_synced": summary["manga_updated"]})
     context.log.info(f"refreshed {len(config.mangadex_ids)} manga: {summary}")
     return Output(None, metadata={**summary, **requests, **delivery_metadata(delivery),
-                                  "preview": preview(report.preview())})
+                                  "preview": manga_preview(report.result)})
 
 
 @job(executor_def=in_process_executor,

@@ -5,12 +5,19 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from dagster import MetadataValue
-from sqlalchemy import Engine
+from dagster import (
+    MetadataValue,
+    TableColumn,
+    TableColumnConstraints,
+    TableRecord,
+    TableSchema,
+)
+from sqlalchemy import Engine, Table
 
 from mangasync_pipeline.mangadex.client import MangaDexClient
 from mangasync_pipeline.mangadex.stats import StatsSnapshot
 from mangasync_pipeline.sync import metrics
+from mangasync_pipeline.sync.catalogue_store import UpsertResult
 from mangasync_pipeline.sync.notifier import DeliveryReport
 
 
@@ -38,12 +45,53 @@ def delivery_metadata(report: DeliveryReport) -> dict[str, Any]:
     return {f"outbox_{k}": v for k, v in report.as_metadata().items()}
 
 
-def preview(lines: list[str], limit: int = 10) -> MetadataValue:
-    if not lines:
-        return MetadataValue.md("_nothing new_")
-    shown = "\n".join(f"- {line}" for line in lines[:limit])
-    more = f"\n- … and {len(lines) - limit} more" if len(lines) > limit else ""
-    return MetadataValue.md(shown + more)
+def table(rows: list[dict[str, Any]], columns: dict[str, str]) -> MetadataValue:
+    """Rows as a table the UI renders with its columns (`columns`: name -> type)."""
+    schema = TableSchema(columns=[TableColumn(name, kind) for name, kind in columns.items()])
+    return MetadataValue.table(
+        records=[TableRecord({k: row.get(k) for k in columns}) for row in rows], schema=schema)
+
+
+def preview(lines: list[str], limit: int = 10, column: str = "item") -> MetadataValue:
+    """The first `limit` lines as a one-column table; a last row says how many more."""
+    shown = [{column: line} for line in lines[:limit]]
+    if len(lines) > limit:
+        shown.append({column: f"… and {len(lines) - limit} more"})
+    return table(shown, {column: "string"})
+
+
+def manga_preview(result: UpsertResult, limit: int = 10) -> MetadataValue:
+    """The manga a run inserted or changed, as a table."""
+    rows = [{"manga_id": i, "mangadex_id": dex, "title": title, "change": change}
+            for change, found in (("inserted", result.inserted), ("updated", result.updated))
+            for i, dex, title in found][:limit]
+    return table(rows, {"manga_id": "int", "mangadex_id": "string", "title": "string",
+                        "change": "string"})
+
+
+def run_scope(partition_keys: list[str], metadata: dict[str, Any]) -> dict[str, Any]:
+    """Figures of a whole run: as they are for one partition, labelled `range_` otherwise
+    (the UI shows them on every partition of the range, beside that partition's own)."""
+    if len(partition_keys) <= 1:
+        return metadata
+    return {"range": f"{partition_keys[0]} .. {partition_keys[-1]} "
+                     f"({len(partition_keys)} partitions)",
+            **{f"range_{k}": v for k, v in metadata.items()}}
+
+
+def table_metadata(table_def: Table) -> dict[str, Any]:
+    """`dagster/table_name` and `dagster/column_schema` of a MangaHub table."""
+    columns = []
+    for column in table_def.columns:
+        refs = ", ".join(sorted(f"{fk.column.table.name}.{fk.column.name}"
+                                for fk in column.foreign_keys))
+        columns.append(TableColumn(
+            column.name, str(column.type).lower(),
+            description=f"references {refs}" if refs else None,
+            constraints=TableColumnConstraints(nullable=bool(column.nullable),
+                                               unique=bool(column.unique or column.primary_key))))
+    return {"dagster/table_name": table_def.name,
+            "dagster/column_schema": TableSchema(columns=columns)}
 
 
 def record_metrics(engine: Engine, sync: str, spent: StatsSnapshot, duration: float,

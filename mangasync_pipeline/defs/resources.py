@@ -14,6 +14,7 @@ from mangasync_pipeline.config import (
     DEFAULT_DATABASE_URL,
     ClientPolicy,
     Settings,
+    database_url,
     parse_interval,
 )
 from mangasync_pipeline.db.engine import shared_engine
@@ -27,19 +28,33 @@ _POLICY = ClientPolicy()
 
 
 class MangaHubDatabase(ConfigurableResource):  # type: ignore[type-arg]
-    """The MangaHub database (SQLite file or PostgreSQL), schema-checked on first use."""
+    """The MangaHub database (SQLite file or PostgreSQL), schema-checked on first use.
+
+    `url` comes from DATABASE_URL as an EnvVar when that is set: the UI shows the variable's
+    name, never the password inside the URL."""
 
     url: str = DEFAULT_DATABASE_URL
 
+    @property
+    def sqlalchemy_url(self) -> str:
+        # The raw variable may say postgres:// (Heroku-style); SQLAlchemy needs the driver.
+        return database_url(self.url)
+
+    @property
+    def backend(self) -> str:
+        """`postgres` or `sqlite`: the asset kind the UI shows."""
+        return "sqlite" if self.sqlalchemy_url.startswith("sqlite") else "postgres"
+
     def engine(self) -> Engine:
-        engine = shared_engine(self.url)
-        if self.url not in _checked:
+        url = self.sqlalchemy_url
+        engine = shared_engine(url)
+        if url not in _checked:
             try:
                 check_schema(engine)
             except SchemaError as exc:
                 # One line in the run's failure, not a traceback: the operator must migrate.
                 raise Failure(description=str(exc), allow_retries=False) from None
-            _checked.add(self.url)
+            _checked.add(url)
         return engine
 
 
@@ -76,7 +91,8 @@ class MangaDexResource(ConfigurableResource):  # type: ignore[type-arg]
     sensor_deadline_seconds: float = Field(default=_POLICY.sensor_deadline,
                                            description="MANGADEX_SENSOR_DEADLINE: all MangaDex "
                                            "work of one sensor tick (Dagster's limit is 60 s)")
-    state_url: str = DEFAULT_DATABASE_URL
+    state_url: str = Field(default=DEFAULT_DATABASE_URL, description="DATABASE_URL: where the "
+                           "shared rate limit and breaker state live (the MangaHub database)")
 
     def policy(self) -> ClientPolicy:
         return ClientPolicy(
@@ -97,7 +113,8 @@ class MangaDexResource(ConfigurableResource):  # type: ignore[type-arg]
         if key not in _clients:
             _clients[key] = MangaDexClient(
                 self.api_url, uploads_url=self.uploads_url, api_key=self.api_key,
-                rate_limit=self.rate_limit, state_url=self.state_url, policy=policy)
+                rate_limit=self.rate_limit, state_url=database_url(self.state_url),
+                policy=policy)
         return _clients[key]
 
     def client(self) -> MangaDexClient:
@@ -123,7 +140,8 @@ class MangaDexResource(ConfigurableResource):  # type: ignore[type-arg]
             connect_timeout_seconds=policy.connect_timeout,
             read_timeout_seconds=policy.read_timeout, breaker_threshold=policy.breaker_threshold,
             breaker_open_seconds=policy.breaker_open_seconds,
-            sensor_deadline_seconds=policy.sensor_deadline, state_url=settings.database_url)
+            sensor_deadline_seconds=policy.sensor_deadline,
+            state_url=_database_url_source(settings))
 
 
 class NotifierResource(ConfigurableResource):  # type: ignore[type-arg]
@@ -162,10 +180,19 @@ def _env(name: str, default: Any) -> Any:
     return EnvVar(name) if os.environ.get(name) else default
 
 
+def _database_url_source(settings: Settings) -> Any:
+    """DATABASE_URL as an EnvVar when the settings came from it (the URL may hold a password);
+    a URL given otherwise (tests, a non-secret SQLite path) as itself."""
+    raw = os.environ.get("DATABASE_URL")
+    if raw and database_url(raw) == settings.database_url:
+        return EnvVar("DATABASE_URL")
+    return settings.database_url
+
+
 def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:  # type: ignore[type-arg]
     # `settings` was validated already; EnvVar keeps secrets out of the run config shown in the UI.
     return {
-        "mangahub": MangaHubDatabase(url=settings.database_url),
+        "mangahub": MangaHubDatabase(url=_database_url_source(settings)),
         "mangadex": MangaDexResource.from_settings(settings),
         "notifier": NotifierResource(server_url=settings.udp_server_url,
                                      token=_env("NOTIFY_TRIGGER_TOKEN", None)),

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,7 @@ from mangasync_pipeline.ops.launcher import (
 )
 
 DEFINITIONS_MODULE = "mangasync_pipeline.definitions"
+LOCATION_NAME = "mangasync"
 
 
 @dataclass(frozen=True)
@@ -32,14 +34,20 @@ class Endpoints:
 
 
 def prepare_dagster_home(home: Path) -> Path:
-    """DAGSTER_HOME with the embedded instance config (SQLite storage inside it).
+    """DAGSTER_HOME with the embedded instance config (SQLite storage inside it) and the
+    workspace `dg dev` loads.
 
-    Written only when missing, so an operator's edits survive restarts."""
+    The instance config is written only when missing, so an operator's edits survive restarts.
+    The workspace names the code location as workspace.yaml and production do (`mangasync`),
+    wherever the system is started from."""
     home = home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
         config.write_text((files("mangasync_pipeline.ops") / "dagster_home.yaml").read_text())
+    (home / "workspace.yaml").write_text(json.dumps({"load_from": [{"python_module": {
+        "module_name": DEFINITIONS_MODULE, "attribute": "defs",
+        "location_name": LOCATION_NAME}}]}))
     return home
 
 
@@ -130,10 +138,11 @@ def start_system(launcher: Launcher, settings: Settings, env: Mapping[str, str],
     health = f"http://{server_host}:{settings.http_port}/health"
     launcher.wait_until(server, lambda: http_ok(health), 60, f"answer on {health}")
 
-    dagster_env = {**env, "DAGSTER_HOME": str(prepare_dagster_home(dagster_home))}
+    home = prepare_dagster_home(dagster_home)
+    dagster_env = {**env, "DAGSTER_HOME": str(home)}
     dagster = launcher.start(Service(
         "dagster",
-        [venv_script("dg"), "dev", "--module-name", DEFINITIONS_MODULE,
+        [venv_script("dg"), "dev", "--workspace", str(home / "workspace.yaml"),
          "--host", dagster_host, "--port", str(dagster_port)],
         env=dagster_env, cwd=dagster_home.parent, output=output("dagster"),
         # Dagster shuts its webserver, daemon and code servers down cleanly on SIGINT.

@@ -214,3 +214,13 @@ def _link_genres(conn: Connection, rows: list[MangaRow], ids: dict[str, int],
         conn.execute(delete(manga_genres).where(
             tuple_(manga_genres.c.manga_id, manga_genres.c.genre_id).in_(remove)))
         result.genre_links_removed += len(remove)
+
+
+def relink_genres(conn: Connection, rows: Sequence[MangaRow]) -> UpsertResult:
+    """Only the genre links of `rows` already catalogued; the manga rows stay as they are."""
+    result = UpsertResult()
+    ids = _ids(conn, [r.mangadex_id for r in rows])
+    known = [r for r in rows if r.mangadex_id in ids]
+    if known:
+        _link_genres(conn, known, ids, result)
+    return result
