@@ -180,9 +180,11 @@ def test_schedule_polls_from_the_cursor_by_run_config() -> None:
     defs = build_definitions(settings_for("sqlite:///unused.sqlite", "http://127.0.0.1:9"))
     schedule = defs.resolve_schedule_def("new_chapters_schedule")
     at = datetime(2025, 9, 4, 0, 5, tzinfo=UTC)  # within the first interval after midnight
-    requests = list(schedule.evaluate_tick(
-        build_schedule_context(scheduled_execution_time=at,
-                               repository_def=defs.get_repository_def())).run_requests or [])
+    # The schedule looks for polls in flight on the instance: an empty one has none.
+    with DagsterInstance.ephemeral() as instance:
+        requests = list(schedule.evaluate_tick(
+            build_schedule_context(instance=instance, scheduled_execution_time=at,
+                                   repository_def=defs.get_repository_def())).run_requests or [])
     assert [r.partition_key for r in requests] == ["2025-09-04", "2025-09-03"]
     for request in requests:
         assert request.run_config["ops"]["new_chapters"]["config"]["from_cursor"] is True
