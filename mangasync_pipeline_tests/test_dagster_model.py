@@ -181,7 +181,7 @@ def test_schedule_polls_from_the_cursor_by_run_config() -> None:
     schedule = defs.resolve_schedule_def("new_chapters_schedule")
     at = datetime(2025, 9, 4, 0, 5, tzinfo=UTC)  # within the first interval after midnight
     # The schedule looks for polls in flight on the instance: an empty one has none.
-    with DagsterInstance.ephemeral() as instance:
+    with instance_for_test() as instance:
         requests = list(schedule.evaluate_tick(
             build_schedule_context(instance=instance, scheduled_execution_time=at,
                                    repository_def=defs.get_repository_def())).run_requests or [])

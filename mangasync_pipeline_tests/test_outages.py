@@ -413,7 +413,8 @@ def test_the_production_instance_config_logs_and_monitors_runs_as_the_local_one(
     for name in ("USER", "PASSWORD", "HOST", "DB"):
         monkeypatch.setenv(f"DAGSTER_POSTGRES_{name}", "x")
     monkeypatch.setenv("DAGSTER_POSTGRES_PORT", "5432")
-    production, _ = dagster_instance_config(str(LOCAL_INSTANCE_CONFIG.parents[2] / "docker"), "dagster.yaml")
+    production, _ = dagster_instance_config(str(LOCAL_INSTANCE_CONFIG.parents[2] / "docker"),
+                                            "dagster.yaml")
     local, _ = dagster_instance_config(str(LOCAL_INSTANCE_CONFIG.parent),
                                        LOCAL_INSTANCE_CONFIG.name)
     for config in (production, local):
