@@ -47,7 +47,7 @@ from mangasync_pipeline_tests.sync_helpers import Pipeline, outbox_rows, setting
 
 # One retry, two-second timeouts, the circuit opens on the third failure in a row.
 POLICY = ClientPolicy(max_retries=1, backoff_base=0.05, backoff_max=0.2, connect_timeout=2.0,
-                      read_timeout=2.0, breaker_threshold=3, breaker_open_seconds=3.0,
+                      read_timeout=2.0, breaker_threshold=3, breaker_open_seconds=15.0,
                       sensor_deadline=4.0)
 POLL = {"ops": {"new_chapters": {"config": {"from_cursor": True}}}}
 LOCAL_INSTANCE_CONFIG = (Path(__file__).parents[1] / "mangasync_pipeline" / "ops"
