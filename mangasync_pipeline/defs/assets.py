@@ -67,7 +67,8 @@ class CatalogueConfig(Config):
 )
 def catalogue(context: AssetExecutionContext, config: CatalogueConfig,
               mangahub: MangaHubDatabase, mangadex: MangaDexResource,
-              notifier: NotifierResource) -> Iterator[MaterializeResult]:
+              notifier: NotifierResource,
+              sync_settings: SyncSettings) -> Iterator[MaterializeResult]:
     engine, client = mangahub.engine(), mangadex.client()
     meter = RunMeter(engine, client, "catalogue")
     window = context.partition_time_window
@@ -80,7 +81,8 @@ def catalogue(context: AssetExecutionContext, config: CatalogueConfig,
         else:
             context.log.info(f"importing manga created in [{window.start}, {window.end})")
             report = import_created_range(engine, client, window.start, window.end,
-                                          policy=SILENT, progress=context.log.info)
+                                          policy=SILENT, progress=context.log.info,
+                                          content_ratings=sync_settings.rating_list)
     delivery = notifier.deliver(engine)
     summary = report.summary()
     requests = meter.finish({"manga_synced": summary["manga_inserted"] + summary["manga_updated"]})
@@ -89,6 +91,7 @@ def catalogue(context: AssetExecutionContext, config: CatalogueConfig,
         **{k: v for k, v in summary.items() if k.startswith(("manga_", "items_", "pages"))},
         "notifications_queued": summary["notifications_queued"], **requests,
         **delivery_metadata(delivery), "preview": preview(report.preview()),
+        "content_ratings": ", ".join(sync_settings.rating_list),
     })
     yield MaterializeResult(asset_key=GENRE_LINKS, metadata={
         "genre_links_added": summary["genre_links_added"],

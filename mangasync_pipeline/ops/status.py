@@ -56,6 +56,7 @@ class StatusReport:
     notifications_unread: int
     users: int
     breakers: list[BreakerStatus] = field(default_factory=list)
+    content_ratings: tuple[str, ...] = ()  # MANGASYNC_CONTENT_RATINGS: what the catalogue holds
 
     @property
     def outbox_oldest_age_seconds(self) -> float | None:
@@ -209,7 +210,9 @@ def render_table(report: StatusReport) -> str:
         breaker = "closed (no MangaDex failures recorded)"
     lines += [
         f"outbox:         {outbox}",
-        f"manga:          {report.manga}",
+        f"manga:          {report.manga}"
+        + (f" (content ratings {', '.join(report.content_ratings)})"
+           if report.content_ratings else ""),
         f"chapters:       {report.chapters}",
         f"notifications:  {report.notifications} ({report.notifications_unread} unread)",
         f"users:          {report.users}",
@@ -238,6 +241,7 @@ def status(as_json: bool) -> None:
     try:
         check_schema(engine)
         report = collect_status(engine)
+        report.content_ratings = settings.content_ratings
     except SQLAlchemyError as exc:
         reason = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()[0]
         raise click.ClickException(

@@ -9,14 +9,14 @@ import hashlib
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, select, text
 
-from mangasync_pipeline.config import utcnow
+from mangasync_pipeline.config import DEFAULT_CONTENT_RATINGS, utcnow
 from mangasync_pipeline.db.tables import manga
 from mangasync_pipeline.mangadex.client import DEFAULT_INCLUDES, MangaDexClient
 from mangasync_pipeline.mangadex.mapping import manga_row
@@ -27,6 +27,9 @@ from mangasync_pipeline.sync.catalogue_store import NotifyPolicy, UpsertResult, 
 log = logging.getLogger("mangasync.catalogue")
 
 Progress = Callable[[str], None]
+# Called after each stored page with the report so far and how far the pass has read.
+PageHook = Callable[["CatalogueReport", datetime], None]
+Ratings = Sequence[str]
 
 
 @dataclass
@@ -85,15 +88,22 @@ SILENT = NotifyPolicy(new_manga=False, updates=True)
 
 def import_created_range(engine: Engine, client: MangaDexClient, start: datetime,
                          end: datetime, *, policy: NotifyPolicy = SILENT,
-                         progress: Progress | None = None) -> CatalogueReport:
-    """Every manga created on MangaDex in [start, end): keyset pages, one transaction each."""
+                         content_ratings: Ratings = DEFAULT_CONTENT_RATINGS,
+                         progress: Progress | None = None,
+                         on_page: PageHook | None = None) -> CatalogueReport:
+    """Every manga of `content_ratings` created on MangaDex in [start, end): one keyset pass
+    however many days the range holds, one transaction per page."""
     report = CatalogueReport()
     for page in client.iter_manga_pages("createdAt", since=start, until=end,
-                                        includes=DEFAULT_INCLUDES):
+                                        includes=DEFAULT_INCLUDES,
+                                        content_ratings=content_ratings):
         _store_page(engine, client, page.items, policy, report, page.skipped)
+        upto = page.items[-1].created_at if page.items else start
         if progress:
             progress(f"{report.seen} manga read ({len(report.result.inserted)} new) "
-                     f"up to {page.items[-1].created_at.isoformat() if page.items else start}")
+                     f"up to {upto.isoformat()}")
+        if on_page:
+            on_page(report, upto)
     return report
 
 
@@ -123,7 +133,8 @@ class InitialSyncReport:
 
 
 def initial_sync(engine: Engine, client: MangaDexClient, limit: int, *,
-                 force: bool = False) -> InitialSyncReport:
+                 force: bool = False,
+                 content_ratings: Ratings = DEFAULT_CONTENT_RATINGS) -> InitialSyncReport:
     """Import the newest `limit` manga once; notifies no one."""
     with engine.connect() as conn:
         current = state.get_state(conn, state.INITIAL_SYNC)
@@ -133,7 +144,8 @@ def initial_sync(engine: Engine, client: MangaDexClient, limit: int, *,
         return InitialSyncReport(True, CatalogueReport(), initial_sync_cursor(engine))
     state.mark_running(engine, state.INITIAL_SYNC)
     try:
-        items = client.newest_manga(limit, includes=DEFAULT_INCLUDES)
+        items = client.newest_manga(limit, includes=DEFAULT_INCLUDES,
+                                    content_ratings=content_ratings)
         report = CatalogueReport()
         no_one = NotifyPolicy(new_manga=False, updates=False)
         for i in range(0, len(items), 100):
@@ -208,7 +220,8 @@ def start_cursor(engine: Engine, now: datetime) -> PollCursor:
 
 
 def detect_changes(engine: Engine, client: MangaDexClient, cursor: PollCursor, *,
-                   max_pages: int = 10) -> Detection:
+                   max_pages: int = 10,
+                   content_ratings: Ratings = DEFAULT_CONTENT_RATINGS) -> Detection:
     """One `updatedAtSince` keyset scan finds both kinds of work.
 
     A manga we do not have, created from `new_after` on, is new (its updatedAt is at least its
@@ -217,7 +230,8 @@ def detect_changes(engine: Engine, client: MangaDexClient, cursor: PollCursor, *
     """
     detection = Detection(cursor=cursor)
     newest = cursor.since
-    pages = client.iter_manga_pages("updatedAt", since=cursor.since - SCAN_LOOKBACK, includes=())
+    pages = client.iter_manga_pages("updatedAt", since=cursor.since - SCAN_LOOKBACK, includes=(),
+                                    content_ratings=content_ratings)
     for n, page in enumerate(pages):
         if page.items:
             with engine.connect() as conn:
