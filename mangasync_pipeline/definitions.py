@@ -6,6 +6,7 @@ from dagster import Definitions
 
 from mangasync_pipeline.config import Settings
 from mangasync_pipeline.defs.assets import catalogue, new_chapters
+from mangasync_pipeline.defs.chapter_sensor import new_chapters_sensor
 from mangasync_pipeline.defs.checks import CHECKS
 from mangasync_pipeline.defs.jobs import JOBS
 from mangasync_pipeline.defs.resources import build_resources
@@ -20,7 +21,7 @@ def build_definitions(settings: Settings) -> Definitions:
         assets=[catalogue, new_chapters],
         asset_checks=CHECKS,
         jobs=JOBS,
-        sensors=SENSORS,
+        sensors=[*SENSORS, new_chapters_sensor],
         schedules=SCHEDULES,
         resources=build_resources(settings),
     )

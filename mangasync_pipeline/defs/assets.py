@@ -1,6 +1,7 @@
 """The three software-defined assets. Each is a thin wrapper over `sync/`."""
 
 from collections.abc import Iterator
+from datetime import datetime
 
 from dagster import (
     AssetExecutionContext,
@@ -41,6 +42,8 @@ class NewChaptersConfig(Config):
     a re-execution or a backfill leaves it false and reads whole partitions."""
 
     from_cursor: bool = False
+    # Set by new_chapters_sensor: read the partition from this instant (ISO 8601) only.
+    since: str = ""
 
 
 class CatalogueConfig(Config):
@@ -121,9 +124,11 @@ def new_chapters(context: AssetExecutionContext, config: NewChaptersConfig,
     window = context.partition_time_window
     # The schedule's polls resume at the cursor (run config it sets, visible in the Launchpad);
     # backfills, manual runs and re-executions of a manual run read whole days.
-    scheduled = config.from_cursor
+    scheduled = config.from_cursor and not config.since
+    start = max(window.start, datetime.fromisoformat(config.since)) if config.since \
+        else window.start
     with one_line_failures(f"new_chapters {context.partition_key_range}"):
-        report = sync_chapter_window(engine, client, sync_settings.language_list, window.start,
+        report = sync_chapter_window(engine, client, sync_settings.language_list, start,
                                      window.end, lookback=sync_settings.lookback,
                                      use_cursor=scheduled)
     delivery = notifier.deliver(engine)
@@ -132,6 +137,7 @@ def new_chapters(context: AssetExecutionContext, config: NewChaptersConfig,
     context.log.info(f"new_chapters: {summary}; {requests['mangadex_requests']} requests")
     return MaterializeResult(metadata={
         **summary, **requests, **delivery_metadata(delivery),
-        "read": "from the cursor (scheduled poll)" if scheduled else "whole partitions",
+        "read": (f"from {start.isoformat()} (chapter sensor)" if config.since else
+                 "from the cursor (scheduled poll)" if scheduled else "whole partitions"),
         "new_chapter_numbers": preview(report.new_numbers),
     })
