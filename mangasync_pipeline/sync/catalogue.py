@@ -27,6 +27,7 @@ from mangasync_pipeline.sync.catalogue_store import NotifyPolicy, UpsertResult, 
 log = logging.getLogger("mangasync.catalogue")
 
 Progress = Callable[[str], None]
+PREVIEW = 10  # titles a report keeps for the UI
 # Called after each stored page with the report so far and how far the pass has read.
 PageHook = Callable[["CatalogueReport", datetime], None]
 Ratings = Sequence[str]
@@ -34,32 +35,50 @@ Ratings = Sequence[str]
 
 @dataclass
 class CatalogueReport:
-    """What one catalogue run did, in figures a person can read in the Dagster UI."""
+    """What one catalogue run did, in figures a person can read in the Dagster UI.
 
-    result: UpsertResult = field(default_factory=UpsertResult)
+    Counts, not rows: a whole-catalogue mirror reads 90,000 manga, and keeping a tuple for
+    each would cost the run tens of megabytes for a preview of ten titles."""
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    genre_links_added: int = 0
+    genre_links_removed: int = 0
+    genres_created: int = 0
+    notifications: int = 0
     pages: int = 0
     seen: int = 0
     skipped_items: int = 0
+    titles: list[str] = field(default_factory=list)  # the first inserted or updated ones
     days: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def add(self, result: UpsertResult, items: Iterable[Manga], skipped: int = 0) -> None:
-        self.result.merge(result)
+        self.inserted += len(result.inserted)
+        self.updated += len(result.updated)
+        self.unchanged += result.unchanged
+        self.genre_links_added += result.genre_links_added
+        self.genre_links_removed += result.genre_links_removed
+        self.genres_created += result.genres_created
+        self.notifications += result.notifications
+        if len(self.titles) < PREVIEW:
+            self.titles += [t for _, _, t in result.inserted + result.updated][
+                :PREVIEW - len(self.titles)]
         self.pages += 1
         self.skipped_items += skipped
         for item in items:
             self.seen += 1
             self.days[item.created_at.date().isoformat()] += 1
 
-    def preview(self, n: int = 10) -> list[str]:
-        return [title for _, _, title in (self.result.inserted + self.result.updated)[:n]]
+    def preview(self, n: int = PREVIEW) -> list[str]:
+        return self.titles[:n]
 
     def summary(self) -> dict[str, Any]:
-        r = self.result
-        return {"manga_seen": self.seen, "manga_inserted": len(r.inserted),
-                "manga_updated": len(r.updated), "manga_unchanged": r.unchanged,
-                "genre_links_added": r.genre_links_added,
-                "genre_links_removed": r.genre_links_removed,
-                "genres_created": r.genres_created, "notifications_queued": r.notifications,
+        return {"manga_seen": self.seen, "manga_inserted": self.inserted,
+                "manga_updated": self.updated, "manga_unchanged": self.unchanged,
+                "genre_links_added": self.genre_links_added,
+                "genre_links_removed": self.genre_links_removed,
+                "genres_created": self.genres_created, "notifications_queued": self.notifications,
                 "items_skipped_malformed": self.skipped_items, "pages": self.pages}
 
 
@@ -100,7 +119,7 @@ def import_created_range(engine: Engine, client: MangaDexClient, start: datetime
         _store_page(engine, client, page.items, policy, report, page.skipped)
         upto = page.items[-1].created_at if page.items else start
         if progress:
-            progress(f"{report.seen} manga read ({len(report.result.inserted)} new) "
+            progress(f"{report.seen} manga read ({report.inserted} new) "
                      f"up to {upto.isoformat()}")
         if on_page:
             on_page(report, upto)
@@ -159,7 +178,7 @@ def initial_sync(engine: Engine, client: MangaDexClient, limit: int, *,
         state.mark_error(engine, state.INITIAL_SYNC, f"{type(exc).__name__}: {exc}")
         raise
     log.info("initial sync imported %d manga (%d new), cursor %s", report.seen,
-             len(report.result.inserted), cursor)
+             report.inserted, cursor)
     return InitialSyncReport(False, report, cursor)
 
 

@@ -109,8 +109,8 @@ def backfill(first: object, last: object | None, what: str) -> None:
             report = _backfill_catalogue(engine, client, days, settings.content_ratings)
             manga_by_day = dict(report.days)
             totals["manga"] += report.seen
-            totals["new_manga"] += len(report.result.inserted)
-            totals["notifications"] += report.result.notifications
+            totals["new_manga"] += report.inserted
+            totals["notifications"] += report.notifications
         if what in ("chapters", "both"):
             # The chapter sync reads day slices whatever its window: a call per day costs the
             # same requests and gives the bar and the counts their days.
