@@ -161,3 +161,21 @@ def test_an_unreachable_mangadex_is_a_skip_that_keeps_the_cursor(
     assert result.skip_message.startswith("MangaDex not reachable, cursor kept at ")
     assert "\n" not in result.skip_message
     assert driver.cursor == kept
+
+
+def test_chapters_a_run_did_not_store_are_asked_for_again(
+        world: tuple[SensorDriver, SimulatorAdmin, list[str], str], engine: Engine) -> None:
+    driver, admin, ours, _ = world
+    # Five minutes old (the first tick looks back an hour): older than the probe's overlap,
+    # so only a cursor held at it sees it again.
+    late = (datetime.now(UTC) - timedelta(minutes=5)).isoformat(timespec="seconds")
+    made = admin.add_chapters([{"manga": ours[1], "chapter": "3", "language": "en",
+                                "createdAt": late}])
+    first = driver.tick().run_requests
+    assert len(first) == 1
+    # That run never ran (it failed, or was lost): the next tick asks again, for the same window.
+    again = driver.tick().run_requests
+    assert [r.run_config for r in again] == [r.run_config for r in first]
+    assert driver.run(again[0]).success
+    assert set(made) <= stored(engine)
+    assert not driver.tick().run_requests

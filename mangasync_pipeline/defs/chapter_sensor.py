@@ -66,7 +66,8 @@ def new_chapters_sensor(context: SensorEvaluationContext, mangahub: MangaHubData
     cursor = _start(context, load_cursors(engine), now, sync_settings.lookback)
     try:
         probe = probe_new_chapters(engine, mangadex.sensor_client(),
-                                   sync_settings.language_list, cursor, now)
+                                   sync_settings.language_list, cursor, now,
+                                   hold_until=sync_settings.lookback)
     except MangaDexError as exc:
         # The cursor is stored as it was, so an outage at the first tick does not slide it.
         return SensorResult(skip_reason=SkipReason(
@@ -98,7 +99,8 @@ def new_chapters_sensor(context: SensorEvaluationContext, mangahub: MangaHubData
                      f"{len(requests)} runs requested"
                      + (f"; waiting on {'; '.join(waiting)}" if waiting else ""))
     if not requests:
-        # The chapters stay unstored, so the next tick after that run sees them again.
+        # The cursor holds at the chapters until they are stored: the next tick after that
+        # run sees them again if it did not store them.
         return SensorResult(skip_reason=SkipReason(
             f"{len(probe.new)} new chapters, but a run is in flight: {'; '.join(waiting)}"),
             cursor=new_cursor)

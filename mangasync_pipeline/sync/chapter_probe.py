@@ -85,9 +85,13 @@ class Probe:
 
 
 def probe_new_chapters(engine: Engine, client: MangaDexClient, languages: Sequence[str],
-                       cursor: ProbeCursor, now: datetime) -> Probe:
+                       cursor: ProbeCursor, now: datetime, *,
+                       hold_until: timedelta = timedelta(hours=1)) -> Probe:
     """One page of each chapter query from the cursor (less the overlap): which readable
-    chapters, in `languages`, of manga the catalogue holds, are not in `chapters` yet."""
+    chapters, in `languages`, of manga the catalogue holds, are not in `chapters` yet.
+
+    The next cursor does not pass a new chapter: until a run stores it, every probe sees it
+    again (so a failed run is followed by another), for at most `hold_until`."""
     probe = Probe()
     found: dict[str, Chapter] = {}
     advanced: dict[str, datetime] = {}
@@ -111,8 +115,14 @@ def probe_new_chapters(engine: Engine, client: MangaDexClient, languages: Sequen
             advanced[key] = max(getattr(c, _ATTR[key]) for c in page.items) + OVERLAP
         else:
             advanced[key] = max(since, now)
-    probe.cursor = ProbeCursor(advanced)
     probe.new = _not_stored_of_catalogued(engine, list(found.values()), languages)
+    if probe.new:
+        floor = now - hold_until
+        for key in advanced:
+            oldest = min(getattr(c, _ATTR[key]) for c in probe.new)
+            advanced[key] = min(advanced[key], max(oldest.replace(microsecond=0), floor)
+                                + OVERLAP)
+    probe.cursor = ProbeCursor(advanced)
     return probe
 
 
