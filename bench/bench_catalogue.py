@@ -211,8 +211,9 @@ def dagster_mirror(first: str, last: str) -> None:
         raise SystemExit("catalogue_job failed")
 
 
-def mirror_rows(backends: list[str], tmp: Path, size: int) -> list[list[str]]:
-    last = (utcnow() - timedelta(days=1)).date()
+def mirror_rows(backends: list[str], tmp: Path, size: int,
+                ways_on: dict[str, list[str]], last: date | None = None) -> list[list[str]]:
+    last = last or (utcnow() - timedelta(days=1)).date()
     days = (last - MIRROR_FROM).days + 1
     rows = []
     with simulator_process(rate_limit=None, manga=size) as url, SimulatorAdmin(url) as admin:
@@ -230,6 +231,8 @@ def mirror_rows(backends: list[str], tmp: Path, size: int) -> list[list[str]]:
         }
         for backend in backends:
             for way, args in ways.items():
+                if backend not in ways_on.get(way.split()[0].strip("`"), backends):
+                    continue
                 with throwaway_db(backend, tmp) as db:
                     admin.reset_stats()
                     wall, rss, _ = peak_rss_run(args, {**env, "DATABASE_URL": db})
@@ -242,6 +245,7 @@ def mirror_rows(backends: list[str], tmp: Path, size: int) -> list[list[str]]:
                 rows.append([way, backend, f"{size:,} over {days:,} days", f"{stored:,}",
                              f"{requests:,} ({requests / floor:.2f}x)",
                              minutes(requests / RATE), f"{wall:.0f} s", f"{rss:.0f} MB"])
+                print("| " + " | ".join(rows[-1]) + " |", file=sys.stderr, flush=True)
         rows.append(["floor ceil(N/100)", "", "", f"{visible:,} visible", f"{floor:,}",
                      minutes(floor / RATE), "", ""])
     return rows
@@ -259,6 +263,12 @@ def main() -> None:
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--mirror", type=int, metavar="N",
                         help="only the whole-catalogue mirror of N manga (90000 ~ MangaDex)")
+    parser.add_argument("--mirror-last", metavar="DAY",
+                        help="with --mirror: last day mirrored (default yesterday), to see how "
+                             "a run's memory grows with its partitions")
+    parser.add_argument("--dagster-backends", default=",".join(BACKENDS),
+                        help="with --mirror: the databases of the Dagster runs (each takes "
+                             "minutes of Dagster bookkeeping for its 3,242 partitions)")
     args = parser.parse_args()
     backends = [b for b in args.backends.split(",") if b]
     unknown = set(backends) - set(BACKENDS)
@@ -267,7 +277,9 @@ def main() -> None:
                          f"(choose from {', '.join(BACKENDS)})")
     if args.mirror:
         with tempfile.TemporaryDirectory() as tmpdir:
-            rows = mirror_rows(backends, Path(tmpdir), args.mirror)
+            rows = mirror_rows(backends, Path(tmpdir), args.mirror, {
+                "Dagster": [b for b in args.dagster_backends.split(",") if b]},
+                date.fromisoformat(args.mirror_last) if args.mirror_last else None)
         print(f"`{command()}`\n")
         print(table(["way", "database", "manga added", "stored", "requests (x floor)",
                      "at 5 req/s", "wall, limit lifted", "peak RSS"], rows))
