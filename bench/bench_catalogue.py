@@ -13,6 +13,14 @@
 
 The default run takes about 5 minutes; `--quick` about 3; `--full` about 12.
 
+4. `--mirror N`: only the whole-catalogue mirror. A simulator of N manga spread over its
+   3,200-odd days since 2018-01-15 (no chapters), mirrored from scratch by
+   `mangasync backfill --what catalogue` over the whole range and by one Dagster single-run
+   backfill of `catalogue_job` over the same partitions (in its own process, as a run worker
+   runs it), each into a fresh database per backend, rate limit lifted. Reports requests
+   counted by the simulator against the floor ceil(N/100), the time those requests take at
+   5/s, the wall time, and each process's peak RSS.
+
 The N manga of a backfill are those MangaDex's default content ratings show (the simulator
 hides pornographic ones as MangaDex does), so N is a little under the number added.
 """
@@ -21,12 +29,16 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from _common import BACKENDS, command, simulator_process, table, throwaway_db
+from _common import BACKENDS, command, minutes, simulator_process, table, throwaway_db
+from sqlalchemy import text
 
 from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db.engine import make_engine
@@ -75,7 +87,7 @@ def initial_sync_rows(backends: list[str], tmp: Path) -> list[list[str]]:
                 engine.dispose()
                 total, limited = sim_total(admin)
                 rows.append([f"initial sync of 200, {backend}, limit 5/s",
-                             str(len(report.catalogue.result.inserted)), f"{total} (floor 2)",
+                             str(report.catalogue.inserted), f"{total} (floor 2)",
                              f"{wall:.2f} s", f"{total / RATE:.1f} s", str(limited)])
     return rows
 
@@ -159,19 +171,119 @@ def scaling_rows(backends: list[str], tmp: Path, sizes: list[int], full: bool
     return rows
 
 
+# --- the whole-catalogue mirror --------------------------------------------------------------
+
+MIRROR_FROM = date(2018, 1, 15)  # the simulator's first day
+
+
+def peak_rss_run(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Run a child to completion: (wall seconds, peak RSS in MB, stderr tail)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(args, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    err = proc.stderr.read() if proc.stderr else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args[:4])}... failed: {err.strip()[-500:]}")
+    return wall, usage.ru_maxrss / 1024, err.strip().splitlines()[-1] if err.strip() else ""
+
+
+def dagster_mirror(first: str, last: str) -> None:
+    """One single-run backfill of catalogue_job over [first, last], run as Dagster's run
+    worker runs it (`execute_run_iterator` on a real instance, events to its storage)."""
+    from dagster import DagsterInstance
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+    from dagster._core.execution.api import execute_run_iterator
+
+    repo = ReconstructableRepository.for_module("mangasync_pipeline.definitions", "defs",
+                                                working_directory=os.getcwd())
+    job = repo.get_reconstructable_job("catalogue_job")
+    instance = DagsterInstance.local_temp(tempfile.mkdtemp(prefix="dagster-home-"))
+    run = instance.create_run_for_job(
+        job_def=job.get_definition(), job_code_origin=job.get_python_origin(),
+        tags={"dagster/asset_partition_range_start": first,
+              "dagster/asset_partition_range_end": last})
+    for _ in execute_run_iterator(job, run, instance):
+        pass
+    if instance.get_run_by_id(run.run_id).status.value != "SUCCESS":  # type: ignore[union-attr]
+        raise SystemExit("catalogue_job failed")
+
+
+def mirror_rows(backends: list[str], tmp: Path, size: int,
+                ways_on: dict[str, list[str]], last: date | None = None) -> list[list[str]]:
+    last = last or (utcnow() - timedelta(days=1)).date()
+    days = (last - MIRROR_FROM).days + 1
+    rows = []
+    with simulator_process(rate_limit=None, manga=size) as url, SimulatorAdmin(url) as admin:
+        visible = int(admin._client.get("/manga", params={"limit": 0}).json()["total"])
+        floor = math.ceil(visible / 100)
+        env = {"MANGADEX_API_URL": url, "MANGADEX_RATE_LIMIT": "100000",
+               "UDP_SERVER_URL": "http://127.0.0.1:9"}
+        ways = {
+            "`mangasync backfill --what catalogue`": [
+                sys.executable, "-m", "mangasync_pipeline.cli", "backfill", "--from",
+                MIRROR_FROM.isoformat(), "--to", last.isoformat(), "--what", "catalogue"],
+            "Dagster single-run backfill of `catalogue_job`": [
+                sys.executable, os.path.abspath(__file__), "--dagster-mirror",
+                MIRROR_FROM.isoformat(), last.isoformat()],
+        }
+        for backend in backends:
+            for way, args in ways.items():
+                if backend not in ways_on.get(way.split()[0].strip("`"), backends):
+                    continue
+                with throwaway_db(backend, tmp) as db:
+                    admin.reset_stats()
+                    wall, rss, _ = peak_rss_run(args, {**env, "DATABASE_URL": db})
+                    requests = int(admin.stats()["total"])
+                    engine = make_engine(db)
+                    with engine.connect() as conn:
+                        stored = int(conn.execute(text("SELECT count(*) FROM manga")).scalar()
+                                     or 0)
+                    engine.dispose()
+                rows.append([way, backend, f"{size:,} over {days:,} days", f"{stored:,}",
+                             f"{requests:,} ({requests / floor:.2f}x)",
+                             minutes(requests / RATE), f"{wall:.0f} s", f"{rss:.0f} MB"])
+                print("| " + " | ".join(rows[-1]) + " |", file=sys.stderr, flush=True)
+        rows.append(["floor ceil(N/100)", "", "", f"{visible:,} visible", f"{floor:,}",
+                     minutes(floor / RATE), "", ""])
+    return rows
+
+
 def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--dagster-mirror":
+        dagster_mirror(sys.argv[2], sys.argv[3])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="SQLite only for the 5/s runs, scaling up to 10,000")
     parser.add_argument("--full", action="store_true",
                         help="also PostgreSQL and the unchanged pass at 50,000 (~12 min)")
     parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--mirror", type=int, metavar="N",
+                        help="only the whole-catalogue mirror of N manga (90000 ~ MangaDex)")
+    parser.add_argument("--mirror-last", metavar="DAY",
+                        help="with --mirror: last day mirrored (default yesterday), to see how "
+                             "a run's memory grows with its partitions")
+    parser.add_argument("--dagster-backends", default=",".join(BACKENDS),
+                        help="with --mirror: the databases of the Dagster runs (each takes "
+                             "minutes of Dagster bookkeeping for its 3,242 partitions)")
     args = parser.parse_args()
     backends = [b for b in args.backends.split(",") if b]
     unknown = set(backends) - set(BACKENDS)
     if unknown:
         raise SystemExit(f"--backends: unknown {', '.join(sorted(unknown))} "
                          f"(choose from {', '.join(BACKENDS)})")
+    if args.mirror:
+        with tempfile.TemporaryDirectory() as tmpdir:
+            rows = mirror_rows(backends, Path(tmpdir), args.mirror, {
+                "Dagster": [b for b in args.dagster_backends.split(",") if b]},
+                date.fromisoformat(args.mirror_last) if args.mirror_last else None)
+        print(f"`{command()}`\n")
+        print(table(["way", "database", "manga added", "stored", "requests (x floor)",
+                     "at 5 req/s", "wall, limit lifted", "peak RSS"], rows))
+        return
     limited = backends[:1] if args.quick else backends
     sizes = [1_000, 10_000] if args.quick else list(SCALES)
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -14,6 +16,7 @@ from sqlalchemy import func, select
 from mangasync_pipeline.db.engine import make_engine
 from mangasync_pipeline.db.migrate import upgrade
 from mangasync_pipeline.db.tables import manga
+from mangasync_pipeline.mangadex.dates import as_utc
 from mangasync_pipeline.mangadex.simulator import Simulator
 
 
@@ -55,3 +58,45 @@ def test_initial_sync_backfill_and_sync_manga_from_the_command_line(tmp_path: Pa
         assert missing.returncode == 1
         assert "no manga 'no-such-manga' in the catalogue" in missing.stderr
         assert "Traceback" not in missing.stderr
+
+
+def _visible_in(sim_url: str, first: str, after_last: str) -> int:
+    """Manga MangaDex's default ratings show created in [first, after_last), by its totals."""
+    def since(day: str) -> int:
+        return int(httpx.get(f"{sim_url}/manga", params={
+            "createdAtSince": f"{day}T00:00:00", "limit": "0"}).json()["total"])
+    return since(first) - since(after_last)
+
+
+def test_backfill_of_a_month_is_one_keyset_pass_with_counts_per_day(
+        tmp_path: Path, db_url: str) -> None:
+    with Simulator(seed=9, manga_count=40, rate_limit=None, chapters_per_manga=0) as sim:
+        for n, day in ((150, "2022-03-02"), (40, "2022-03-05"), (260, "2022-03-20")):
+            httpx.post(f"{sim.url}/_sim/manga", json={"count": n, "day": day})
+        expected = _visible_in(sim.url, "2022-03-01", "2022-04-01")
+        httpx.post(f"{sim.url}/_sim/stats/reset")
+        env = {"DATABASE_URL": db_url, "MANGADEX_API_URL": sim.url,
+               "MANGADEX_RATE_LIMIT": "200", "UDP_SERVER_URL": "http://127.0.0.1:9"}
+        filled = _run(["backfill", "--from", "2022-03-01", "--to", "2022-03-31",
+                       "--what", "catalogue"], env, tmp_path)
+        assert filled.returncode == 0, filled.stderr
+        requests = httpx.get(f"{sim.url}/_sim/stats").json()["requests"].get("/manga", 0)
+
+    # The floor is a request per 100 manga; reading day by day would cost at least 31.
+    floor = math.ceil(expected / 100)
+    assert floor <= requests <= floor + 1
+    assert "HTTP Request" not in filled.stderr  # the bar, not a log line per request
+    assert "backfill catalogue" in filled.stderr and "31/31" in filled.stderr  # the bar counts days
+
+    printed = {line.split()[0]: int(line.split()[1]) for line in filled.stdout.splitlines()
+               if line[:4] == "2022"}
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        stored = Counter(as_utc(t).date().isoformat()
+                         for t in conn.execute(select(manga.c.created_at)).scalars())
+    engine.dispose()
+    assert sum(stored.values()) == expected
+    assert len(printed) == 31 and printed["2022-03-03"] == 0
+    assert {d: n for d, n in printed.items() if n} == {
+        d: n for d, n in stored.items() if d.startswith("2022-03")}
+    assert f"31 days: {expected} manga read ({expected} new)" in filled.stdout

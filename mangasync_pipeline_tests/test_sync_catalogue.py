@@ -64,7 +64,7 @@ def test_initial_sync_of_200_costs_two_requests_and_stores_exact_rows(
         result = initial_sync(engine, client, 200)
     assert mangadex_requests(sim) == 2
     assert admin(sim, "GET", "/_sim/stats")["total"] == 2
-    assert count(engine, manga) == 200 == len(result.catalogue.result.inserted)
+    assert count(engine, manga) == 200 == result.catalogue.inserted
     assert outbox_rows(engine) == []  # the initial sync notifies no one
 
     with engine.connect() as conn:
@@ -266,7 +266,7 @@ def test_a_partition_of_over_10000_manga_imports_completely(
     assert visible > 10_000  # pornographic ones are hidden by MangaDex's default, as live
     with engine.connect() as conn:
         stored = set(conn.execute(select(manga.c.mangadex_id)).scalars())
-    assert len(stored) == visible == len(report.result.inserted)
+    assert len(stored) == visible == report.inserted
     assert len(set(added) & stored) >= visible - 10  # the base catalogue may share the day
     assert stats["by_status"].get("400", 0) == 0
     # The floor is one request per 100; keyset pages overlap by the ids sharing a boundary second.

@@ -7,7 +7,7 @@ run spans several partitions.
 
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from datetime import date
+from datetime import date, datetime
 
 from dagster import (
     AllPartitionMapping,
@@ -71,6 +71,8 @@ class NewChaptersConfig(Config):
     a re-execution or a backfill leaves it false and reads whole partitions."""
 
     from_cursor: bool = False
+    # Set by new_chapters_sensor: read the partition from this instant (ISO 8601) only.
+    since: str = ""
 
 
 class CatalogueConfig(Config):
@@ -126,7 +128,8 @@ def _bucket(keys: list[str], days: Mapping[int, str], ids: list[int]) -> Counter
 )
 def catalogue(context: AssetExecutionContext, config: CatalogueConfig,
               mangahub: MangaHubDatabase, mangadex: MangaDexResource,
-              notifier: NotifierResource) -> Iterator[MaterializeResult]:
+              notifier: NotifierResource,
+              sync_settings: SyncSettings) -> Iterator[MaterializeResult]:
     engine, client = mangahub.engine(), mangadex.client()
     keys = list(context.partition_keys)
     window = context.partition_time_window
@@ -146,7 +149,8 @@ def catalogue(context: AssetExecutionContext, config: CatalogueConfig,
         else:
             context.log.info(f"importing manga created in [{window.start}, {window.end})")
             report = import_created_range(engine, client, window.start, window.end,
-                                          policy=SILENT, progress=context.log.info)
+                                          policy=SILENT, progress=context.log.info,
+                                          content_ratings=sync_settings.rating_list)
     delivery = notifier.deliver(engine)
     summary = report.summary()
     requests = meter.finish({"manga_synced": summary["manga_inserted"] + summary["manga_updated"]})
@@ -164,6 +168,7 @@ def catalogue(context: AssetExecutionContext, config: CatalogueConfig,
         **{k: v for k, v in summary.items() if k.startswith(("items_", "pages"))},
         "notifications_queued": summary["notifications_queued"], **requests,
         **delivery_metadata(delivery), "preview": manga_preview(report.result),
+        "content_ratings": ", ".join(sync_settings.rating_list),
     })})
     if GENRE_LINKS in selected:
         own = _per_partition(context, GENRE_LINKS, keys,
@@ -225,13 +230,17 @@ def new_chapters(context: AssetExecutionContext, config: NewChaptersConfig,
     keys = list(context.partition_keys)
     # The schedule's polls resume at the cursor (run config it sets, visible in the Launchpad);
     # backfills, manual runs and re-executions of a manual run read whole days.
-    scheduled = config.from_cursor
+    # The chapter sensor names where its window starts; the schedule reads from the cursor.
+    since = datetime.fromisoformat(config.since) if config.since else None
+    scheduled = config.from_cursor and since is None
     total = ChapterReport()
     per_day: dict[str, Counter[str]] = {}
     # Day by day: the sync reads a day per slice anyway, so this costs no extra request and
     # each partition's figures are its own.
     for partition in keys:
         start, end = day_bounds(date.fromisoformat(partition))
+        if since is not None:
+            start = min(max(start, since), end)
         with one_line_failures(f"new_chapters {partition}"):
             report = sync_chapter_window(engine, client, sync_settings.language_list, start,
                                          end, lookback=sync_settings.lookback,
@@ -249,7 +258,8 @@ def new_chapters(context: AssetExecutionContext, config: NewChaptersConfig,
     totals = total.summary() if len(keys) > 1 else {}
     return MaterializeResult(metadata={**own, **run_scope(keys, {
         **totals, **requests, **delivery_metadata(delivery),
-        "read": "from the cursor (scheduled poll)" if scheduled else "whole partitions",
+        "read": (f"from {since.isoformat()} (chapter sensor)" if since else
+                 "from the cursor (scheduled poll)" if scheduled else "whole partitions"),
         "new_chapter_numbers": preview(total.new_numbers, column="new chapter"),
     })})
 

@@ -57,7 +57,7 @@ def import_newest_manga(context: OpExecutionContext, config: InitialSyncConfig,
     meter = RunMeter(engine, client, "initial_sync")
     with one_line_failures("initial sync"):
         result = initial_sync(engine, client, sync_settings.initial_sync_limit,
-                              force=config.force)
+                              force=config.force, content_ratings=sync_settings.rating_list)
     report = result.catalogue
     requests = meter.finish({"manga_synced": report.seen})
     if result.skipped:

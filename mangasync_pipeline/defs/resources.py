@@ -165,6 +165,12 @@ class SyncSettings(ConfigurableResource):  # type: ignore[type-arg]
     languages: str = "en"
     initial_sync_limit: int = 200
     chapter_lookback: str = "1h"
+    # MangaDex content ratings the catalogue holds (MANGASYNC_CONTENT_RATINGS).
+    content_ratings: str = "safe,suggestive,erotica"
+
+    @property
+    def rating_list(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.content_ratings.split(",") if p.strip())
 
     @property
     def language_list(self) -> tuple[str, ...]:
@@ -199,5 +205,6 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:  # t
         "sync_settings": SyncSettings(
             languages=",".join(settings.languages),
             initial_sync_limit=settings.initial_sync_limit,
-            chapter_lookback=f"{int(settings.chapter_lookback.total_seconds())}s"),
+            chapter_lookback=f"{int(settings.chapter_lookback.total_seconds())}s",
+            content_ratings=",".join(settings.content_ratings)),
     }

@@ -24,7 +24,7 @@ from mangasync_pipeline.defs.jobs import (
     deliver_notifications_job,
     refresh_manga_job,
 )
-from mangasync_pipeline.defs.resources import MangaDexResource, MangaHubDatabase
+from mangasync_pipeline.defs.resources import MangaDexResource, MangaHubDatabase, SyncSettings
 from mangasync_pipeline.defs.settings import SETTINGS
 from mangasync_pipeline.mangadex.errors import MangaDexError
 from mangasync_pipeline.sync import outbox, state
@@ -61,7 +61,8 @@ def _partition_for(day: str) -> str:
                 "one refresh run for changed ones.",
 )
 def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabase,
-                     mangadex: MangaDexResource) -> SensorResult | SkipReason:
+                     mangadex: MangaDexResource,
+                     sync_settings: SyncSettings) -> SensorResult | SkipReason:
     engine = _engine_or_skip(mangahub)
     if isinstance(engine, SkipReason):
         return engine
@@ -89,7 +90,8 @@ def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabas
         with engine.begin() as conn:
             state.set_state(conn, state.NEW_MANGA_POLL, last_cursor=cursor.encode())
     try:
-        detection = detect_changes(engine, mangadex.sensor_client(), cursor)
+        detection = detect_changes(engine, mangadex.sensor_client(), cursor,
+                                   content_ratings=sync_settings.rating_list)
     except MangaDexError as exc:
         state.mark_error(engine, state.NEW_MANGA_POLL, str(exc))
         return SensorResult(skip_reason=SkipReason(

@@ -69,6 +69,7 @@ class StatusReport:
     notifications_unread: int
     users: int
     breakers: list[BreakerStatus] = field(default_factory=list)
+    content_ratings: tuple[str, ...] = ()  # MANGASYNC_CONTENT_RATINGS: what the catalogue holds
 
     @property
     def outbox_oldest_age_seconds(self) -> float | None:
@@ -225,7 +226,9 @@ def render_table(report: StatusReport) -> str:
         breaker = "closed (no MangaDex failures recorded)"
     lines += [
         f"outbox:         {outbox}",
-        f"manga:          {report.manga}",
+        f"manga:          {report.manga}"
+        + (f" (content ratings {', '.join(report.content_ratings)})"
+           if report.content_ratings else ""),
         f"chapters:       {report.chapters}",
         f"notifications:  {report.notifications} ({report.notifications_unread} unread)",
         f"users:          {report.users}",
@@ -259,6 +262,7 @@ def status(as_json: bool) -> None:
     try:
         check_schema(engine)
         report = collect_status(engine)
+        report.content_ratings = settings.content_ratings
     except SchemaError as exc:
         raise StatusUnknown(str(exc)) from None
     except SQLAlchemyError as exc:

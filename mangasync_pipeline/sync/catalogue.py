@@ -9,14 +9,14 @@ import hashlib
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, select, text
 
-from mangasync_pipeline.config import utcnow
+from mangasync_pipeline.config import DEFAULT_CONTENT_RATINGS, utcnow
 from mangasync_pipeline.db.tables import manga
 from mangasync_pipeline.mangadex.client import DEFAULT_INCLUDES, MangaDexClient
 from mangasync_pipeline.mangadex.mapping import manga_row
@@ -27,36 +27,58 @@ from mangasync_pipeline.sync.catalogue_store import NotifyPolicy, UpsertResult, 
 log = logging.getLogger("mangasync.catalogue")
 
 Progress = Callable[[str], None]
+PREVIEW = 10  # titles a report keeps for the UI
+# Called after each stored page with the report so far and how far the pass has read.
+PageHook = Callable[["CatalogueReport", datetime], None]
+Ratings = Sequence[str]
 
 
 @dataclass
 class CatalogueReport:
-    """What one catalogue run did, in figures a person can read in the Dagster UI."""
+    """What one catalogue run did, in figures a person can read in the Dagster UI.
 
-    result: UpsertResult = field(default_factory=UpsertResult)
+    Counts, not rows: a whole-catalogue mirror reads 90,000 manga, and keeping a tuple for
+    each would cost the run tens of megabytes for a preview of ten titles."""
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    genre_links_added: int = 0
+    genre_links_removed: int = 0
+    genres_created: int = 0
+    notifications: int = 0
     pages: int = 0
     seen: int = 0
     skipped_items: int = 0
+    titles: list[str] = field(default_factory=list)  # the first inserted or updated ones
     days: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def add(self, result: UpsertResult, items: Iterable[Manga], skipped: int = 0) -> None:
-        self.result.merge(result)
+        self.inserted += len(result.inserted)
+        self.updated += len(result.updated)
+        self.unchanged += result.unchanged
+        self.genre_links_added += result.genre_links_added
+        self.genre_links_removed += result.genre_links_removed
+        self.genres_created += result.genres_created
+        self.notifications += result.notifications
+        if len(self.titles) < PREVIEW:
+            self.titles += [t for _, _, t in result.inserted + result.updated][
+                :PREVIEW - len(self.titles)]
         self.pages += 1
         self.skipped_items += skipped
         for item in items:
             self.seen += 1
             self.days[item.created_at.date().isoformat()] += 1
 
-    def preview(self, n: int = 10) -> list[str]:
-        return [title for _, _, title in (self.result.inserted + self.result.updated)[:n]]
+    def preview(self, n: int = PREVIEW) -> list[str]:
+        return self.titles[:n]
 
     def summary(self) -> dict[str, Any]:
-        r = self.result
-        return {"manga_seen": self.seen, "manga_inserted": len(r.inserted),
-                "manga_updated": len(r.updated), "manga_unchanged": r.unchanged,
-                "genre_links_added": r.genre_links_added,
-                "genre_links_removed": r.genre_links_removed,
-                "genres_created": r.genres_created, "notifications_queued": r.notifications,
+        return {"manga_seen": self.seen, "manga_inserted": self.inserted,
+                "manga_updated": self.updated, "manga_unchanged": self.unchanged,
+                "genre_links_added": self.genre_links_added,
+                "genre_links_removed": self.genre_links_removed,
+                "genres_created": self.genres_created, "notifications_queued": self.notifications,
                 "items_skipped_malformed": self.skipped_items, "pages": self.pages}
 
 
@@ -85,15 +107,22 @@ SILENT = NotifyPolicy(new_manga=False, updates=True)
 
 def import_created_range(engine: Engine, client: MangaDexClient, start: datetime,
                          end: datetime, *, policy: NotifyPolicy = SILENT,
-                         progress: Progress | None = None) -> CatalogueReport:
-    """Every manga created on MangaDex in [start, end): keyset pages, one transaction each."""
+                         content_ratings: Ratings = DEFAULT_CONTENT_RATINGS,
+                         progress: Progress | None = None,
+                         on_page: PageHook | None = None) -> CatalogueReport:
+    """Every manga of `content_ratings` created on MangaDex in [start, end): one keyset pass
+    however many days the range holds, one transaction per page."""
     report = CatalogueReport()
     for page in client.iter_manga_pages("createdAt", since=start, until=end,
-                                        includes=DEFAULT_INCLUDES):
+                                        includes=DEFAULT_INCLUDES,
+                                        content_ratings=content_ratings):
         _store_page(engine, client, page.items, policy, report, page.skipped)
+        upto = page.items[-1].created_at if page.items else start
         if progress:
-            progress(f"{report.seen} manga read ({len(report.result.inserted)} new) "
-                     f"up to {page.items[-1].created_at.isoformat() if page.items else start}")
+            progress(f"{report.seen} manga read ({report.inserted} new) "
+                     f"up to {upto.isoformat()}")
+        if on_page:
+            on_page(report, upto)
     return report
 
 
@@ -123,7 +152,8 @@ class InitialSyncReport:
 
 
 def initial_sync(engine: Engine, client: MangaDexClient, limit: int, *,
-                 force: bool = False) -> InitialSyncReport:
+                 force: bool = False,
+                 content_ratings: Ratings = DEFAULT_CONTENT_RATINGS) -> InitialSyncReport:
     """Import the newest `limit` manga once; notifies no one."""
     with engine.connect() as conn:
         current = state.get_state(conn, state.INITIAL_SYNC)
@@ -133,7 +163,8 @@ def initial_sync(engine: Engine, client: MangaDexClient, limit: int, *,
         return InitialSyncReport(True, CatalogueReport(), initial_sync_cursor(engine))
     state.mark_running(engine, state.INITIAL_SYNC)
     try:
-        items = client.newest_manga(limit, includes=DEFAULT_INCLUDES)
+        items = client.newest_manga(limit, includes=DEFAULT_INCLUDES,
+                                    content_ratings=content_ratings)
         report = CatalogueReport()
         no_one = NotifyPolicy(new_manga=False, updates=False)
         for i in range(0, len(items), 100):
@@ -147,7 +178,7 @@ def initial_sync(engine: Engine, client: MangaDexClient, limit: int, *,
         state.mark_error(engine, state.INITIAL_SYNC, f"{type(exc).__name__}: {exc}")
         raise
     log.info("initial sync imported %d manga (%d new), cursor %s", report.seen,
-             len(report.result.inserted), cursor)
+             report.inserted, cursor)
     return InitialSyncReport(False, report, cursor)
 
 
@@ -208,7 +239,8 @@ def start_cursor(engine: Engine, now: datetime) -> PollCursor:
 
 
 def detect_changes(engine: Engine, client: MangaDexClient, cursor: PollCursor, *,
-                   max_pages: int = 10) -> Detection:
+                   max_pages: int = 10,
+                   content_ratings: Ratings = DEFAULT_CONTENT_RATINGS) -> Detection:
     """One `updatedAtSince` keyset scan finds both kinds of work.
 
     A manga we do not have, created from `new_after` on, is new (its updatedAt is at least its
@@ -217,7 +249,8 @@ def detect_changes(engine: Engine, client: MangaDexClient, cursor: PollCursor, *
     """
     detection = Detection(cursor=cursor)
     newest = cursor.since
-    pages = client.iter_manga_pages("updatedAt", since=cursor.since - SCAN_LOOKBACK, includes=())
+    pages = client.iter_manga_pages("updatedAt", since=cursor.since - SCAN_LOOKBACK, includes=(),
+                                    content_ratings=content_ratings)
     for n, page in enumerate(pages):
         if page.items:
             with engine.connect() as conn:

@@ -7,11 +7,13 @@ progress bar, and print one line on failure.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import click
+from sqlalchemy import Engine
 from tqdm import tqdm
 
 from mangasync_pipeline.config import ConfigError, Settings
@@ -19,7 +21,13 @@ from mangasync_pipeline.db.engine import shared_engine
 from mangasync_pipeline.db.migrate import check_schema
 from mangasync_pipeline.mangadex.client import MangaDexClient
 from mangasync_pipeline.mangadex.errors import MangaDexError
-from mangasync_pipeline.sync.catalogue import SILENT, day_bounds, import_created_range, initial_sync
+from mangasync_pipeline.sync.catalogue import (
+    SILENT,
+    CatalogueReport,
+    day_bounds,
+    import_created_range,
+    initial_sync,
+)
 from mangasync_pipeline.sync.chapters import sync_chapter_window
 from mangasync_pipeline.sync.manga_sync import open_client
 from mangasync_pipeline.sync.manga_sync import sync_manga as sync_one_manga
@@ -65,7 +73,8 @@ def initial_sync_command(force: bool) -> None:
     """Import the newest INITIAL_SYNC_LIMIT manga (notifies no one)."""
     with _session() as (settings, client):
         result = initial_sync(shared_engine(settings.database_url), client,
-                              settings.initial_sync_limit, force=force)
+                              settings.initial_sync_limit, force=force,
+                              content_ratings=settings.content_ratings)
     if result.skipped:
         click.echo(f"initial sync already completed (cursor {result.cursor}); use --force")
         return
@@ -88,28 +97,81 @@ def backfill(first: object, last: object | None, what: str) -> None:
     if end_day < start_day:
         raise click.ClickException("--to is before --from")
     days = [start_day + timedelta(days=n) for n in range((end_day - start_day).days + 1)]
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        # The bar shows the requests; a log line for each would break it up (-v keeps them).
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    manga_by_day: dict[str, int] = {}
+    chapters_by_day: dict[str, int] = {}
+    totals = {"manga": 0, "new_manga": 0, "chapters": 0, "notifications": 0}
     with _session() as (settings, client):
         engine = shared_engine(settings.database_url)
-        bar = tqdm(days, unit="day", desc="backfill")
-        totals = {"manga": 0, "new_manga": 0, "chapters": 0, "notifications": 0}
-        for day in bar:
-            start, end = day_bounds(day)
-            if what in ("catalogue", "both"):
-                report = import_created_range(engine, client, start, end, policy=SILENT)
-                totals["manga"] += report.seen
-                totals["new_manga"] += len(report.result.inserted)
-                totals["notifications"] += report.result.notifications
-            if what in ("chapters", "both"):
+        if what in ("catalogue", "both"):
+            report = _backfill_catalogue(engine, client, days, settings.content_ratings)
+            manga_by_day = dict(report.days)
+            totals["manga"] += report.seen
+            totals["new_manga"] += report.inserted
+            totals["notifications"] += report.notifications
+        if what in ("chapters", "both"):
+            # The chapter sync reads day slices whatever its window: a call per day costs the
+            # same requests and gives the bar and the counts their days.
+            bar = tqdm(days, unit="day", desc="backfill chapters")
+            for day in bar:
+                start, end = day_bounds(day)
                 chapters = sync_chapter_window(engine, client, settings.languages, start, end,
                                                lookback=settings.chapter_lookback,
                                                use_cursor=False)
+                chapters_by_day[day.isoformat()] = chapters.stored
                 totals["chapters"] += chapters.stored
                 totals["notifications"] += chapters.notifications
-            bar.set_postfix(requests=client.stats.snapshot().total_requests, **totals)
+                bar.set_postfix(requests=client.stats.snapshot().total_requests,
+                                chapters=totals["chapters"])
+    for line in _per_day_lines(days, manga_by_day if what != "chapters" else None,
+                               chapters_by_day if what != "catalogue" else None):
+        click.echo(line)
     click.echo(f"{len(days)} days: {totals['manga']} manga read ({totals['new_manga']} new), "
                f"{totals['chapters']} chapters stored, {totals['notifications']} notifications "
-               f"queued, {client.stats.snapshot().total_requests} MangaDex requests; "
-               + _deliver(settings))
+               f"queued, {client.stats.snapshot().total_requests} MangaDex requests "
+               f"(content ratings {','.join(settings.content_ratings)}); " + _deliver(settings))
+
+
+def _backfill_catalogue(engine: Engine, client: MangaDexClient, days: list[date],
+                        ratings: Sequence[str]) -> CatalogueReport:
+    """One keyset pass over the whole range (a request per 100 manga, not per day), with the
+    bar advancing by the days the pass has read through."""
+    first = day_bounds(days[0])[0]
+    bar = tqdm(total=len(days), unit="day", desc="backfill catalogue")
+
+    def advance(report: CatalogueReport, upto: datetime) -> None:
+        bar.update(max(0, min(len(days), (upto - first).days) - bar.n))
+        bar.set_postfix(requests=client.stats.snapshot().total_requests, manga=report.seen)
+
+    try:
+        report = import_created_range(engine, client, first, day_bounds(days[-1])[1],
+                                      policy=SILENT, content_ratings=ratings, on_page=advance)
+        bar.update(len(days) - bar.n)
+    finally:
+        bar.close()
+    return report
+
+
+def _per_day_lines(days: list[date], manga_by_day: dict[str, int] | None,
+                   chapters_by_day: dict[str, int] | None) -> list[str]:
+    """`day  manga  chapters` for every day of the range, the columns that were backfilled."""
+    header = ["day".ljust(10)]
+    if manga_by_day is not None:
+        header.append(f"{'manga':>7}")
+    if chapters_by_day is not None:
+        header.append(f"{'chapters':>8}")
+    lines = ["  ".join(header)]
+    for day in days:
+        key = day.isoformat()
+        cells = [key]
+        if manga_by_day is not None:
+            cells.append(f"{manga_by_day.get(key, 0):>7}")
+        if chapters_by_day is not None:
+            cells.append(f"{chapters_by_day.get(key, 0):>8}")
+        lines.append("  ".join(cells))
+    return lines
 
 
 @click.command("sync-manga")
