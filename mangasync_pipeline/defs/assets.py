@@ -51,7 +51,6 @@ from mangasync_pipeline.sync.catalogue import (
 from mangasync_pipeline.sync.catalogue_store import NotifyPolicy
 from mangasync_pipeline.sync.chapters import ChapterReport, sync_chapter_window
 from mangasync_pipeline.sync.partition_days import (
-    created_days,
     relink_genres_created,
     rows_per_day,
 )
@@ -95,12 +94,12 @@ def _per_partition(context: AssetExecutionContext, key: AssetKey, keys: list[str
     return {}
 
 
-def _bucket(keys: list[str], days: Mapping[int, str], ids: list[int]) -> Counter[str]:
-    """Count `ids` per partition; a single-partition run owns all of them (the sensor files
-    manga older than the first partition under it)."""
+def _by_partition(keys: list[str], by_day: Mapping[str, int], total: int) -> Counter[str]:
+    """Counts per partition; a single-partition run owns all of them (the sensor files manga
+    older than the first partition under it)."""
     if len(keys) == 1:
-        return Counter({keys[0]: len(ids)})
-    return Counter(days[i] for i in ids if i in days)
+        return Counter({keys[0]: total})
+    return Counter(dict(by_day))
 
 
 @multi_asset(
@@ -156,18 +155,16 @@ def catalogue(context: AssetExecutionContext, config: CatalogueConfig,
     requests = meter.finish({"manga_synced": summary["manga_inserted"] + summary["manga_updated"]})
     context.log.info(f"catalogue {context.partition_key_range}: {summary}; "
                      f"{requests['mangadex_requests']} requests")
-    inserted = [i for i, _, _ in report.result.inserted]
-    updated = [i for i, _, _ in report.result.updated]
-    days = created_days(engine, inserted + updated)
     rows = rows_per_day(engine, window.start, window.end)
-    seen = Counter({keys[0]: report.seen}) if len(keys) == 1 else report.days
     own = _per_partition(context, MANGA_CATALOGUE, keys, {
-        "manga_seen": seen, "manga_inserted": _bucket(keys, days, inserted),
-        "manga_updated": _bucket(keys, days, updated), "dagster/row_count": rows["manga"]})
+        "manga_seen": _by_partition(keys, report.days, report.seen),
+        "manga_inserted": _by_partition(keys, report.inserted_days, report.inserted),
+        "manga_updated": _by_partition(keys, report.updated_days, report.updated),
+        "dagster/row_count": rows["manga"]})
     yield MaterializeResult(asset_key=MANGA_CATALOGUE, metadata={**own, **run_scope(keys, {
         **{k: v for k, v in summary.items() if k.startswith(("items_", "pages"))},
         "notifications_queued": summary["notifications_queued"], **requests,
-        **delivery_metadata(delivery), "preview": manga_preview(report.result),
+        **delivery_metadata(delivery), "preview": manga_preview(report.changes),
         "content_ratings": ", ".join(sync_settings.rating_list),
     })})
     if GENRE_LINKS in selected:

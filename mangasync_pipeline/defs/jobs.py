@@ -78,7 +78,7 @@ def import_newest_manga(context: OpExecutionContext, config: InitialSyncConfig,
                                              "source": "initial_sync_job"})
     yield Output(None, metadata={
         **report.summary(), **requests, "cursor": str(result.cursor),
-        "partitions_written": len(report.days), "preview": manga_preview(report.result),
+        "partitions_written": len(report.days), "preview": manga_preview(report.changes),
     })
 
 
@@ -153,7 +153,7 @@ def refresh_manga(context: OpExecutionContext, config: RefreshMangaConfig,
     requests = meter.finish({"manga_synced": summary["manga_updated"]})
     context.log.info(f"refreshed {len(config.mangadex_ids)} manga: {summary}")
     return Output(None, metadata={**summary, **requests, **delivery_metadata(delivery),
-                                  "preview": manga_preview(report.result)})
+                                  "preview": manga_preview(report.changes)})
 
 
 @job(executor_def=in_process_executor,

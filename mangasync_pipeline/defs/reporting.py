@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from dagster import (
@@ -17,7 +18,6 @@ from sqlalchemy import Engine, Table
 from mangasync_pipeline.mangadex.client import MangaDexClient
 from mangasync_pipeline.mangadex.stats import StatsSnapshot
 from mangasync_pipeline.sync import metrics
-from mangasync_pipeline.sync.catalogue_store import UpsertResult
 from mangasync_pipeline.sync.notifier import DeliveryReport
 
 
@@ -60,11 +60,11 @@ def preview(lines: list[str], limit: int = 10, column: str = "item") -> Metadata
     return table(shown, {column: "string"})
 
 
-def manga_preview(result: UpsertResult, limit: int = 10) -> MetadataValue:
-    """The manga a run inserted or changed, as a table."""
+def manga_preview(changes: Sequence[tuple[int, str, str, str]],
+                  limit: int = 10) -> MetadataValue:
+    """The manga a run inserted or changed (`CatalogueReport.changes`), as a table."""
     rows = [{"manga_id": i, "mangadex_id": dex, "title": title, "change": change}
-            for change, found in (("inserted", result.inserted), ("updated", result.updated))
-            for i, dex, title in found][:limit]
+            for i, dex, title, change in changes[:limit]]
     return table(rows, {"manga_id": "int", "mangadex_id": "string", "title": "string",
                         "change": "string"})
 

@@ -51,7 +51,12 @@ class CatalogueReport:
     seen: int = 0
     skipped_items: int = 0
     titles: list[str] = field(default_factory=list)  # the first inserted or updated ones
+    # The first inserted or updated manga, (local id, MangaDex id, title, "inserted"/"updated").
+    changes: list[tuple[int, str, str, str]] = field(default_factory=list)
+    # Per createdAt day (the partition): manga read, inserted and updated.
     days: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    inserted_days: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    updated_days: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def add(self, result: UpsertResult, items: Iterable[Manga], skipped: int = 0) -> None:
         self.inserted += len(result.inserted)
@@ -64,11 +69,23 @@ class CatalogueReport:
         if len(self.titles) < PREVIEW:
             self.titles += [t for _, _, t in result.inserted + result.updated][
                 :PREVIEW - len(self.titles)]
+        if len(self.changes) < PREVIEW:
+            self.changes += [(*row, "inserted") for row in result.inserted][:PREVIEW]
+            self.changes += [(*row, "updated") for row in result.updated][
+                :PREVIEW - len(self.changes)]
         self.pages += 1
         self.skipped_items += skipped
+        day_of: dict[str, str] = {}
         for item in items:
             self.seen += 1
-            self.days[item.created_at.date().isoformat()] += 1
+            day_of[item.id] = item.created_at.date().isoformat()
+            self.days[day_of[item.id]] += 1
+        for _, dex, _ in result.inserted:
+            if dex in day_of:
+                self.inserted_days[day_of[dex]] += 1
+        for _, dex, _ in result.updated:
+            if dex in day_of:
+                self.updated_days[day_of[dex]] += 1
 
     def preview(self, n: int = PREVIEW) -> list[str]:
         return self.titles[:n]

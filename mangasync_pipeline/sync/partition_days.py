@@ -41,18 +41,6 @@ def rows_per_day(engine: Engine, start: datetime, end: datetime) -> dict[str, Co
         }
 
 
-def created_days(engine: Engine, local_ids: Iterable[int]) -> dict[int, str]:
-    """The createdAt day (the partition) of each catalogued manga."""
-    ids = sorted(set(local_ids))
-    found: dict[int, str] = {}
-    with engine.connect() as conn:
-        for i in range(0, len(ids), 500):
-            for local_id, created in conn.execute(select(manga.c.id, manga.c.created_at)
-                                                  .where(manga.c.id.in_(ids[i:i + 500]))):
-                found[local_id] = _day(created)
-    return found
-
-
 def relink_genres_created(engine: Engine, client: MangaDexClient, start: datetime,
                           end: datetime, mangadex_ids: Iterable[str] = ()) -> UpsertResult:
     """Re-read the catalogued manga created in [start, end) (or the ones named) from MangaDex,
