@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlparse
 
 DEFAULT_DATABASE_URL = "sqlite:///.mangasync/mangahub.sqlite"
+DEFAULT_SECRET_KEY_FILE = ".mangasync/secret.key"  # beside the default database
 
 
 class ConfigError(ValueError):
@@ -89,6 +90,22 @@ def _day(name: str, value: str) -> date:
         raise ConfigError(f"{name}={value!r}: not a date (YYYY-MM-DD)") from None
 
 
+def _secret_key(value: str) -> str:
+    import base64
+    import binascii
+
+    raw = value.strip()
+    try:
+        key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+    except (ValueError, binascii.Error):
+        key = b""
+    if len(key) < 16:
+        raise ConfigError("MANGASYNC_SECRET_KEY: not a master key (URL-safe base64 of at least "
+                          "16 bytes, e.g. from `python -c 'import secrets; "
+                          "print(secrets.token_urlsafe(32))'`)")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -108,6 +125,9 @@ class Settings:
     udp_port: int = 9091
     bind: str = "127.0.0.1"
     partitions_start: date = date(2018, 1, 1)
+    # Notification server: the master key readers' tokens derive from (notify/tokens.py).
+    secret_key: str | None = None
+    secret_key_file: str = DEFAULT_SECRET_KEY_FILE
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -153,6 +173,11 @@ class Settings:
             kwargs["bind"] = v
         if (v := get("MANGASYNC_PARTITIONS_START")) is not None:
             kwargs["partitions_start"] = _day("MANGASYNC_PARTITIONS_START", v)
+        # Notification server: master key (validated when loaded, see notify/tokens.py).
+        if (v := get("MANGASYNC_SECRET_KEY")) is not None:
+            kwargs["secret_key"] = _secret_key(v)
+        if (v := get("MANGASYNC_SECRET_KEY_FILE")) is not None:
+            kwargs["secret_key_file"] = v
         return cls(**kwargs)  # type: ignore[arg-type]
 
 

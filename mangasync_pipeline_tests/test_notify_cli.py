@@ -29,12 +29,37 @@ def test_users_add_shows_the_token_once_and_list_never(db_url: str, engine: Engi
     token = out.strip()
     assert len(token) >= 32 and "\n" not in token
     assert "shown only once" in err
-    with engine.connect() as conn:
-        assert conn.execute(select(t.users.c.token)).scalar_one() == token
     code, out, _ = _run(db_url, "users", "list")
     assert code == 0 and "alice" in out and token not in out
     code, _, err = _run(db_url, "users", "add", "alice")
     assert code == 1 and "already exists" in err and len(err.strip().splitlines()) == 1
+
+
+def test_rotate_token_prints_a_new_token_and_the_old_one_stops_working(
+        db_url: str, engine: Engine) -> None:
+    from mangasync_pipeline.notify.app import ServerHandle
+    from mangasync_pipeline.notify.client import AuthFailed, NotificationClient
+    from mangasync_pipeline.notify.testing import fast_options, server_settings
+
+    old = _run(db_url, "users", "add", "zoe")[1].strip()
+    with ServerHandle(server_settings(db_url), fast_options()) as server:
+        with NotificationClient(*server.udp_addr, "zoe", old) as client:
+            assert client.register()["type"] == "REGISTERED"
+        code, out, err = _run(db_url, "users", "rotate-token", "zoe")
+        new = out.strip()
+        assert code == 0 and "shown only once" in err and new != old and len(new) >= 32
+        # The server re-reads the user when the new token does not match what it holds.
+        with NotificationClient(*server.udp_addr, "zoe", new) as client:
+            assert client.register()["type"] == "REGISTERED"
+        with NotificationClient(*server.udp_addr, "zoe", old,
+                                source="127.0.0.3") as client:
+            try:
+                client.register(timeout=3, attempts=1)
+                raise AssertionError("the old token still works")
+            except AuthFailed:
+                pass
+    code, _, err = _run(db_url, "users", "rotate-token", "nobody")
+    assert code == 1 and "no user named 'nobody'" in err
 
 
 def test_library_by_id_slug_or_uuid_with_clear_errors(db_url: str, engine: Engine) -> None:

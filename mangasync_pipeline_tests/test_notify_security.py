@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import socket
 import time
@@ -154,23 +155,44 @@ def test_nothing_but_short_errors_to_unknown_addresses(server: ServerHandle) -> 
         assert len(protocol.encode(a)) <= len(cause)
 
 
-def test_failed_registers_from_one_address_are_dropped_after_the_limit(
+def _socket_from(source: str, server: ServerHandle) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((source, 0))
+    sock.connect(server.udp_addr)
+    return sock
+
+
+def test_guesses_from_rotating_ports_stay_under_the_backoff_limit(
         db_url: str, engine: Engine) -> None:
+    """Failures count per source IP, whatever the port, and each one past the limit doubles
+    the time the IP is ignored."""
     _, token = add_user(engine, "eve")
-    options = fast_options(failed_register_limit=3, error_interval=0.0)
+    limit, base = 3, 0.2
+    options = fast_options(failed_register_limit=limit, backoff_base=base, error_interval=0.0,
+                           failed_user_limit=10_000)
     with ServerHandle(server_settings(db_url), options) as server:
-        sock = _raw(server)
-        answers = []
-        for n in range(6):
-            sock.send(protocol.encode(protocol.register_message("eve", "guess")))
-            # Refusals need a database lookup: wait for the three that must come.
-            answers.append(_answer(sock, 3.0 if n < 3 else 0.5))
-        assert [a is not None for a in answers] == [True, True, True, False, False, False]
-        # Even the right token is ignored from that address for now.
-        sock.send(protocol.encode(protocol.register_message("eve", token)))
-        assert _answer(sock, 0.5) is None
-        with NotificationClient(*server.udp_addr, "eve", token) as other_port:
-            assert other_port.register()["type"] == "REGISTERED"
+        started = time.monotonic()
+        sent = refused = 0
+        while time.monotonic() - started < 3.0:
+            with _socket_from("127.0.0.2", server) as sock:  # a new port for every guess
+                sent += 1
+                sock.send(protocol.encode(protocol.register_message("eve", f"guess-{sent}")))
+                if _answer(sock, 0.01 if refused >= limit else 3.0) is not None:
+                    refused += 1
+        elapsed = time.monotonic() - started
+        # Past the limit, one guess per backoff period: base, 2 base, 4 base, ...
+        periods = math.ceil(math.log2(elapsed / base + 1))
+        assert sent > 100
+        assert limit <= refused <= limit + periods + 1
+        checked = server.call(lambda s: s.udp.metrics.registers.labels("auth_failed")
+                              ._value.get() if s.udp else -1)
+        assert checked == refused  # what was not answered was not checked either
+        # The right token from that IP is ignored too, for now; another IP registers.
+        with _socket_from("127.0.0.2", server) as sock:
+            sock.send(protocol.encode(protocol.register_message("eve", token)))
+            assert _answer(sock, 0.3) is None
+        with NotificationClient(*server.udp_addr, "eve", token, source="127.0.0.3") as other:
+            assert other.register()["type"] == "REGISTERED"
 
 
 def test_ten_thousand_random_datagrams_do_not_stop_service(

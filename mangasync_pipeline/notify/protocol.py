@@ -1,4 +1,4 @@
-"""Wire format of the MangaHub notification protocol, version 1 (PROTOCOL.md).
+"""Wire format of the MangaHub notification protocol, version 2 (PROTOCOL.md).
 
 Shared by the server, the `listen` client, tests and the benchmark, so that both ends agree on
 signing, size limits and field names.
@@ -13,6 +13,7 @@ import secrets
 import time
 from typing import Any
 
+PROTOCOL_VERSION = 2
 MAX_DATAGRAM = 1200
 ELLIPSIS = "…"
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Engine,
     and_,
     bindparam,
+    delete,
     exists,
     func,
     insert,
@@ -23,6 +24,8 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from mangasync_pipeline.config import utcnow
@@ -51,12 +54,14 @@ class Notice:
     chapter: str | None
     message: str | None
     created_at: datetime
+    label: str | None = None  # MangaDex's chapter label as text ("12a"), NEW_CHAPTER only
 
     def to_message(self) -> dict[str, Any]:
         msg: dict[str, Any] = {"type": self.type, "id": self.id, "manga_id": self.manga_id,
                                "title": self.title}
         if self.type == "NEW_CHAPTER":
             msg["chapter"] = self.chapter
+            msg["label"] = self.label
         msg["message"] = self.message or ""
         msg["created_at"] = self.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
         return msg
@@ -72,12 +77,23 @@ class TriggerOutcome:
 
 _NOTICE_COLS = (t.notifications.c.id, t.notifications.c.user_id, t.notifications.c.type,
                 t.notifications.c.manga_id, t.notifications.c.title, t.notifications.c.chapter,
-                t.notifications.c.message, t.notifications.c.created_at)
+                t.notifications.c.message, t.notifications.c.created_at,
+                # The chapter label column comes with the labelled-chapters schema change.
+                *(c for c in t.notifications.c if c.name == "label"))
 
 
 def _notice(row: Any) -> Notice:
     return Notice(int(row.id), int(row.user_id), row.type, int(row.manga_id), row.title,
-                  row.chapter, row.message, row.created_at)
+                  row.chapter, row.message, row.created_at, getattr(row, "label", None))
+
+
+@dataclass(frozen=True)
+class UserEntry:
+    """What REGISTER needs of a user: id and token version (None: no token yet)."""
+
+    id: int
+    username: str
+    token_version: int | None
 
 
 class NotifyStore:
@@ -197,11 +213,63 @@ class NotifyStore:
 
     # --- users and sessions ---------------------------------------------------------------
 
-    def user_credentials(self, username: str) -> tuple[int, str] | None:
+    def users(self, username: str | None = None) -> list[UserEntry]:
+        """Every user (or one) as REGISTER sees them: a few bytes each, no secret."""
+        u = t.users
+        query = select(u.c.id, u.c.username, u.c.token_version)
+        if username is not None:
+            query = query.where(u.c.username == username)
         with self.engine.connect() as conn:
-            row = conn.execute(select(t.users.c.id, t.users.c.token)
-                               .where(t.users.c.username == username)).first()
-        return None if row is None else (int(row.id), row.token)
+            return [UserEntry(int(r.id), r.username, r.token_version)
+                    for r in conn.execute(query)]
+
+    def accept_registers(self, nonces: list[tuple[int, str]], ttl: timedelta
+                         ) -> tuple[set[tuple[int, str]], dict[int, int]]:
+        """Record REGISTER nonces; returns (pairs new to every server, unread per new user).
+
+        One statement per batch; a pair already present (used before, by any server sharing
+        this database, before or after a restart) is a replay and is not returned.
+        """
+        if not nonces:
+            return set(), {}
+        rn = t.register_nonces
+        now = utcnow()
+        ins = (pg_insert(rn) if self.is_postgres else sqlite_insert(rn))
+        stmt = ins.values([{"user_id": u, "nonce": n, "expires_at": now + ttl}
+                           for u, n in nonces]).on_conflict_do_nothing()
+        n = t.notifications
+        with self.engine.begin() as conn:
+            fresh = {(int(r.user_id), r.nonce)
+                     for r in conn.execute(stmt.returning(rn.c.user_id, rn.c.nonce))}
+            users = sorted({u for u, _ in fresh})
+            counts = dict.fromkeys(users, 0)
+            if users:
+                counts.update({int(r.user_id): int(r.c) for r in conn.execute(
+                    select(n.c.user_id, func.count().label("c"))
+                    .where(n.c.user_id.in_(users), n.c.read.is_(False))
+                    .group_by(n.c.user_id))})
+        return fresh, counts
+
+    def purge_nonces(self) -> int:
+        """Forget nonces whose acceptance window has passed."""
+        rn = t.register_nonces
+        with self.engine.begin() as conn:
+            return conn.execute(delete(rn).where(rn.c.expires_at < utcnow())).rowcount or 0
+
+    def first_unread(self, user_ids: Collection[int], limit: int) -> dict[int, list[Notice]]:
+        """The oldest `limit` unread notifications of each user, in one query."""
+        if not user_ids:
+            return {}
+        n = t.notifications
+        ranked = select(*_NOTICE_COLS, func.row_number().over(
+            partition_by=n.c.user_id, order_by=n.c.id).label("rn")).where(
+            n.c.user_id.in_(sorted(user_ids)), n.c.read.is_(False)).subquery()
+        pages: dict[int, list[Notice]] = {u: [] for u in user_ids}
+        with self.engine.connect() as conn:
+            for row in conn.execute(select(ranked).where(ranked.c.rn <= limit)
+                                    .order_by(ranked.c.user_id, ranked.c.id)):
+                pages[int(row.user_id)].append(_notice(row))
+        return pages
 
     def unread(self, user_id: int, limit: int, after_id: int = 0) -> tuple[int, list[Notice]]:
         """(number of unread, the oldest `limit` unread with id > after_id)."""
