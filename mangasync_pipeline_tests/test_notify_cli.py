@@ -153,3 +153,46 @@ def test_server_refuses_an_unmigrated_database_in_one_line(tmp_path: object) -> 
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1
     assert "mangasync migrate" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _read_err_until(proc: subprocess.Popen[str], text: str, timeout: float) -> list[str]:
+    assert proc.stderr is not None
+    os.set_blocking(proc.stderr.fileno(), False)
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if line:
+            lines.append(line)
+            if text in line:
+                return lines
+        else:
+            time.sleep(0.05)
+    raise AssertionError(f"{text!r} not said within {timeout} s: {lines}")
+
+
+def test_listen_says_when_no_server_answers_and_connects_once_one_does(
+        db_url: str, engine: Engine) -> None:
+    from mangasync_pipeline.notify.app import ServerHandle
+    from mangasync_pipeline.notify.testing import fast_options, server_settings
+
+    token = _run(db_url, "users", "add", "reader")[1].strip()
+    udp_port = _free_port(socket.SOCK_DGRAM)
+    env = {**os.environ, "DATABASE_URL": db_url, "MANGASYNC_UDP_PORT": str(udp_port)}
+    listen = subprocess.Popen(
+        [sys.executable, "-m", "mangasync_pipeline.cli", "listen", "--user", "reader",
+         "--token", token], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        started = time.monotonic()
+        lines = _read_err_until(listen, "does not answer", 15)
+        # Interpreter start-up is not the command's doing: the clock starts at its first line.
+        assert len(lines) == 1 and f"127.0.0.1:{udp_port}" in lines[0]
+        assert time.monotonic() - started < 15
+        time.sleep(3)  # still retrying, and saying nothing more meanwhile
+        assert listen.poll() is None
+        with ServerHandle(server_settings(db_url, udp_port=udp_port), fast_options()):
+            lines = _read_err_until(listen, "listening as reader", 30)
+            assert not any("does not answer" in line for line in lines)
+    finally:
+        listen.send_signal(signal.SIGINT)
+        listen.communicate(timeout=10)

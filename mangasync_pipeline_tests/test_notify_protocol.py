@@ -34,3 +34,17 @@ def test_short_messages_are_untouched_and_garbage_decodes_to_none() -> None:
     assert protocol.decode(protocol.encode(msg)) == msg
     for junk in (b"", b"\xff", b"[1]", b'{"type": 3}', b"{" * 2000, b'{"a":1}'):
         assert protocol.decode(junk) is None
+
+
+def test_listen_lines_show_the_chapter_label_and_the_title_once() -> None:
+    from mangasync_pipeline.notify.client import format_notification
+
+    chapter = {"type": "NEW_CHAPTER", "id": 7, "manga_id": 1, "title": "Little Tower",
+               "chapter": "12", "label": "12a", "message": "Chapter 12a: Side story",
+               "created_at": "2026-01-01T00:00:00Z"}
+    line = format_notification(chapter)
+    assert "ch. 12a" in line and line.count("Little Tower") == 1
+    assert "ch. 12 " in format_notification({**chapter, "label": None}) + " "
+    manga = {"type": "NEW_MANGA", "id": 3, "manga_id": 1, "title": "Little Tower",
+             "message": "New manga: Little Tower", "created_at": "2026-01-01T00:00:00Z"}
+    assert format_notification(manga).count("Little Tower") == 1

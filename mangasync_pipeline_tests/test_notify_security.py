@@ -5,18 +5,20 @@ from __future__ import annotations
 import math
 import random
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, insert, select
 
+from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db import tables as t
 from mangasync_pipeline.notify import protocol
 from mangasync_pipeline.notify.app import ServerHandle
 from mangasync_pipeline.notify.client import NotificationClient
-from mangasync_pipeline.notify.testing import add_manga, fast_options, server_settings
+from mangasync_pipeline.notify.testing import add_manga, fast_options, follow, server_settings
 from mangasync_pipeline.notify.users import add_user
 
 
@@ -223,3 +225,158 @@ def test_ten_thousand_random_datagrams_do_not_stop_service(
                        json={"manga_id": manga_id, "title": "Still here"})
         assert r.status_code == 202
         assert client.wait_for(1, 5)[0]["title"] == "Still here"
+
+
+def _unread(engine: Engine, user_id: int) -> int:
+    n = t.notifications
+    with engine.connect() as conn:
+        return len(conn.execute(select(n.c.id).where(n.c.user_id == user_id,
+                                                     n.c.read.is_(False))).all())
+
+
+def _with_unread(engine: Engine, count: int) -> tuple[int, str]:
+    """The victim: a user with `count` unread notifications."""
+    manga_id = add_manga(engine)
+    user_id, token = add_user(engine, "victim")
+    follow(engine, [user_id], manga_id)
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(insert(t.notifications), [
+            {"user_id": user_id, "type": "NEW_CHAPTER", "manga_id": manga_id,
+             "chapter": str(i), "title": "Backlog", "message": f"Chapter {i}", "read": False,
+             "created_at": now} for i in range(count)])
+    return user_id, token
+
+
+def test_a_captured_register_is_refused_after_a_restart_and_by_another_server(
+        db_url: str, engine: Engine) -> None:
+    user_id, token = _with_unread(engine, 10)
+    options = fast_options(ack_timeout=5.0)
+    captured = protocol.encode(protocol.register_message("victim", token))
+    with ServerHandle(server_settings(db_url), options) as first, _raw(first) as sock:
+        sock.send(captured)
+        answer = _answer(sock)
+        assert answer is not None and answer["type"] == "REGISTERED"
+    # After a restart, from another port and another address.
+    with ServerHandle(server_settings(db_url), options) as second, \
+            _socket_from("127.0.0.2", second) as attacker:
+        attacker.send(captured)
+        assert _answer(attacker) == {"type": "ERROR", "code": "AUTH_FAILED"}
+        assert _sessions(second) == 0
+    # Two servers on the same database: what one accepted, the other refuses.
+    fresh = protocol.encode(protocol.register_message("victim", token))
+    with ServerHandle(server_settings(db_url), options) as a, \
+            ServerHandle(server_settings(db_url), options) as b:
+        with _raw(a) as sock:
+            sock.send(fresh)
+            answer = _answer(sock)
+            assert answer is not None and answer["type"] == "REGISTERED"
+        with _socket_from("127.0.0.2", b) as attacker:
+            attacker.send(fresh)
+            assert _answer(attacker) == {"type": "ERROR", "code": "AUTH_FAILED"}
+            attacker.send(protocol.encode({"type": "ACK", "session": "x", "ids": [1]}))
+        assert _sessions(b) == 0
+    assert _unread(engine, user_id) == 10  # nobody acknowledged the victim's backlog
+
+
+def test_used_nonces_are_purged_once_their_window_has_passed(db_url: str,
+                                                             engine: Engine) -> None:
+    _, token = add_user(engine, "nina")
+    options = fast_options(register_window=1.0, nonce_ttl=2.0, users_refresh=0.2)
+
+    def nonces() -> int:
+        with engine.connect() as conn:
+            return len(conn.execute(select(t.register_nonces.c.nonce)).all())
+
+    with ServerHandle(server_settings(db_url), options) as server, \
+            NotificationClient(*server.udp_addr, "nina", token) as client:
+        client.register()
+        assert nonces() == 1
+        deadline = time.monotonic() + 10
+        while nonces() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert nonces() == 0
+
+
+def test_a_spoofed_register_gets_the_victim_at_most_three_times_its_bytes(
+        db_url: str, engine: Engine) -> None:
+    """A REGISTER signed with the attacker's own token but carrying the victim's source
+    address: the victim, who never answers, gets the REGISTERED and nothing of the backlog."""
+    user_id, token = _with_unread(engine, 10)  # the attacker's own account and backlog
+    with ServerHandle(server_settings(db_url), fast_options(ack_timeout=0.2)) as server, \
+            _socket_from("127.0.0.2", server) as victim:
+        register = protocol.encode(protocol.register_message("victim", token))
+        victim.send(register)  # as if from the victim: the victim's socket never answers
+        received: list[bytes] = []
+        victim.settimeout(0.2)
+        deadline = time.monotonic() + 4  # the session ends after 3 heartbeats of silence
+        while time.monotonic() < deadline:
+            try:
+                received.append(victim.recv(2000))
+            except TimeoutError:
+                if _sessions(server) == 0:
+                    break
+        assert _sessions(server) == 0
+        kinds = [protocol.decode(d)["type"] for d in received]  # type: ignore[index]
+        assert kinds == ["REGISTERED"]
+        assert sum(map(len, received)) <= 3 * len(register)
+    assert _unread(engine, user_id) == 10
+
+
+def test_a_legitimate_register_completes_during_a_flood_from_another_address(
+        db_url: str, engine: Engine) -> None:
+    _, victim_token = add_user(engine, "victim")
+    _, newcomer_token = add_user(engine, "newcomer")
+    with ServerHandle(server_settings(db_url), fast_options()) as server:
+        with NotificationClient(*server.udp_addr, "victim", victim_token,
+                                source="127.0.0.3") as device:
+            device.register()  # the victim has registered from this address before
+        stop = threading.Event()
+        flooded = [0]
+
+        def flood() -> None:
+            socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(16)]
+            for s in socks:
+                s.bind(("127.0.0.2", 0))
+            while not stop.is_set():
+                for i, s in enumerate(socks):
+                    name = "victim" if i % 2 else f"nobody{flooded[0]}"
+                    s.sendto(protocol.encode(protocol.register_message(name, "guess")),
+                             server.udp_addr)
+                    flooded[0] += 1
+            for s in socks:
+                s.close()
+
+        flooder = threading.Thread(target=flood, daemon=True)
+        flooder.start()
+        try:
+            time.sleep(0.5)
+            for user, tok in (("victim", victim_token), ("newcomer", newcomer_token)):
+                with NotificationClient(*server.udp_addr, user, tok,
+                                        source="127.0.0.3") as client:
+                    assert client.register(timeout=2.0, attempts=1)["type"] == "REGISTERED"
+        finally:
+            stop.set()
+            flooder.join(10)
+        assert flooded[0] > 1000
+
+
+def test_no_reader_token_is_stored_in_any_table(db_url: str, engine: Engine) -> None:
+    from mangasync_pipeline.notify.testing import add_users
+    from mangasync_pipeline.notify.users import rotate_token
+
+    tokens = [add_user(engine, "tina")[1], rotate_token(engine, "tina")[1]]
+    tokens += [tok for _, _, tok in add_users(engine, 5)]
+    with ServerHandle(server_settings(db_url), fast_options()) as server, \
+            NotificationClient(*server.udp_addr, "tina", tokens[1]) as client:
+        client.register()
+    stored: list[str] = []
+    with engine.connect() as conn:
+        for table in t.metadata.sorted_tables:
+            for row in conn.execute(select(table)):
+                stored += [str(v) for v in row]
+    dump = "\n".join(stored)
+    assert "tina" in dump  # the dump does contain the users
+    for token in tokens:
+        for i in range(len(token) - 15):
+            assert token[i:i + 16] not in dump
