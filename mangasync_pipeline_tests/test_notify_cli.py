@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 from click.testing import CliRunner
@@ -196,3 +197,20 @@ def test_listen_says_when_no_server_answers_and_connects_once_one_does(
     finally:
         listen.send_signal(signal.SIGINT)
         listen.communicate(timeout=10)
+
+
+def test_master_key_file_is_created_private_and_a_bad_key_is_one_line(
+        db_url: str, tmp_path: Path) -> None:
+    key_file = tmp_path / "state" / "secret.key"
+    env = {"DATABASE_URL": db_url, "MANGASYNC_SECRET_KEY_FILE": str(key_file)}
+    result = CliRunner().invoke(cli, ["users", "add", "kim"], env=env)
+    assert result.exit_code == 0
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    first = key_file.read_text()
+    assert CliRunner().invoke(cli, ["users", "add", "lee"], env=env).exit_code == 0
+    assert key_file.read_text() == first  # created once, then reused
+    result = CliRunner().invoke(cli, ["users", "add", "max"],
+                                env={**env, "MANGASYNC_SECRET_KEY": "too-short"})
+    assert result.exit_code == 1
+    assert "MANGASYNC_SECRET_KEY" in result.stderr and "too-short" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
