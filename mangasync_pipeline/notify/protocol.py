@@ -81,6 +81,18 @@ def encode(msg: dict[str, Any], limit: int = MAX_DATAGRAM) -> bytes:
     return data
 
 
+_WIDEST_ID = 10**18  # 19 digits, as wide as any positive 64-bit id
+
+
+def notification_template(msg: dict[str, Any]) -> tuple[bytes, bytes]:
+    """`encode(msg)` split around its id, so a broadcast encodes once for every recipient:
+    `prefix + str(id).encode() + suffix`. Cut for the widest id, so every one fits."""
+    data = encode({**msg, "id": _WIDEST_ID})
+    marker = b'"id":' + str(_WIDEST_ID).encode()
+    head, _, tail = data.partition(marker)
+    return head + b'"id":', tail
+
+
 def decode(data: bytes) -> dict[str, Any] | None:
     """The JSON object in a datagram, or None for anything else (garbage never raises)."""
     if len(data) > MAX_DATAGRAM:

@@ -56,6 +56,11 @@ class Notice:
     created_at: datetime
     label: str | None = None  # MangaDex's chapter label as text ("12a"), NEW_CHAPTER only
 
+    def shared_fields(self) -> tuple[Any, ...]:
+        """What a broadcast's notifications have in common (all but id and user)."""
+        return (self.type, self.manga_id, self.title, self.chapter, self.label, self.message,
+                self.created_at)
+
     def to_message(self) -> dict[str, Any]:
         msg: dict[str, Any] = {"type": self.type, "id": self.id, "manga_id": self.manga_id,
                                "title": self.title}

@@ -81,7 +81,10 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self._accepting: list[_Accepted] = []
         self._accept_handle: asyncio.TimerHandle | None = None
         self._validating: list[Session] = []
-        self._validate_handle: asyncio.Handle | None = None
+        self._templates: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
+        self._opened = self._ended = 0
+        self._summary_at = time.monotonic()
+        self._validate_handle: asyncio.TimerHandle | None = None
         self.rng = random.Random()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending_registers = 0
@@ -354,7 +357,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             "type": "REGISTERED", "session": session.id,
             "heartbeat": int(hb) if float(hb).is_integer() else hb, "unread": unread,
         }))
-        log.info("user %s (%s) registered session %s from %s, %d unread", user_id,
+        self._opened += 1
+        log.debug("user %s (%s) registered session %s from %s, %d unread", user_id,
                  item.reader.username, session.short, _addr(addr), unread)
 
     def _validate(self, session: Session) -> None:
@@ -365,7 +369,9 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             good.append(session.addr[0])
         self._validating.append(session)
         if self._validate_handle is None:
-            self._validate_handle = self.loop.call_soon(self._flush_validating)
+            # Gathered like REGISTERs: one query loads the first page of many sessions.
+            self._validate_handle = self.loop.call_later(self.opt.register_batch_delay,
+                                                         self._flush_validating)
 
     def _flush_validating(self) -> None:
         self._validate_handle = None
@@ -461,7 +467,18 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             self._spawn(self._load_more(session))
 
     def _push(self, session: Session, notice: Notice) -> None:
-        self._push_data(session, notice.id, protocol.encode(notice.to_message()))
+        self._push_data(session, notice.id, self._encode(notice))
+
+    def _encode(self, notice: Notice) -> bytes:
+        # One broadcast is thousands of notifications that differ only by id: encode once.
+        key = notice.shared_fields()
+        template = self._templates.get(key)
+        if template is None:
+            if len(self._templates) >= 64:
+                self._templates.clear()
+            template = self._templates[key] = protocol.notification_template(
+                notice.to_message())
+        return template[0] + str(notice.id).encode() + template[1]
 
     def _push_data(self, session: Session, nid: int, data: bytes) -> None:
         timeout = self.rng.uniform(self.opt.ack_timeout,
@@ -523,9 +540,10 @@ class UdpEndpoint(asyncio.DatagramProtocol):
     def has_session(self, addr: Address) -> bool:
         return self.addr_sessions.get(addr, 0) > 0
 
-    def _close(self, session: Session, why: str) -> None:
+    def _close(self, session: Session, why: str, quiet: bool = False) -> None:
         if session.closed:
             return
+        self._ended += 1
         session.closed = True
         session.cancel_timers()
         self.sessions.pop(session.id, None)
@@ -537,8 +555,9 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             self.addr_sessions[session.addr] = left
         else:
             self.addr_sessions.pop(session.addr, None)
-        log.info("session %s of user %s at %s ended: %s", session.short, session.user_id,
-                 _addr(session.addr), why)
+        (log.debug if quiet else log.info)(
+            "session %s of user %s at %s ended: %s", session.short, session.user_id,
+            _addr(session.addr), why)
 
     async def _sweep(self) -> None:
         interval = max(0.05, min(self.opt.heartbeat / 2, 5.0))
@@ -547,7 +566,13 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             now = time.monotonic()
             limit = 3 * self.opt.heartbeat
             for session in [s for s in self.sessions.values() if now - s.last_seen > limit]:
-                self._close(session, f"no datagram for {limit:g} s")
+                self._close(session, f"no datagram for {limit:g} s", quiet=True)
+            if now - self._summary_at >= 60 and (self._opened or self._ended):
+                # One line a minute, not one per session: 10,000 readers would drown the log.
+                log.info("sessions: %d open; %d opened and %d ended since the last report",
+                         len(self.sessions), self._opened, self._ended)
+                self._opened = self._ended = 0
+                self._summary_at = now
             self.last_error = {a: at for a, at in self.last_error.items()
                                if now - at < self.opt.error_interval}
             self.failed_ips.sweep(now)
@@ -612,8 +637,10 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         """Stop pushing; ACKs already received are written, unacknowledged stay unread."""
         for task in (self._sweeper, self._ack_task, self._directory_task):
             task.cancel()
+        if self.sessions:
+            log.info("%d sessions ended: server stopping", len(self.sessions))
         for session in list(self.sessions.values()):
-            self._close(session, "server stopping")
+            self._close(session, "server stopping", quiet=True)
         await self._flush_acks()
         for task in list(self._tasks):
             task.cancel()
