@@ -30,12 +30,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
 import httpx
 from sqlalchemy import func, select
 
+from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db import tables as t
 from mangasync_pipeline.db.engine import make_engine
 from mangasync_pipeline.db.migrate import upgrade
@@ -210,8 +212,8 @@ async def floor_round(bench: Bench, clients: list[Client], sample: bytes) -> tup
     return bench.floor_last - bench.floor_first, raw_s
 
 
-async def broadcast_round(bench: Bench, http: str, manga_id: int, engine: Any
-                          ) -> dict[str, Any]:
+async def broadcast_round(bench: Bench, http: str, manga_id: int, engine: Any,
+                          clients: list[int]) -> dict[str, Any]:
     bench.reset()
     async with httpx.AsyncClient() as http_client:
         start = time.perf_counter()
@@ -225,8 +227,9 @@ async def broadcast_round(bench: Bench, http: str, manga_id: int, engine: Any
     n = t.notifications
     while True:
         with engine.connect() as conn:
-            unread = conn.execute(select(func.count()).select_from(n)
-                                  .where(n.c.read.is_(False))).scalar_one()
+            unread = conn.execute(select(func.count()).select_from(n).where(
+                n.c.read.is_(False), n.c.manga_id == manga_id, n.c.user_id.in_(clients))
+            ).scalar_one()
         if unread == 0 or time.perf_counter() - start > 120:
             break
         await asyncio.sleep(0.02)
@@ -266,7 +269,7 @@ async def run_clients(args: argparse.Namespace, users: list[tuple[int, str, str]
     # Alternate broadcasts and floors, so both see the same machine load; medians reported.
     rounds = []
     for manga_id in manga_ids:
-        push = await broadcast_round(bench, http, manga_id, engine)
+        push = await broadcast_round(bench, http, manga_id, engine, [u for u, _, _ in users])
         floor_s, raw_s = await floor_round(bench, clients, sample)
         push.update(floor_first_to_last_s=floor_s, floor_received=bench.floor,
                     raw_sendto_s=raw_s,
@@ -292,6 +295,118 @@ async def run_clients(args: argparse.Namespace, users: list[tuple[int, str, str]
             "push_first_to_last_s", "floor_first_to_last_s", "raw_sendto_s",
             "push_over_floor")},
     }
+
+
+def _answers(sock: socket.socket, wait: float) -> list[bytes]:
+    sock.settimeout(wait)
+    got = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            got.append(sock.recv(2000))
+    return got
+
+
+def auth_failures(http: str) -> float:
+    """The server's count of REGISTERs it checked and refused (from /metrics)."""
+    for line in httpx.get(f"{http}/metrics").text.splitlines():
+        if line.startswith('mangasync_udp_registers_total{outcome="auth_failed"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def guesses_checked(udp: tuple[str, int], http: str, user: str, seconds: float
+                    ) -> dict[str, Any]:
+    """Wrong REGISTERs for one user from 127.0.0.5, each from a new port, at up to 500/s;
+    the server's own counter says how many it checked."""
+    sent = 0
+    before = auth_failures(http)
+    start = time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.5", 0))
+            sock.sendto(protocol.encode(protocol.register_message(user, f"guess-{sent}")), udp)
+            sent += 1
+        time.sleep(max(0.0, sent / 500 - elapsed))
+    time.sleep(0.5)
+    checked = auth_failures(http) - before
+    return {"seconds": seconds, "guesses_sent": sent, "guesses_checked": checked,
+            "checked_per_minute": checked * 60 / seconds}
+
+
+def flood_survival(udp: tuple[str, int], victim: tuple[str, str], other: tuple[str, str],
+                   seconds: float, rate: float | None, source: str) -> dict[str, Any]:
+    """A flood of REGISTERs from `source` (wrong signatures for the victim, unknown users),
+    at `rate` per second or as fast as one Python thread sends, while the victim and another
+    user register from 127.0.0.3 every half second."""
+    stop = threading.Event()
+    flooded = [0]
+
+    def flood() -> None:
+        socks = []
+        for _ in range(32):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind((source, 0))
+            socks.append(sock)
+        datagrams = [protocol.encode(protocol.register_message(
+            victim[0] if i % 2 else f"nobody{i}", "guess")) for i in range(256)]
+        began = time.perf_counter()
+        while not stop.is_set():
+            for i, sock in enumerate(socks):
+                sock.sendto(datagrams[(flooded[0] + i) % 256], udp)
+            flooded[0] += len(socks)
+            if rate is not None:
+                time.sleep(max(0.0, flooded[0] / rate - (time.perf_counter() - began)))
+        for sock in socks:
+            sock.close()
+
+    def register_fast(user: str, token: str) -> float | None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.3", 0))
+            start = time.perf_counter()
+            msg = None
+            for _ in range(2):  # like a client with a 1 s timeout: a second try within 2 s
+                sock.sendto(protocol.encode(protocol.register_message(user, token)), udp)
+                sock.settimeout(1.0)
+                with contextlib.suppress(TimeoutError):
+                    msg = protocol.decode(sock.recv(2000))
+                    break
+            if msg is None:
+                return None
+            if msg and msg["type"] == "REGISTERED":
+                sock.sendto(protocol.encode({"type": "PING", "session": msg["session"]}), udp)
+                return time.perf_counter() - start
+            return None
+
+    register_fast(*victim)  # the victim's device has registered from 127.0.0.3 before
+    thread = threading.Thread(target=flood, daemon=True)
+    thread.start()
+    times: list[float | None] = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for user in (victim, other):
+            times.append(register_fast(*user))
+        time.sleep(0.5)
+    stop.set()
+    thread.join()
+    done = [x for x in times if x is not None]
+    return {"seconds": seconds, "source": source, "flood_datagrams_per_s": flooded[0] / seconds,
+            "legitimate_registers": len(times), "completed": len(done),
+            "slowest_s": max(done) if done else None,
+            "median_s": statistics.median(done) if done else None}
+
+
+def amplification(udp: tuple[str, int], user: str, token: str, seconds: float
+                  ) -> dict[str, Any]:
+    """A REGISTER with a valid signature but a victim's source address (127.0.0.4, which
+    never answers): bytes the victim receives over bytes the REGISTER had."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as victim:
+        victim.bind(("127.0.0.4", 0))
+        register = protocol.encode(protocol.register_message(user, token))
+        victim.sendto(register, udp)
+        received = _answers(victim, seconds)
+    return {"register_bytes": len(register), "victim_datagrams": len(received),
+            "victim_bytes": sum(map(len, received)),
+            "ratio": sum(map(len, received)) / len(register)}
 
 
 async def trigger_rate(http: str, manga_id: int, seconds: float, concurrency: int) -> float:
@@ -321,6 +436,10 @@ def main() -> None:
     parser.add_argument("--rate-seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3, help="broadcasts, each with a floor")
     parser.add_argument("--window", type=int, default=1000, help="REGISTERs in flight")
+    parser.add_argument("--security", action="store_true",
+                        help="also measure the REGISTER limits as an attacker meets them")
+    parser.add_argument("--guess-seconds", type=float, default=60.0)
+    parser.add_argument("--flood-seconds", type=float, default=10.0)
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, args.clients + 1000), hard))
@@ -334,6 +453,12 @@ def main() -> None:
     manga_id = manga_ids[0]
     users = add_users(engine, args.clients, prefix="bench")
     follow(engine, [u for u, _, _ in users[:10]], manga_id)
+    attackers = add_users(engine, 4, prefix="security")  # target, victim, other, spoofer
+    with engine.begin() as conn:  # the spoofer's own backlog, which a reflection would send
+        conn.execute(t.notifications.insert(), [
+            {"user_id": attackers[3][0], "type": "NEW_CHAPTER", "manga_id": manga_id,
+             "chapter": str(i), "title": "Backlog " * 20, "message": "Chapter " * 40,
+             "read": False, "created_at": utcnow()} for i in range(50)])
     http_port, udp_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
     env = {**os.environ, "DATABASE_URL": url, "MANGASYNC_HTTP_PORT": str(http_port),
            "MANGASYNC_UDP_PORT": str(udp_port)}
@@ -355,6 +480,17 @@ def main() -> None:
         result = asyncio.run(run_clients(args, users, ("127.0.0.1", udp_port), http,
                                          server.pid, engine, manga_ids))
         result["database"] = engine.dialect.name
+        if args.security:
+            udp = ("127.0.0.1", udp_port)
+            result["security"] = {
+                "amplification": amplification(udp, attackers[3][1], attackers[3][2], 5.0),
+                # The issue's attack (about 12,000 REGISTERs/s), then as fast as we can send.
+                "flood_12000_per_s": flood_survival(udp, attackers[1][1:], attackers[2][1:],
+                                                    args.flood_seconds, 12_000, "127.0.0.2"),
+                "flood_unthrottled": flood_survival(udp, attackers[1][1:], attackers[2][1:],
+                                                    args.flood_seconds, None, "127.0.0.6"),
+                "guesses": guesses_checked(udp, http, attackers[0][1], args.guess_seconds),
+            }
         print(json.dumps(result, indent=2), file=sys.stderr, flush=True)
         result["triggers_per_s_sequential"] = asyncio.run(
             trigger_rate(http, manga_id, args.rate_seconds, 1))

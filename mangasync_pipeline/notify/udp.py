@@ -13,6 +13,7 @@ import asyncio
 import logging
 import random
 import secrets
+import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -36,6 +37,7 @@ T = TypeVar("T")
 MAX_ACK_IDS = 100
 MAX_PENDING_REGISTERS = 2000  # REGISTERs awaiting the database; more are dropped
 MAX_REGISTER_BATCH = 500
+READ_BATCH = 256  # datagrams read per wake-up of the loop
 MAX_GOOD_IPS = 8  # addresses remembered per user as having registered it
 
 
@@ -61,6 +63,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.metrics = metrics
         self.run_db = run_db
         self.transport: asyncio.DatagramTransport | None = None
+        self._rsock: socket.socket | None = None
+        self._rejected: dict[str, Any] = {}
         self.loop = asyncio.get_running_loop()
         self.sessions: dict[str, Session] = {}
         self.users: dict[int, UserState] = {}
@@ -104,6 +108,13 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        # asyncio reads one datagram per wake-up of the loop; after a broadcast 10,000 ACKs
+        # (or a flood) arrive at once, so each wake-up drains a batch through a duplicate of
+        # the socket (same queue).
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self._rsock = sock.dup()
+            self._rsock.setblocking(False)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and friends: the client is gone; expiry will tell.
@@ -140,11 +151,29 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self._send(data, addr)
 
     def _reject(self, reason: str) -> None:
-        self.metrics.datagrams_rejected.labels(reason).inc()
+        counter = self._rejected.get(reason)
+        if counter is None:  # labels() takes a lock and a lookup: once per reason
+            counter = self._rejected[reason] = self.metrics.datagrams_rejected.labels(reason)
+        counter.inc()
 
     # --- incoming -------------------------------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: Address) -> None:  # type: ignore[override]
+        self._handle_safely(data, addr)
+        sock = self._rsock
+        if sock is None:
+            return
+        for _ in range(READ_BATCH):
+            try:
+                data, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.error_received(exc)
+                return
+            self._handle_safely(data, addr)
+
+    def _handle_safely(self, data: bytes, addr: Address) -> None:
         try:
             self._handle(data, addr)
         except Exception:  # one bad datagram must never stop the endpoint
@@ -152,6 +181,10 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
     def _handle(self, data: bytes, addr: Address) -> None:
         now = time.monotonic()
+        if addr not in self.addr_sessions and self.failed_ips.blocked(addr[0], now):
+            # A flooding source costs a dict lookup, not a JSON parse.
+            self._reject("register_limited")
+            return
         msg = protocol.decode(data)
         if msg is None:
             self._reject("malformed")
@@ -646,4 +679,6 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             task.cancel()
         if self.transport is not None:
             self.transport.close()
+        if self._rsock is not None:
+            self._rsock.close()
         await asyncio.get_running_loop().run_in_executor(None, self.directory.close)
