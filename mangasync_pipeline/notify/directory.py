@@ -111,16 +111,21 @@ class UserDirectory:
         finally:
             del self._lookups[username]
 
-    def may_recheck(self, username: str, now: float) -> bool:
-        """Whether a signature that did not match may cost a re-read of the user (the token
-        may have been rotated a moment ago): once per user per second, within the budget."""
+    def recheck_delay(self, username: str, now: float) -> float | None:
+        """When a signature that did not match may cost a re-read of the user (the token may
+        have been given or rotated a moment ago): seconds from now. At most one re-read per
+        user per second (REGISTERs meanwhile share the next one); None when the global
+        budget of lookups is spent."""
         last = self._rechecked.get(username)
-        if last is not None and now - last < 1.0:
-            return False
+        if last is not None and last > now:
+            return last - now  # one is scheduled: share it
+        at = now if last is None or now - last >= 1.0 else last + 1.0
+        if not self.may_look_up(username, now):
+            return None
         if len(self._rechecked) > 100_000:
             self._rechecked.clear()
-        self._rechecked[username] = now
-        return self.may_look_up(username, now)
+        self._rechecked[username] = at
+        return at - now
 
     def may_look_up(self, username: str, now: float) -> bool:
         """Whether a name absent from memory may cost a query: once per name per refresh

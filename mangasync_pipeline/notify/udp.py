@@ -287,8 +287,10 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             self._register_failed(addr, size, now, "AUTH_FAILED", None, user, "unknown user")
 
     async def _look_up(self, user: str, ts: int, nonce: str, sig: str, addr: Address,
-                       size: int, *, fresh: bool = False) -> None:
+                       size: int, *, fresh: bool = False, delay: float = 0.0) -> None:
         try:
+            if delay > 0:
+                await asyncio.sleep(delay)
             if not self.directory.loaded:
                 await asyncio.wait_for(self._directory_ready.wait(), 30)
             reader = None if fresh else self.directory.readers.get(user)
@@ -299,28 +301,35 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             return
         finally:
             self._pending_registers -= 1
-        self._verify(reader, user, ts, nonce, sig, addr, size, time.monotonic(), recheck=False)
+        self._verify(reader, user, ts, nonce, sig, addr, size, time.monotonic(), recheck=False,
+                     counted=fresh)
 
     def _verify(self, reader: Reader | None, user: str, ts: int, nonce: str, sig: str,
-                addr: Address, size: int, now: float, *, recheck: bool) -> None:
-        if reader is None or reader.token is None:
-            why = "unknown user" if reader is None else (
-                "no token: run `mangasync users rotate-token` for this user")
-            self._register_failed(addr, size, now, "AUTH_FAILED", None, user, why)
+                addr: Address, size: int, now: float, *, recheck: bool,
+                counted: bool = False) -> None:
+        if reader is None:
+            self._register_failed(addr, size, now, "AUTH_FAILED", None, user, "unknown user")
             return
         if (self.failed_users.blocked(reader.id, now)
                 and addr[0] not in self.good_ips.get(reader.id, ())):
             self._reject("user_limited")
             return  # guesses at this user from new sources wait out the backoff
-        if not protocol.signature_matches(reader.token, user, ts, nonce, sig):
-            if (recheck and self._pending_registers < MAX_PENDING_REGISTERS
-                    and self.directory.may_recheck(user, now)):
-                # The token may have been rotated a moment ago: read the user again, once.
+        if reader.token is None or not protocol.signature_matches(reader.token, user, ts,
+                                                                  nonce, sig):
+            if not counted:  # counted now, so a re-read below never widens the limits
+                self.failed_ips.fail(addr[0], now)
+                self.failed_users.fail(reader.id, now)
+            delay = (self.directory.recheck_delay(user, now)
+                     if recheck and self._pending_registers < MAX_PENDING_REGISTERS else None)
+            if delay is not None:
+                # The token may have been given or rotated a moment ago: read the user again.
                 self._pending_registers += 1
-                self._spawn(self._look_up(user, ts, nonce, sig, addr, size, fresh=True))
+                self._spawn(self._look_up(user, ts, nonce, sig, addr, size, fresh=True,
+                                          delay=delay))
                 return
-            self.failed_users.fail(reader.id, now)
-            self._register_failed(addr, size, now, "AUTH_FAILED", None, user, "bad signature")
+            why = ("bad signature" if reader.token is not None else
+                   "no token: run `mangasync users rotate-token` for this user")
+            self._register_failed(addr, size, now, "AUTH_FAILED", None, user, why, count=False)
             return
         self._accepting.append(_Accepted(reader, nonce, addr, size))
         if len(self._accepting) >= MAX_REGISTER_BATCH:
@@ -331,8 +340,9 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
     def _register_failed(self, addr: Address, size: int, now: float, code: str,
                          message: str | None, user: str | None = None,
-                         why: str | None = None) -> None:
-        self.failed_ips.fail(addr[0], now)
+                         why: str | None = None, count: bool = True) -> None:
+        if count:
+            self.failed_ips.fail(addr[0], now)
         self.metrics.registers.labels(code.lower()).inc()
         if user is not None:
             log.info("REGISTER refused for user %r from %s: %s", user, _addr(addr), why)
