@@ -421,3 +421,19 @@ def test_upgrading_drops_plain_text_tokens_and_says_what_to_do(
                                      env={"DATABASE_URL": db_url}).stdout.strip()
         with NotificationClient(*server.udp_addr, "olga", rotated, source="127.0.0.3") as new:
             assert new.register()["type"] == "REGISTERED"
+
+
+def test_register_does_not_wait_for_the_triggers_database_threads(
+        db_url: str, engine: Engine) -> None:
+    user_id, token = _with_unread(engine, 3)
+    release = threading.Event()
+    with ServerHandle(server_settings(db_url), fast_options()) as server:
+        # Every database thread of the triggers is busy (a slow database, a burst of triggers).
+        server.call(lambda s: [s._executor.submit(release.wait, 30)
+                               for _ in range(s.options.db_threads)])
+        try:
+            with NotificationClient(*server.udp_addr, "victim", token) as client:
+                assert client.register(timeout=2.0, attempts=1)["unread"] == 3
+                assert len(client.wait_for(3, 5)) == 3  # the catch-up does not wait either
+        finally:
+            release.set()

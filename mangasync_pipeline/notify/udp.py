@@ -37,6 +37,7 @@ T = TypeVar("T")
 MAX_ACK_IDS = 100
 MAX_PENDING_REGISTERS = 2000  # REGISTERs awaiting the database; more are dropped
 MAX_REGISTER_BATCH = 500
+BROADCAST_LOG = 1000  # pushes by one delivery from which its duration is logged
 READ_BATCH = 256  # datagrams read per wake-up of the loop
 MAX_GOOD_IPS = 8  # addresses remembered per user as having registered it
 
@@ -467,7 +468,14 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             self._catch_up(session, page)
 
     def deliver(self, notices: Iterable[Notice]) -> None:
-        """Push stored notifications to the sessions of their users held by this process."""
+        """Push stored notifications to the sessions of their users held by this process.
+
+        A session with nothing queued gets its push right here, in one loop over the
+        broadcast (a pump per session would cost a loop callback each); the others queue.
+        """
+        started = time.perf_counter()
+        now = time.monotonic()
+        pushed = 0
         for notice in notices:
             state = self.users.get(notice.user_id)
             if state is None:
@@ -477,8 +485,16 @@ class UdpEndpoint(asyncio.DatagramProtocol):
                     session.live_pending.append(notice)
                 elif notice.id not in session.seen:
                     session.seen.add(notice.id)
-                    session.queue.append(notice)
-                    self._schedule_pump(session, 0.0)
+                    if (not session.queue and session.pump_handle is None
+                            and state.charge(notice.id, now)):
+                        self._push(session, notice)
+                        pushed += 1
+                    else:
+                        session.queue.append(notice)
+                        self._schedule_pump(session, 0.0)
+        if pushed >= BROADCAST_LOG:
+            log.info("%d notifications pushed in %.1f ms", pushed,
+                     1000 * (time.perf_counter() - started))
 
     def _schedule_pump(self, session: Session, delay: float) -> None:
         if session.pump_handle is not None or session.closed:
