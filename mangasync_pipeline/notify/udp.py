@@ -556,14 +556,19 @@ class UdpEndpoint(asyncio.DatagramProtocol):
     def _redeliver(self, session: Session, now: float) -> None:
         """The session is alive (it PINGed) but missed these: a new round of retries."""
         hb = self.opt.heartbeat
-        session.redeliver_backoff = min(self.opt.redeliver_backoff_max,
-                                        max(hb, session.redeliver_backoff * 2))
-        session.redeliver_at = now + session.redeliver_backoff
-        stranded, session.stranded = session.stranded, {}
-        log.info("%d notifications sent again to session %s of user %s", len(stranded),
+        ids = sorted(session.stranded)
+        # At most one send budget per round, oldest first; the rest go at the next PING.
+        batch, rest = ids[:self.opt.send_budget], ids[self.opt.send_budget:]
+        if rest:
+            session.redeliver_at = now
+        else:
+            session.redeliver_backoff = min(self.opt.redeliver_backoff_max,
+                                            max(hb, session.redeliver_backoff * 2))
+            session.redeliver_at = now + session.redeliver_backoff
+        log.info("%d notifications sent again to session %s of user %s", len(batch),
                  session.short, session.user_id)
-        for nid, data in sorted(stranded.items()):
-            self._push_data(session, nid, data)
+        for nid in batch:
+            self._push_data(session, nid, session.stranded.pop(nid))
 
     def remote_acks(self, pairs: Iterable[tuple[int, int]]) -> None:
         """ACKs taken by another server process: stop retransmitting those here."""
@@ -644,7 +649,9 @@ class UdpEndpoint(asyncio.DatagramProtocol):
                     self._directory_ready.set()
                     if time.monotonic() - purged_at >= self.opt.nonce_ttl / 2:
                         purged_at = time.monotonic()
-                        purged = await self.directory.run(self.directory.store.purge_nonces)
+                        purged = await self.directory.run(
+                            self.directory.store.purge_nonces,
+                            timedelta(seconds=self.opt.nonce_ttl / 10))
                         log.debug("%d expired REGISTER nonces purged", purged)
                 except Exception as exc:
                     log.warning("users table not re-read: %s", exc)
