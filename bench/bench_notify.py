@@ -1,13 +1,18 @@
 """Benchmark of the notification server (docs/BENCHMARKS.md has the figures).
 
 Starts `mangasync server` as a separate process on a fresh database, then from this one process:
-  1. registers N simulated clients (one UDP socket each, asyncio), measuring server RSS per session;
+  1. registers N simulated clients (one UDP socket each, asyncio; each PINGs right after
+     REGISTERED, as protocol 2 asks), measuring REGISTERs per second and server RSS per session;
   2. posts one NEW_MANGA and times until every client has received and ACKed it, and until the
      database shows all N read;
-  3. times the raw floor: sending N datagrams of the same size from Python over loopback;
-  4. measures sustained trigger requests per second (NEW_CHAPTER to a 10-reader library).
+  3. the raw floor, measured the same way: another Python process sends N datagrams of the same
+     size to the same client sockets; time from the first client having one to the last;
+  4. measures sustained trigger requests per second (NEW_CHAPTER to a 10-reader library);
+  5. with --security, the REGISTER limits from an attacker's side: guesses checked per minute
+     from rotating ports, a legitimate REGISTER from 127.0.0.3 during a flood from 127.0.0.2,
+     and the bytes a spoofed REGISTER makes the server send its victim.
 
-    .venv/bin/python bench/bench_notify.py [--clients 10000] [--database-url URL]
+    .venv/bin/python bench/bench_notify.py [--clients 10000] [--database-url URL] [--security]
 """
 
 from __future__ import annotations
@@ -18,17 +23,21 @@ import contextlib
 import json
 import os
 import resource
+import secrets
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
 import httpx
 from sqlalchemy import func, select
 
+from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db import tables as t
 from mangasync_pipeline.db.engine import make_engine
 from mangasync_pipeline.db.migrate import upgrade
@@ -42,6 +51,13 @@ def free_port(kind: int) -> int:
         return int(s.getsockname()[1])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -51,36 +67,51 @@ def rss_kib(pid: int) -> int:
 
 
 class Client(asyncio.DatagramProtocol):
-    def __init__(self, bench: Bench, user: str, token: str) -> None:
-        self.bench, self.user, self.token = bench, user, token
+    def __init__(self, bench: Bench, user: str, token: str, server: tuple[str, int]) -> None:
+        self.bench, self.user, self.token, self.server = bench, user, token, server
         self.transport: asyncio.DatagramTransport | None = None
         self.session: str | None = None
         self.registered = asyncio.get_running_loop().create_future()
         self.got: set[int] = set()
+        self.floor_at = 0.0
+        self.asked = False
+        # Signed before the clock starts: the harness's own cost is not the server's.
+        self.first_register = protocol.encode(protocol.register_message(user, token))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def register(self) -> None:
         assert self.transport is not None
-        self.transport.sendto(protocol.encode(protocol.register_message(self.user, self.token)))
+        data = self.first_register
+        if self.asked:  # a retry needs a nonce of its own: the server refuses replays
+            data = protocol.encode(protocol.register_message(self.user, self.token))
+        self.asked = True
+        self.transport.sendto(data, self.server)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         msg = protocol.decode(data)
         if msg is None:
             return
-        if msg["type"] == "REGISTERED":
+        if msg["type"] == "REGISTERED" and self.transport is not None:
             self.session = msg["session"]
+            # Protocol 2: prove this address receives, so the server may push to it.
+            self.transport.sendto(protocol.encode({"type": "PING", "session": self.session}),
+                                  self.server)
             if not self.registered.done():
                 self.registered.set_result(None)
         elif msg["type"] == "NEW_MANGA" and self.transport is not None:
             self.transport.sendto(protocol.encode(
-                {"type": "ACK", "session": self.session, "ids": [msg["id"]]}))
+                {"type": "ACK", "session": self.session, "ids": [msg["id"]]}), self.server)
             if msg["id"] not in self.got:
                 self.got.add(msg["id"])
-                self.bench.acked += 1
-                if self.bench.acked == self.bench.n:
-                    self.bench.all_acked.set()
+                self.bench.received(time.perf_counter())
+        elif msg["type"] == "FLOOR" and not self.floor_at and self.transport is not None:
+            # The same work as for a notification: an ACK of the same size goes back.
+            self.transport.sendto(protocol.encode(
+                {"type": "ACK", "session": self.session, "ids": [msg["id"]]}), addr)
+            self.floor_at = time.perf_counter()
+            self.bench.floor_received(self.floor_at)
 
 
 class Bench:
@@ -88,36 +119,102 @@ class Bench:
         self.n = n
         self.acked = 0
         self.all_acked = asyncio.Event()
+        self.first_at = self.last_at = 0.0
+        self.floor = 0
+        self.floor_first = self.floor_last = 0.0
+        self.all_floor = asyncio.Event()
+        self.times: list[float] = []
+
+    def reset(self) -> None:
+        self.acked = self.floor = 0
+        self.first_at = self.last_at = self.floor_first = self.floor_last = 0.0
+        self.times = []
+        self.all_acked.clear()
+        self.all_floor.clear()
+
+    def received(self, at: float) -> None:
+        self.times.append(at)
+        self.acked += 1
+        self.first_at = self.first_at or at
+        self.last_at = at
+        if self.acked == self.n:
+            self.all_acked.set()
+
+    def floor_received(self, at: float) -> None:
+        self.floor += 1
+        self.floor_first = self.floor_first or at
+        self.floor_last = at
+        if self.floor == self.n:
+            self.all_floor.set()
 
 
-async def run_clients(args: argparse.Namespace, users: list[tuple[int, str, str]],
-                      udp: tuple[str, int], http: str, server_pid: int,
-                      engine: Any, manga_id: int) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    bench = Bench(len(users))
-    clients: list[Client] = []
-    for _, name, token in users:
-        _, proto = await loop.create_datagram_endpoint(
-            lambda n=name, tk=token: Client(bench, n, tk), remote_addr=udp)
-        clients.append(proto)
-    rss_before = rss_kib(server_pid)
+# The floor's sender: a separate process, as the server is.
+_SENDER = """
+import socket, sys, time
+addrs = [(h, int(p)) for h, p in (line.split() for line in open(sys.argv[1]))]
+data = bytes.fromhex(sys.argv[2])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sys.stdin.readline()
+start = time.perf_counter()
+for addr in addrs:
+    sock.sendto(data, addr)
+print(time.perf_counter() - start, flush=True)
+"""
+
+
+async def register_all(clients: list[Client], window: int) -> float:
+    """REGISTER every client, `window` in flight at any time (a sliding window, so the
+    figure is the server's sustained rate); returns seconds."""
+    queue = iter(clients)
     start = time.perf_counter()
-    window = 500  # REGISTERs in flight, so the server's socket buffer is not flooded
-    for i in range(0, len(clients), window):
-        batch = clients[i:i + window]
-        for c in batch:
-            c.register()
-        done, pending = await asyncio.wait([c.registered for c in batch], timeout=10)
-        for c in batch:  # lost to a full buffer: ask again
-            if not c.registered.done():
-                c.register()
-        if pending:
-            await asyncio.wait(pending, timeout=10)
-    register_s = time.perf_counter() - start
-    registered = sum(1 for c in clients if c.registered.done())
-    await asyncio.sleep(0.5)
-    rss_after = rss_kib(server_pid)
 
+    def next_one(_: object = None) -> None:
+        client = next(queue, None)
+        if client is not None:
+            client.registered.add_done_callback(next_one)
+            client.register()
+
+    for _ in range(window):
+        next_one()
+    for _ in range(5):  # a REGISTER lost to a full buffer: ask again
+        pending = [c.registered for c in clients if not c.registered.done()]
+        if not pending:
+            break
+        await asyncio.wait(pending, timeout=10)
+        for c in clients:
+            if c.asked and not c.registered.done():
+                c.register()
+        await asyncio.sleep(0)
+    return time.perf_counter() - start
+
+
+async def floor_round(bench: Bench, clients: list[Client], sample: bytes) -> tuple[float, float]:
+    """The same number of datagrams of the same size, sent by another Python process to the
+    same client sockets, handled by the same clients: (first to last receipt, sendto time)."""
+    bench.reset()
+    for c in clients:
+        c.floor_at = 0.0
+    addrs = [c.transport.get_extra_info("sockname") for c in clients if c.transport]
+    with tempfile.NamedTemporaryFile("w", suffix=".addrs", delete=False) as f:
+        f.writelines(f"{h} {p}\n" for h, p in addrs)
+    sender = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _SENDER, f.name, sample.hex(), stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE)
+    await asyncio.sleep(0.5)  # let the interpreter start before the clock matters
+    assert sender.stdin is not None and sender.stdout is not None
+    sender.stdin.write(b"go\n")
+    await sender.stdin.drain()
+    raw_s = float((await sender.stdout.readline()).decode())
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(bench.all_floor.wait(), 30)
+    await sender.wait()
+    os.unlink(f.name)
+    return bench.floor_last - bench.floor_first, raw_s
+
+
+async def broadcast_round(bench: Bench, http: str, manga_id: int, engine: Any,
+                          clients: list[int]) -> dict[str, Any]:
+    bench.reset()
     async with httpx.AsyncClient() as http_client:
         start = time.perf_counter()
         r = await http_client.post(f"{http}/notify/new-manga",
@@ -130,38 +227,188 @@ async def run_clients(args: argparse.Namespace, users: list[tuple[int, str, str]
     n = t.notifications
     while True:
         with engine.connect() as conn:
-            unread = conn.execute(select(func.count()).select_from(n)
-                                  .where(n.c.read.is_(False))).scalar_one()
+            unread = conn.execute(select(func.count()).select_from(n).where(
+                n.c.read.is_(False), n.c.manga_id == manga_id, n.c.user_id.in_(clients))
+            ).scalar_one()
         if unread == 0 or time.perf_counter() - start > 120:
             break
         await asyncio.sleep(0.02)
-    all_read_s = time.perf_counter() - start
+    times = sorted(bench.times)
+    return {
+        "trigger_response": {k: response[k] for k in ("recipients", "online")},
+        "trigger_http_s": trigger_s, "all_received_and_acked_s": delivered_s,
+        "received": bench.acked, "all_read_in_db_s": time.perf_counter() - start,
+        "push_first_to_last_s": bench.last_at - bench.first_at,
+        "push_percentiles_s": {q: round(times[int(q * (len(times) - 1))] - times[0], 4)
+                               for q in (0.5, 0.9, 0.99)} if times else {},
+    }
 
-    # The floor: the same number of datagrams of the same size, from Python, over loopback.
-    sample = protocol.encode({"type": "NEW_MANGA", "id": 123456, "manga_id": manga_id,
+
+async def run_clients(args: argparse.Namespace, users: list[tuple[int, str, str]],
+                      udp: tuple[str, int], http: str, server_pid: int,
+                      engine: Any, manga_ids: list[int]) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    bench = Bench(len(users))
+    clients: list[Client] = []
+    for _, name, token in users:
+        _, proto = await loop.create_datagram_endpoint(
+            # Not connected: the floor's sender, another socket, must reach them too.
+            lambda n=name, tk=token: Client(bench, n, tk, udp), local_addr=("127.0.0.1", 0))
+        clients.append(proto)
+    rss_before = rss_kib(server_pid)
+    cpu_before = cpu_seconds(server_pid)
+    register_s = await register_all(clients, window=args.window)
+    register_cpu = cpu_seconds(server_pid) - cpu_before
+    registered = sum(1 for c in clients if c.registered.done())
+    await asyncio.sleep(0.5)
+    rss_after = rss_kib(server_pid)
+
+    sample = protocol.encode({"type": "FLOOR", "id": 123456, "manga_id": manga_ids[0],
                               "title": "Benchmark Manga", "message": "New manga: Benchmark Manga",
                               "created_at": "2026-01-01T00:00:00Z"})
-    addrs = [c.transport.get_extra_info("sockname") for c in clients if c.transport]
-    for c in clients:
-        c.got.clear()
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    start = time.perf_counter()
-    for addr in addrs:
-        sender.sendto(sample, addr)
-    raw_s = time.perf_counter() - start
-    sender.close()
+    # Alternate broadcasts and floors, so both see the same machine load; medians reported.
+    rounds = []
+    for manga_id in manga_ids:
+        push = await broadcast_round(bench, http, manga_id, engine, [u for u, _, _ in users])
+        floor_s, raw_s = await floor_round(bench, clients, sample)
+        push.update(floor_first_to_last_s=floor_s, floor_received=bench.floor,
+                    raw_sendto_s=raw_s,
+                    push_over_floor=push["push_first_to_last_s"] / max(1e-9, floor_s),
+                    push_over_sendto=push["push_first_to_last_s"] / raw_s)
+        print(json.dumps(push), file=sys.stderr, flush=True)
+        rounds.append(push)
     for c in clients:
         if c.transport:
             c.transport.close()
+
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in rounds)
+
     return {
         "clients": len(clients), "registered": registered, "register_s": register_s,
+        "registers_per_s": registered / register_s,
+        "server_cpu_ms_per_register": 1000 * register_cpu / max(1, registered),
         "server_rss_kib_before": rss_before, "server_rss_kib_after": rss_after,
         "bytes_per_session": (rss_after - rss_before) * 1024 / max(1, registered),
-        "trigger_response": {k: response[k] for k in ("recipients", "online")},
-        "trigger_http_s": trigger_s, "all_received_and_acked_s": delivered_s,
-        "acked_clients": bench.acked, "all_read_in_db_s": all_read_s,
-        "raw_sendto_s": raw_s, "datagram_bytes": len(sample),
+        "rounds": len(rounds), "datagram_bytes": len(sample),
+        **{f"median_{k}": median(k) for k in (
+            "trigger_http_s", "all_received_and_acked_s", "all_read_in_db_s",
+            "push_first_to_last_s", "floor_first_to_last_s", "raw_sendto_s",
+            "push_over_floor", "push_over_sendto")},
+        "worst_push_over_floor": max(r["push_over_floor"] for r in rounds),
     }
+
+
+def _answers(sock: socket.socket, wait: float) -> list[bytes]:
+    sock.settimeout(wait)
+    got = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            got.append(sock.recv(2000))
+    return got
+
+
+def auth_failures(http: str) -> float:
+    """The server's count of REGISTERs it checked and refused (from /metrics)."""
+    for line in httpx.get(f"{http}/metrics").text.splitlines():
+        if line.startswith('mangasync_udp_registers_total{outcome="auth_failed"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def guesses_checked(udp: tuple[str, int], http: str, user: str, seconds: float
+                    ) -> dict[str, Any]:
+    """Wrong REGISTERs for one user from 127.0.0.5, each from a new port, at up to 500/s;
+    the server's own counter says how many it checked."""
+    sent = 0
+    before = auth_failures(http)
+    start = time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.5", 0))
+            sock.sendto(protocol.encode(protocol.register_message(user, f"guess-{sent}")), udp)
+            sent += 1
+        time.sleep(max(0.0, sent / 500 - elapsed))
+    time.sleep(0.5)
+    checked = auth_failures(http) - before
+    return {"seconds": seconds, "guesses_sent": sent, "guesses_checked": checked,
+            "checked_per_minute": checked * 60 / seconds}
+
+
+def flood_survival(udp: tuple[str, int], victim: tuple[str, str], other: tuple[str, str],
+                   seconds: float, rate: float | None, source: str) -> dict[str, Any]:
+    """A flood of REGISTERs from `source` (wrong signatures for the victim, unknown users),
+    at `rate` per second or as fast as one Python thread sends, while the victim and another
+    user register from 127.0.0.3 every half second."""
+    stop = threading.Event()
+    flooded = [0]
+
+    def flood() -> None:
+        socks = []
+        for _ in range(32):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind((source, 0))
+            socks.append(sock)
+        datagrams = [protocol.encode(protocol.register_message(
+            victim[0] if i % 2 else f"nobody{i}", "guess")) for i in range(256)]
+        began = time.perf_counter()
+        while not stop.is_set():
+            for i, sock in enumerate(socks):
+                sock.sendto(datagrams[(flooded[0] + i) % 256], udp)
+            flooded[0] += len(socks)
+            if rate is not None:
+                time.sleep(max(0.0, flooded[0] / rate - (time.perf_counter() - began)))
+        for sock in socks:
+            sock.close()
+
+    def register_fast(user: str, token: str) -> float | None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.3", 0))
+            start = time.perf_counter()
+            msg = None
+            for _ in range(2):  # like a client with a 1 s timeout: a second try within 2 s
+                sock.sendto(protocol.encode(protocol.register_message(user, token)), udp)
+                sock.settimeout(1.0)
+                with contextlib.suppress(TimeoutError):
+                    msg = protocol.decode(sock.recv(2000))
+                    break
+            if msg is None:
+                return None
+            if msg and msg["type"] == "REGISTERED":
+                sock.sendto(protocol.encode({"type": "PING", "session": msg["session"]}), udp)
+                return time.perf_counter() - start
+            return None
+
+    register_fast(*victim)  # the victim's device has registered from 127.0.0.3 before
+    thread = threading.Thread(target=flood, daemon=True)
+    thread.start()
+    times: list[float | None] = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for user in (victim, other):
+            times.append(register_fast(*user))
+        time.sleep(0.5)
+    stop.set()
+    thread.join()
+    done = [x for x in times if x is not None]
+    return {"seconds": seconds, "source": source, "flood_datagrams_per_s": flooded[0] / seconds,
+            "legitimate_registers": len(times), "completed": len(done),
+            "slowest_s": max(done) if done else None,
+            "median_s": statistics.median(done) if done else None}
+
+
+def amplification(udp: tuple[str, int], user: str, token: str, seconds: float
+                  ) -> dict[str, Any]:
+    """A REGISTER with a valid signature but a victim's source address (127.0.0.4, which
+    never answers): bytes the victim receives over bytes the REGISTER had."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as victim:
+        victim.bind(("127.0.0.4", 0))
+        register = protocol.encode(protocol.register_message(user, token))
+        victim.sendto(register, udp)
+        received = _answers(victim, seconds)
+    return {"register_bytes": len(register), "victim_datagrams": len(received),
+            "victim_bytes": sum(map(len, received)),
+            "ratio": sum(map(len, received)) / len(register)}
 
 
 async def trigger_rate(http: str, manga_id: int, seconds: float, concurrency: int) -> float:
@@ -189,21 +436,38 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=10_000)
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument("--rate-seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3, help="broadcasts, each with a floor")
+    parser.add_argument("--window", type=int, default=1000, help="REGISTERs in flight")
+    parser.add_argument("--security", action="store_true",
+                        help="also measure the REGISTER limits as an attacker meets them")
+    parser.add_argument("--guess-seconds", type=float, default=60.0)
+    parser.add_argument("--flood-seconds", type=float, default=10.0)
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, args.clients + 1000), hard))
     tmp = tempfile.mkdtemp(prefix="bench-notify-")
+    # One master key for this run, for the users created here and the server alike.
+    os.environ.setdefault("MANGASYNC_SECRET_KEY", secrets.token_urlsafe(32))
     url = args.database_url or f"sqlite:///{tmp}/bench.sqlite"
     upgrade(url)
     engine = make_engine(url)
-    manga_id = add_manga(engine, "Benchmark Manga")
+    manga_ids = [add_manga(engine, "Benchmark Manga") for _ in range(args.rounds)]
+    manga_id = manga_ids[0]
     users = add_users(engine, args.clients, prefix="bench")
     follow(engine, [u for u, _, _ in users[:10]], manga_id)
+    attackers = add_users(engine, 4, prefix="security")  # target, victim, other, spoofer
+    with engine.begin() as conn:  # the spoofer's own backlog, which a reflection would send
+        conn.execute(t.notifications.insert(), [
+            {"user_id": attackers[3][0], "type": "NEW_CHAPTER", "manga_id": manga_id,
+             "chapter": str(i), "title": "Backlog " * 20, "message": "Chapter " * 40,
+             "read": False, "created_at": utcnow()} for i in range(50)])
     http_port, udp_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
     env = {**os.environ, "DATABASE_URL": url, "MANGASYNC_HTTP_PORT": str(http_port),
            "MANGASYNC_UDP_PORT": str(udp_port)}
     log = open(f"{tmp}/server.log", "w")  # noqa: SIM115 - lives as long as the server
-    server = subprocess.Popen([sys.executable, "-m", "mangasync_pipeline.cli", "server",
+    profile = os.environ.get("BENCH_PROFILE")  # a file: run the server under cProfile
+    wrap = ["-m", "cProfile", "-o", profile] if profile else []
+    server = subprocess.Popen([sys.executable, *wrap, "-m", "mangasync_pipeline.cli", "server",
                                "--heartbeat", "600"], env=env, stderr=log)
     print(f"server log: {log.name}", file=sys.stderr)
     http = f"http://127.0.0.1:{http_port}"
@@ -216,8 +480,19 @@ def main() -> None:
             except httpx.TransportError:
                 time.sleep(0.1)
         result = asyncio.run(run_clients(args, users, ("127.0.0.1", udp_port), http,
-                                         server.pid, engine, manga_id))
+                                         server.pid, engine, manga_ids))
         result["database"] = engine.dialect.name
+        if args.security:
+            udp = ("127.0.0.1", udp_port)
+            result["security"] = {
+                "amplification": amplification(udp, attackers[3][1], attackers[3][2], 5.0),
+                # The issue's attack (about 12,000 REGISTERs/s), then as fast as we can send.
+                "flood_12000_per_s": flood_survival(udp, attackers[1][1:], attackers[2][1:],
+                                                    args.flood_seconds, 12_000, "127.0.0.2"),
+                "flood_unthrottled": flood_survival(udp, attackers[1][1:], attackers[2][1:],
+                                                    args.flood_seconds, None, "127.0.0.6"),
+                "guesses": guesses_checked(udp, http, attackers[0][1], args.guess_seconds),
+            }
         print(json.dumps(result, indent=2), file=sys.stderr, flush=True)
         result["triggers_per_s_sequential"] = asyncio.run(
             trigger_rate(http, manga_id, args.rate_seconds, 1))

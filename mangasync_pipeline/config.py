@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlparse
 
 DEFAULT_DATABASE_URL = "sqlite:///.mangasync/mangahub.sqlite"
+DEFAULT_SECRET_KEY_FILE = ".mangasync/secret.key"  # beside the default database
 
 
 class ConfigError(ValueError):
@@ -178,6 +179,22 @@ def _client_policy(get: Callable[[str], str | None]) -> ClientPolicy:
     return ClientPolicy(**values)  # type: ignore[arg-type]
 
 
+def _secret_key(value: str) -> str:
+    import base64
+    import binascii
+
+    raw = value.strip()
+    try:
+        key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+    except (ValueError, binascii.Error):
+        key = b""
+    if len(key) < 16:
+        raise ConfigError("MANGASYNC_SECRET_KEY: not a master key (URL-safe base64 of at least "
+                          "16 bytes, e.g. from `python -c 'import secrets; "
+                          "print(secrets.token_urlsafe(32))'`)")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -202,6 +219,9 @@ class Settings:
     # Catalogue scope and the chapter sensor.
     content_ratings: tuple[str, ...] = DEFAULT_CONTENT_RATINGS
     chapter_sensor_interval: timedelta = timedelta(seconds=30)
+    # Notification server: the master key readers' tokens derive from (notify/tokens.py).
+    secret_key: str | None = None
+    secret_key_file: str = DEFAULT_SECRET_KEY_FILE
     extra: dict[str, str] = field(default_factory=dict)
     # MANGASYNC_TITLE_LANGUAGE: None keeps MangaDex's main title.
     title_language: str | None = None
@@ -267,6 +287,11 @@ class Settings:
             kwargs["content_ratings"] = _content_ratings(v)
         if (v := get("CHAPTER_SENSOR_INTERVAL")) is not None:
             kwargs["chapter_sensor_interval"] = _sensor_interval(v)
+        # Notification server: master key (validated when loaded, see notify/tokens.py).
+        if (v := get("MANGASYNC_SECRET_KEY")) is not None:
+            kwargs["secret_key"] = _secret_key(v)
+        if (v := get("MANGASYNC_SECRET_KEY_FILE")) is not None:
+            kwargs["secret_key_file"] = v
         return cls(**kwargs)  # type: ignore[arg-type]
 
 

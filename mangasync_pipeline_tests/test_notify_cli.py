@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 from click.testing import CliRunner
@@ -29,12 +30,37 @@ def test_users_add_shows_the_token_once_and_list_never(db_url: str, engine: Engi
     token = out.strip()
     assert len(token) >= 32 and "\n" not in token
     assert "shown only once" in err
-    with engine.connect() as conn:
-        assert conn.execute(select(t.users.c.token)).scalar_one() == token
     code, out, _ = _run(db_url, "users", "list")
     assert code == 0 and "alice" in out and token not in out
     code, _, err = _run(db_url, "users", "add", "alice")
     assert code == 1 and "already exists" in err and len(err.strip().splitlines()) == 1
+
+
+def test_rotate_token_prints_a_new_token_and_the_old_one_stops_working(
+        db_url: str, engine: Engine) -> None:
+    from mangasync_pipeline.notify.app import ServerHandle
+    from mangasync_pipeline.notify.client import AuthFailed, NotificationClient
+    from mangasync_pipeline.notify.testing import fast_options, server_settings
+
+    old = _run(db_url, "users", "add", "zoe")[1].strip()
+    with ServerHandle(server_settings(db_url), fast_options()) as server:
+        with NotificationClient(*server.udp_addr, "zoe", old) as client:
+            assert client.register()["type"] == "REGISTERED"
+        code, out, err = _run(db_url, "users", "rotate-token", "zoe")
+        new = out.strip()
+        assert code == 0 and "shown only once" in err and new != old and len(new) >= 32
+        # The server re-reads the user when the new token does not match what it holds.
+        with NotificationClient(*server.udp_addr, "zoe", new) as client:
+            assert client.register()["type"] == "REGISTERED"
+        with NotificationClient(*server.udp_addr, "zoe", old,
+                                source="127.0.0.3") as client:
+            try:
+                client.register(timeout=3, attempts=1)
+                raise AssertionError("the old token still works")
+            except AuthFailed:
+                pass
+    code, _, err = _run(db_url, "users", "rotate-token", "nobody")
+    assert code == 1 and "no user named 'nobody'" in err
 
 
 def test_library_by_id_slug_or_uuid_with_clear_errors(db_url: str, engine: Engine) -> None:
@@ -128,3 +154,63 @@ def test_server_refuses_an_unmigrated_database_in_one_line(tmp_path: object) -> 
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1
     assert "mangasync migrate" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _read_err_until(proc: subprocess.Popen[str], text: str, timeout: float) -> list[str]:
+    assert proc.stderr is not None
+    os.set_blocking(proc.stderr.fileno(), False)
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if line:
+            lines.append(line)
+            if text in line:
+                return lines
+        else:
+            time.sleep(0.05)
+    raise AssertionError(f"{text!r} not said within {timeout} s: {lines}")
+
+
+def test_listen_says_when_no_server_answers_and_connects_once_one_does(
+        db_url: str, engine: Engine) -> None:
+    from mangasync_pipeline.notify.app import ServerHandle
+    from mangasync_pipeline.notify.testing import fast_options, server_settings
+
+    token = _run(db_url, "users", "add", "reader")[1].strip()
+    udp_port = _free_port(socket.SOCK_DGRAM)
+    env = {**os.environ, "DATABASE_URL": db_url, "MANGASYNC_UDP_PORT": str(udp_port)}
+    listen = subprocess.Popen(
+        [sys.executable, "-m", "mangasync_pipeline.cli", "listen", "--user", "reader",
+         "--token", token], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        started = time.monotonic()
+        lines = _read_err_until(listen, "does not answer", 15)
+        # Interpreter start-up is not the command's doing: the clock starts at its first line.
+        assert len(lines) == 1 and f"127.0.0.1:{udp_port}" in lines[0]
+        assert time.monotonic() - started < 15
+        time.sleep(3)  # still retrying, and saying nothing more meanwhile
+        assert listen.poll() is None
+        with ServerHandle(server_settings(db_url, udp_port=udp_port), fast_options()):
+            lines = _read_err_until(listen, "listening as reader", 30)
+            assert not any("does not answer" in line for line in lines)
+    finally:
+        listen.send_signal(signal.SIGINT)
+        listen.communicate(timeout=10)
+
+
+def test_master_key_file_is_created_private_and_a_bad_key_is_one_line(
+        db_url: str, tmp_path: Path) -> None:
+    key_file = tmp_path / "state" / "secret.key"
+    env = {"DATABASE_URL": db_url, "MANGASYNC_SECRET_KEY_FILE": str(key_file)}
+    result = CliRunner().invoke(cli, ["users", "add", "kim"], env=env)
+    assert result.exit_code == 0
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    first = key_file.read_text()
+    assert CliRunner().invoke(cli, ["users", "add", "lee"], env=env).exit_code == 0
+    assert key_file.read_text() == first  # created once, then reused
+    result = CliRunner().invoke(cli, ["users", "add", "max"],
+                                env={**env, "MANGASYNC_SECRET_KEY": "too-short"})
+    assert result.exit_code == 1
+    assert "MANGASYNC_SECRET_KEY" in result.stderr and "too-short" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

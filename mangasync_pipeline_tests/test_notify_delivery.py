@@ -55,6 +55,7 @@ def test_online_user_receives_pushes_and_ack_marks_them_read(
         got = client.wait_for(1, 5)
         assert got[0]["type"] == "NEW_CHAPTER"
         assert got[0]["chapter"] == "42.5"
+        assert "label" in got[0]  # the MangaDex label as text, or null (protocol 2)
         assert got[0]["id"] == chapter.json()["notification_ids"][0]
         assert "The Duel" in got[0]["message"]
         assert got[0]["created_at"].endswith("Z")
@@ -197,3 +198,34 @@ def test_send_budget_paces_a_burst(db_url: str, engine: Engine) -> None:
             got = client.wait_for(8, 5)
             assert [m["chapter"] for m in got] == [str(n) for n in range(8)]
 
+
+
+def test_a_live_session_gets_again_what_its_retries_missed(db_url: str, engine: Engine) -> None:
+    """Never stranded: a client that keeps PINGing through 30% loss, and never REGISTERs
+    again, receives all 21 notifications, even those whose every retry was lost."""
+    manga_id = add_manga(engine)
+    user_id, token = add_user(engine, "ivy")
+    follow(engine, [user_id], manga_id)
+    options = fast_options(heartbeat=4.0, ack_timeout=0.1, max_retransmit=2)
+    with ServerHandle(server_settings(db_url), options) as server, \
+            NotificationClient(*server.udp_addr, "ivy", token, seed=11) as client:
+        client.register()
+        client.drop_rate = 1.0  # every push and every retry is lost, for now
+        for number in range(21):
+            httpx.post(f"{server.http_url}/notify/new-chapter",
+                       json={"manga_id": manga_id, "title": "Stranded", "chapter": number})
+
+        def given_up() -> int:
+            return server.call(lambda s: int(s.udp.metrics.given_up._value.get())
+                               if s.udp else 0)
+
+        deadline = time.monotonic() + 20
+        while given_up() < 21 and time.monotonic() < deadline:
+            client.poll(0.1)  # PINGs keep the session alive; nothing comes through
+        assert given_up() >= 21
+        assert client.received == []
+        client.drop_rate = 0.3
+        got = client.wait_for(21, 90)
+        assert sorted(m["chapter"] for m in got) == sorted(str(n) for n in range(21))
+        assert client.registrations == 1  # no new REGISTER was needed
+    assert _wait_until(lambda: not _unread(engine, user_id), 10)

@@ -34,3 +34,32 @@ def test_short_messages_are_untouched_and_garbage_decodes_to_none() -> None:
     assert protocol.decode(protocol.encode(msg)) == msg
     for junk in (b"", b"\xff", b"[1]", b'{"type": 3}', b"{" * 2000, b'{"a":1}'):
         assert protocol.decode(junk) is None
+
+
+def test_listen_lines_show_the_chapter_label_and_the_title_once() -> None:
+    from mangasync_pipeline.notify.client import format_notification
+
+    chapter = {"type": "NEW_CHAPTER", "id": 7, "manga_id": 1, "title": "Little Tower",
+               "chapter": "12", "label": "12a", "message": "Chapter 12a: Side story",
+               "created_at": "2026-01-01T00:00:00Z"}
+    line = format_notification(chapter)
+    assert "ch. 12a" in line and line.count("Little Tower") == 1
+    assert "ch. 12 " in format_notification({**chapter, "label": None}) + " "
+    manga = {"type": "NEW_MANGA", "id": 3, "manga_id": 1, "title": "Little Tower",
+             "message": "New manga: Little Tower", "created_at": "2026-01-01T00:00:00Z"}
+    assert format_notification(manga).count("Little Tower") == 1
+
+
+def test_a_broadcast_template_encodes_like_encode_for_every_id() -> None:
+    msg = {"type": "NEW_CHAPTER", "id": 0, "manga_id": 2, "title": "進撃" * 400,
+           "chapter": "3", "label": None, "message": "x" * 900,
+           "created_at": "2026-01-01T00:00:00Z"}
+    head, tail = protocol.notification_template(msg)
+    for nid in (1, 42, 2**63 - 1):
+        data = head + str(nid).encode() + tail
+        assert len(data) <= 1200
+        assert json.loads(data)["id"] == nid
+        assert json.loads(data)["title"].endswith("…")  # cut once, for the widest id
+    short = {**msg, "title": "T", "message": "m"}
+    head, tail = protocol.notification_template(short)
+    assert head + b"7" + tail == protocol.encode({**short, "id": 7})

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import math
 import random
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, insert, select
 
+from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db import tables as t
 from mangasync_pipeline.notify import protocol
 from mangasync_pipeline.notify.app import ServerHandle
-from mangasync_pipeline.notify.client import NotificationClient
-from mangasync_pipeline.notify.testing import add_manga, fast_options, server_settings
+from mangasync_pipeline.notify.client import AuthFailed, NotificationClient
+from mangasync_pipeline.notify.testing import add_manga, fast_options, follow, server_settings
 from mangasync_pipeline.notify.users import add_user
 
 
@@ -154,23 +157,50 @@ def test_nothing_but_short_errors_to_unknown_addresses(server: ServerHandle) -> 
         assert len(protocol.encode(a)) <= len(cause)
 
 
-def test_failed_registers_from_one_address_are_dropped_after_the_limit(
+def _socket_from(source: str, server: ServerHandle) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((source, 0))
+    sock.connect(server.udp_addr)
+    return sock
+
+
+def test_guesses_from_rotating_ports_stay_under_the_backoff_limit(
         db_url: str, engine: Engine) -> None:
+    """Failures count per source IP, whatever the port, and each one past the limit doubles
+    the time the IP is ignored."""
     _, token = add_user(engine, "eve")
-    options = fast_options(failed_register_limit=3, error_interval=0.0)
+    limit, base = 3, 0.2
+    options = fast_options(failed_register_limit=limit, backoff_base=base, error_interval=0.0,
+                           failed_user_limit=10_000)
     with ServerHandle(server_settings(db_url), options) as server:
-        sock = _raw(server)
-        answers = []
-        for n in range(6):
-            sock.send(protocol.encode(protocol.register_message("eve", "guess")))
-            # Refusals need a database lookup: wait for the three that must come.
-            answers.append(_answer(sock, 3.0 if n < 3 else 0.5))
-        assert [a is not None for a in answers] == [True, True, True, False, False, False]
-        # Even the right token is ignored from that address for now.
-        sock.send(protocol.encode(protocol.register_message("eve", token)))
-        assert _answer(sock, 0.5) is None
-        with NotificationClient(*server.udp_addr, "eve", token) as other_port:
-            assert other_port.register()["type"] == "REGISTERED"
+
+        def checked() -> int:  # REGISTERs whose signature the server checked and refused
+            return server.call(lambda s: int(s.udp.metrics.registers.labels("auth_failed")
+                                             ._value.get()) if s.udp else -1)
+
+        started = time.monotonic()
+        sent = 0
+        while time.monotonic() - started < 3.0:
+            with _socket_from("127.0.0.2", server) as sock:  # a new port for every guess
+                sock.send(protocol.encode(protocol.register_message("eve", f"guess-{sent}")))
+                sent += 1
+            time.sleep(0.002)
+        elapsed = time.monotonic() - started
+        # While the guesses go on, even the right token from that IP is ignored.
+        with _socket_from("127.0.0.2", server) as sock:
+            sock.send(protocol.encode(protocol.register_message("eve", token)))
+            assert _answer(sock, 0.3) is None
+        deadline = time.monotonic() + 5  # refusals wait for at most one re-read of eve
+        while server.call(lambda s: s.udp._pending_registers if s.udp else 0) and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+        # Past the limit, one guess per backoff period: base, 2 base, 4 base, ...
+        periods = math.ceil(math.log2(elapsed / base + 1))
+        assert sent > 100
+        assert limit <= checked() <= limit + periods + 1
+        # Another IP registers meanwhile.
+        with NotificationClient(*server.udp_addr, "eve", token, source="127.0.0.3") as other:
+            assert other.register()["type"] == "REGISTERED"
 
 
 def test_ten_thousand_random_datagrams_do_not_stop_service(
@@ -201,3 +231,213 @@ def test_ten_thousand_random_datagrams_do_not_stop_service(
                        json={"manga_id": manga_id, "title": "Still here"})
         assert r.status_code == 202
         assert client.wait_for(1, 5)[0]["title"] == "Still here"
+
+
+def _unread(engine: Engine, user_id: int) -> int:
+    n = t.notifications
+    with engine.connect() as conn:
+        return len(conn.execute(select(n.c.id).where(n.c.user_id == user_id,
+                                                     n.c.read.is_(False))).all())
+
+
+def _with_unread(engine: Engine, count: int) -> tuple[int, str]:
+    """The victim: a user with `count` unread notifications."""
+    manga_id = add_manga(engine)
+    user_id, token = add_user(engine, "victim")
+    follow(engine, [user_id], manga_id)
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(insert(t.notifications), [
+            {"user_id": user_id, "type": "NEW_CHAPTER", "manga_id": manga_id,
+             "chapter": str(i), "title": "Backlog", "message": f"Chapter {i}", "read": False,
+             "created_at": now} for i in range(count)])
+    return user_id, token
+
+
+def test_a_captured_register_is_refused_after_a_restart_and_by_another_server(
+        db_url: str, engine: Engine) -> None:
+    user_id, token = _with_unread(engine, 10)
+    options = fast_options(ack_timeout=5.0)
+    captured = protocol.encode(protocol.register_message("victim", token))
+    with ServerHandle(server_settings(db_url), options) as first, _raw(first) as sock:
+        sock.send(captured)
+        answer = _answer(sock)
+        assert answer is not None and answer["type"] == "REGISTERED"
+    # After a restart, from another port and another address.
+    with ServerHandle(server_settings(db_url), options) as second, \
+            _socket_from("127.0.0.2", second) as attacker:
+        attacker.send(captured)
+        assert _answer(attacker) == {"type": "ERROR", "code": "AUTH_FAILED"}
+        assert _sessions(second) == 0
+    # Two servers on the same database: what one accepted, the other refuses.
+    fresh = protocol.encode(protocol.register_message("victim", token))
+    with ServerHandle(server_settings(db_url), options) as a, \
+            ServerHandle(server_settings(db_url), options) as b:
+        with _raw(a) as sock:
+            sock.send(fresh)
+            answer = _answer(sock)
+            assert answer is not None and answer["type"] == "REGISTERED"
+        with _socket_from("127.0.0.2", b) as attacker:
+            attacker.send(fresh)
+            assert _answer(attacker) == {"type": "ERROR", "code": "AUTH_FAILED"}
+            attacker.send(protocol.encode({"type": "ACK", "session": "x", "ids": [1]}))
+        assert _sessions(b) == 0
+    assert _unread(engine, user_id) == 10  # nobody acknowledged the victim's backlog
+
+
+def test_used_nonces_are_purged_once_their_window_has_passed(db_url: str,
+                                                             engine: Engine) -> None:
+    _, token = add_user(engine, "nina")
+    options = fast_options(register_window=1.0, nonce_ttl=2.0, users_refresh=0.2)
+
+    def nonces() -> int:
+        with engine.connect() as conn:
+            return len(conn.execute(select(t.register_nonces.c.nonce)).all())
+
+    with ServerHandle(server_settings(db_url), options) as server, \
+            NotificationClient(*server.udp_addr, "nina", token) as client:
+        client.register()
+        assert nonces() == 1
+        deadline = time.monotonic() + 10
+        while nonces() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert nonces() == 0
+
+
+def test_a_spoofed_register_gets_the_victim_at_most_three_times_its_bytes(
+        db_url: str, engine: Engine) -> None:
+    """A REGISTER signed with the attacker's own token but carrying the victim's source
+    address: the victim, who never answers, gets the REGISTERED and nothing of the backlog."""
+    user_id, token = _with_unread(engine, 10)  # the attacker's own account and backlog
+    with ServerHandle(server_settings(db_url), fast_options(ack_timeout=0.2)) as server, \
+            _socket_from("127.0.0.2", server) as victim:
+        register = protocol.encode(protocol.register_message("victim", token))
+        victim.send(register)  # as if from the victim: the victim's socket never answers
+        received: list[bytes] = []
+        victim.settimeout(0.2)
+        deadline = time.monotonic() + 4  # the session ends after 3 heartbeats of silence
+        while time.monotonic() < deadline:
+            try:
+                received.append(victim.recv(2000))
+            except TimeoutError:
+                if _sessions(server) == 0:
+                    break
+        assert _sessions(server) == 0
+        kinds = [protocol.decode(d)["type"] for d in received]  # type: ignore[index]
+        assert kinds == ["REGISTERED"]
+        assert sum(map(len, received)) <= 3 * len(register)
+    assert _unread(engine, user_id) == 10
+
+
+def test_a_legitimate_register_completes_during_a_flood_from_another_address(
+        db_url: str, engine: Engine) -> None:
+    _, victim_token = add_user(engine, "victim")
+    _, newcomer_token = add_user(engine, "newcomer")
+    with ServerHandle(server_settings(db_url), fast_options()) as server:
+        with NotificationClient(*server.udp_addr, "victim", victim_token,
+                                source="127.0.0.3") as device:
+            device.register()  # the victim has registered from this address before
+        stop = threading.Event()
+        flooded = [0]
+
+        def flood() -> None:
+            socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(16)]
+            for s in socks:
+                s.bind(("127.0.0.2", 0))
+            began = time.monotonic()
+            while not stop.is_set():
+                for i, s in enumerate(socks):
+                    name = "victim" if i % 2 else f"nobody{flooded[0]}"
+                    s.sendto(protocol.encode(protocol.register_message(name, "guess")),
+                             server.udp_addr)
+                    flooded[0] += 1
+                # The reported attack's rate: 12,000 REGISTERs a second.
+                time.sleep(max(0.0, flooded[0] / 12_000 - (time.monotonic() - began)))
+            for s in socks:
+                s.close()
+
+        flooder = threading.Thread(target=flood, daemon=True)
+        flooder.start()
+        try:
+            time.sleep(0.5)
+            for user, tok in (("victim", victim_token), ("newcomer", newcomer_token)):
+                with NotificationClient(*server.udp_addr, user, tok,
+                                        source="127.0.0.3") as client:
+                    assert client.register(timeout=2.0, attempts=1)["type"] == "REGISTERED"
+        finally:
+            stop.set()
+            flooder.join(10)
+        assert flooded[0] > 1000
+
+
+def test_no_reader_token_is_stored_in_any_table(db_url: str, engine: Engine) -> None:
+    from mangasync_pipeline.notify.testing import add_users
+    from mangasync_pipeline.notify.users import rotate_token
+
+    tokens = [add_user(engine, "tina")[1], rotate_token(engine, "tina")[1]]
+    tokens += [tok for _, _, tok in add_users(engine, 5)]
+    with ServerHandle(server_settings(db_url), fast_options()) as server, \
+            NotificationClient(*server.udp_addr, "tina", tokens[1]) as client:
+        client.register()
+    stored: list[str] = []
+    with engine.connect() as conn:
+        for table in t.metadata.sorted_tables:
+            for row in conn.execute(select(table)):
+                stored += [str(v) for v in row]
+    dump = "\n".join(stored)
+    assert "tina" in dump  # the dump does contain the users
+    for token in tokens:
+        for i in range(len(token) - 15):
+            assert token[i:i + 16] not in dump
+
+
+def test_upgrading_drops_plain_text_tokens_and_says_what_to_do(
+        db_url: str, engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    from alembic import command
+    from click.testing import CliRunner
+    from sqlalchemy import inspect, text
+
+    from mangasync_pipeline.cli import cli
+    from mangasync_pipeline.db.migrate import alembic_config
+
+    with engine.begin() as conn:  # back to the schema that stored tokens as printed
+        cfg = alembic_config(db_url)
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0001")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO users (username, token, created_at) "
+                          "VALUES ('olga', 'plain-text-secret-token-of-olga', :now)"),
+                     {"now": utcnow()})
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+    assert "token" not in {c["name"] for c in inspect(engine).get_columns("users")}
+    listed = CliRunner().invoke(cli, ["users", "list"], env={"DATABASE_URL": db_url})
+    assert "no token: mangasync users rotate-token olga" in listed.stdout
+    with caplog.at_level("WARNING", logger="mangasync.notify.directory"), \
+            ServerHandle(server_settings(db_url), fast_options()) as server:
+        with NotificationClient(*server.udp_addr, "olga", "plain-text-secret-token-of-olga"
+                                ) as old, pytest.raises(AuthFailed):
+            old.register(timeout=3, attempts=1)
+        warnings = [r.getMessage() for r in caplog.records if "rotate-token" in r.getMessage()]
+        assert len(warnings) == 1 and "olga" in warnings[0]
+        rotated = CliRunner().invoke(cli, ["users", "rotate-token", "olga"],
+                                     env={"DATABASE_URL": db_url}).stdout.strip()
+        with NotificationClient(*server.udp_addr, "olga", rotated, source="127.0.0.3") as new:
+            assert new.register()["type"] == "REGISTERED"
+
+
+def test_register_does_not_wait_for_the_triggers_database_threads(
+        db_url: str, engine: Engine) -> None:
+    user_id, token = _with_unread(engine, 3)
+    release = threading.Event()
+    with ServerHandle(server_settings(db_url), fast_options()) as server:
+        # Every database thread of the triggers is busy (a slow database, a burst of triggers).
+        server.call(lambda s: [s._executor.submit(release.wait, 30)
+                               for _ in range(s.options.db_threads)])
+        try:
+            with NotificationClient(*server.udp_addr, "victim", token) as client:
+                assert client.register(timeout=2.0, attempts=1)["unread"] == 3
+                assert len(client.wait_for(3, 5)) == 3  # the catch-up does not wait either
+        finally:
+            release.set()

@@ -129,9 +129,22 @@ users = Table(
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("username", String(64), nullable=False, unique=True),
-    # The HMAC key of REGISTER: the server needs the secret itself, never shown after creation.
-    Column("token", String(128), nullable=False),
+    # No secret here: a reader's token is derived from the server's master key, the user id
+    # and this version (bumped by `mangasync users rotate-token`). NULL: no token yet (a
+    # reader carried over from a schema that stored tokens in plain text).
+    Column("token_version", Integer),
     Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Nonces of accepted REGISTERs, kept for the acceptance window so that a captured REGISTER
+# cannot be replayed to another server on the same database or after a restart.
+register_nonces = Table(
+    "register_nonces",
+    metadata,
+    Column("user_id", BigId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("nonce", String(64), primary_key=True),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_register_nonces_expires_at", "expires_at"),
 )
 
 user_library = Table(

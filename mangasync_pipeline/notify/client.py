@@ -20,14 +20,22 @@ class AuthFailed(RuntimeError):
 
 
 def format_notification(msg: dict[str, Any]) -> str:
-    """One readable line: time, type, title, chapter, message."""
+    """One readable line: time, type, title, chapter (its label when it has one), message.
+
+    The title shows once: a message that already names it ("New manga: <title>") is enough.
+    """
     created = str(msg.get("created_at", "")).replace("T", " ")
-    parts = [created, f"{msg.get('type', '?'):<12}", str(msg.get("title", ""))]
+    title = str(msg.get("title", ""))
+    message = str(msg.get("message") or "")
+    parts = [created, f"{msg.get('type', '?'):<12}"]
+    if not (title and title in message):
+        parts.append(title)
     if msg.get("type") == "NEW_CHAPTER":
-        chapter = msg.get("chapter")
-        parts.append(f"ch. {chapter}" if chapter is not None else "(no chapter number)")
-    if msg.get("message"):
-        parts.append(f"- {msg['message']}")
+        label, chapter = msg.get("label"), msg.get("chapter")
+        shown = label if isinstance(label, str) and label else chapter
+        parts.append(f"ch. {shown}" if shown is not None else "(no chapter number)")
+    if message:
+        parts.append(f"- {message}" if len(parts) > 2 else message)
     parts.append(f"[#{msg.get('id')}]")
     return "  ".join(p for p in parts if p)
 
@@ -35,7 +43,7 @@ def format_notification(msg: dict[str, Any]) -> str:
 class NotificationClient:
     def __init__(self, host: str, port: int, user: str, token: str, *,
                  drop_rate: float = 0.0, seed: int | None = None,
-                 register_timeout: float = 3.0) -> None:
+                 register_timeout: float = 3.0, source: str | None = None) -> None:
         self.server = (host, port)
         self.user = user
         self.token = token
@@ -44,6 +52,8 @@ class NotificationClient:
         self.register_timeout = register_timeout
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        if source is not None:  # a local address to send from (tests use 127.0.0.2 and up)
+            self.sock.bind((source, 0))
         self.sock.connect(self.server)
         self.session: str | None = None
         self._unacked: set[int] = set()
@@ -111,8 +121,8 @@ class NotificationClient:
                     self.session = str(msg["session"])
                     self.heartbeat = float(msg.get("heartbeat", 30))
                     self.unread_at_register = int(msg.get("unread", 0))
-                    self.last_ping = time.monotonic()
                     self.registrations += 1
+                    self.ping()  # proves this address receives: the catch-up starts now
                     self._ack_pending()
                     return msg
                 if msg["type"] == "ERROR" and msg.get("code") == "AUTH_FAILED":

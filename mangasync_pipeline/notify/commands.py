@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 from sqlalchemy import Engine
+
+if TYPE_CHECKING:
+    from mangasync_pipeline.notify.client import NotificationClient
 
 from mangasync_pipeline.config import ConfigError, Settings
 from mangasync_pipeline.db.engine import make_engine
@@ -39,16 +44,27 @@ def server(heartbeat: float, send_budget: int) -> None:
     """Run the notification server: HTTP triggers and API, and UDP push."""
     from mangasync_pipeline.notify.app import run_server
     from mangasync_pipeline.notify.options import ServerOptions
+    from mangasync_pipeline.notify.tokens import master_key
 
     settings = _settings()
     try:
-        run_server(settings, ServerOptions(heartbeat=heartbeat, send_budget=send_budget))
+        key = master_key(settings)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        run_server(settings, ServerOptions(heartbeat=heartbeat, send_budget=send_budget,
+                                           secret_key=key))
     except (SchemaError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(
             f"cannot listen on {settings.bind} (HTTP {settings.http_port}, UDP "
             f"{settings.udp_port}): {exc.strerror or exc}") from None
+
+
+@click.group()
+def users() -> None:
+    """Readers who receive notifications."""
 
 
 def _interrupt(_sig: int, _frame: FrameType | None) -> None:
@@ -63,7 +79,7 @@ def _interrupt(_sig: int, _frame: FrameType | None) -> None:
               help="Server UDP port [MANGASYNC_UDP_PORT or 9091].")
 def listen(user: str, token: str, host: str | None, udp_port: int | None) -> None:
     """Print notifications as they arrive (Ctrl-C to stop)."""
-    from mangasync_pipeline.notify.client import AuthFailed, NotificationClient, format_notification
+    from mangasync_pipeline.notify.client import AuthFailed, NotificationClient
 
     settings = _settings()
     host = host or settings.bind
@@ -73,21 +89,12 @@ def listen(user: str, token: str, host: str | None, udp_port: int | None) -> Non
         client = NotificationClient(host, port, user, token)
     except OSError as exc:
         raise click.ClickException(f"cannot reach {host}:{port}: {exc}") from None
-    registered = 0
     try:
-        while True:
-            try:
-                client.poll(1.0, lambda msg: click.echo(format_notification(msg)))
-            except AuthFailed:
-                raise click.ClickException(
-                    f"server {host}:{port} refused user {user!r}: check --user and --token, "
-                    "and that this machine's clock is right") from None
-            if client.registrations != registered:
-                registered = client.registrations
-                click.echo(f"listening as {user} on {host}:{port} (session "
-                           f"{(client.session or '')[:8]}, {client.unread_at_register} unread)",
-                           err=True)
-            sys.stdout.flush()
+        _listen_loop(client, f"{host}:{port}")
+    except AuthFailed:
+        raise click.ClickException(
+            f"server {host}:{port} refused user {user!r}: check --user and --token, "
+            "and that this machine's clock is right") from None
     except KeyboardInterrupt:
         client.unregister(timeout=0.5)
         click.echo("stopped", err=True)
@@ -95,9 +102,54 @@ def listen(user: str, token: str, host: str | None, udp_port: int | None) -> Non
         client.close()
 
 
-@click.group()
-def users() -> None:
-    """Readers who receive notifications."""
+LISTEN_FIRST_WAIT = 2.0  # seconds before saying that the server does not answer
+LISTEN_MAX_BACKOFF = 30.0
+
+
+def _listen_loop(client: NotificationClient, where: str) -> None:
+    """Register, print notifications; while the server does not answer, say so once and
+    retry with exponential backoff."""
+    from mangasync_pipeline.notify.client import format_notification
+
+    registered = 0
+    backoff = 1.0
+    outage = False
+    while True:
+        if client.session is None:
+            try:
+                client.register(timeout=LISTEN_FIRST_WAIT, attempts=1)
+            except TimeoutError:
+                if not outage:
+                    outage = True
+                    state = "stopped answering" if registered else "does not answer"
+                    click.echo(f"server {where} {state} (is `mangasync server` running "
+                               f"there?); retrying with backoff up to every "
+                               f"{LISTEN_MAX_BACKOFF:g} s", err=True)
+                time.sleep(backoff)
+                backoff = min(LISTEN_MAX_BACKOFF, backoff * 2)
+                continue
+        client.poll(1.0, lambda msg: click.echo(format_notification(msg)))
+        if client.registrations != registered and client.session is not None:
+            registered = client.registrations
+            outage, backoff = False, 1.0
+            click.echo(f"listening as {client.user} on {where} (session "
+                       f"{client.session[:8]}, {client.unread_at_register} unread)", err=True)
+        sys.stdout.flush()
+
+
+@users.command("rotate-token")
+@click.argument("username")
+def users_rotate_token(username: str) -> None:
+    """Give USERNAME a new token (printed once); the old one stops working."""
+    from mangasync_pipeline.notify.users import UserError, rotate_token
+
+    try:
+        _, token = rotate_token(_engine(), username)
+    except (UserError, ConfigError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"user {username} has a new token (shown only once; the old one no longer "
+               "works):", err=True)
+    click.echo(token)
 
 
 @users.command("add")
@@ -108,7 +160,7 @@ def users_add(username: str) -> None:
 
     try:
         user_id, token = add_user(_engine(), username)
-    except UserError as exc:
+    except (UserError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"user {username} created (id {user_id}); token (shown only once):", err=True)
     click.echo(token)
@@ -125,8 +177,9 @@ def users_list() -> None:
         return
     click.echo(f"{'id':>6}  {'username':<24} {'library':>7} {'unread':>6}  created")
     for r in rows:
+        note = "" if r.has_token else "  no token: mangasync users rotate-token " + r.username
         click.echo(f"{r.id:>6}  {r.username:<24} {r.library:>7} {r.unread:>6}  "
-                   f"{r.created_at:%Y-%m-%d %H:%M}Z")
+                   f"{r.created_at:%Y-%m-%d %H:%M}Z{note}")
 
 
 @click.group()

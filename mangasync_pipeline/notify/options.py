@@ -11,12 +11,25 @@ class ServerOptions:
     ack_timeout: float = 2.0  # CoAP ACK_TIMEOUT: first retransmission after [2, 3] s
     ack_random_factor: float = 1.5
     max_retransmit: int = 4
+    # A notification whose retries ran out goes again on the session's next PING, then at
+    # most once per backoff (doubling from one heartbeat up to this).
+    redeliver_backoff_max: float = 600.0
     send_budget: int = 30  # notifications per user per budget_window
     budget_window: float = 60.0
     register_window: float = 60.0  # |now - ts| allowed in REGISTER
     nonce_ttl: float = 120.0
-    failed_register_limit: int = 10  # per address per failed_register_window, then dropped
-    failed_register_window: float = 60.0
+    # Failed REGISTERs, per source IP (any port) and per user: after the limit, each further
+    # failure blocks for backoff_base x 2^n seconds, at most backoff_max.
+    failed_register_limit: int = 10
+    failed_user_limit: int = 20
+    backoff_base: float = 1.0
+    backoff_max: float = 300.0
+    failed_register_window: float = 600.0  # a source or user is forgotten after this quiet
+    register_budget: float = 5000.0  # REGISTERs checked per second, all sources together
+    user_misses: float = 20.0  # lookups per second of names not in the in-memory users table
+    users_refresh: float = 5.0  # seconds between re-reads of the users table
+    register_batch_delay: float = 0.005  # REGISTERs gathered into one database statement
+    amplification: float = 3.0  # bytes to an unvalidated address per byte received from it
     error_interval: float = 1.0  # at most one ERROR per address per this many seconds
     push_burst: int = 20  # datagrams to one session before yielding to the loop
     push_pace: float = 0.005  # pause between bursts of catch-up pushes
@@ -25,3 +38,4 @@ class ServerOptions:
     # Longer than any client keeps an idle connection (httpx: 5 s): the client must be the one
     # to close it, or a request sent as the server closes is lost with a ReadError.
     http_keep_alive: float = 75.0
+    secret_key: bytes | None = None  # the master key; None: from the settings (tokens.py)

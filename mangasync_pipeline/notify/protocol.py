@@ -1,4 +1,4 @@
-"""Wire format of the MangaHub notification protocol, version 1 (PROTOCOL.md).
+"""Wire format of the MangaHub notification protocol, version 2 (PROTOCOL.md).
 
 Shared by the server, the `listen` client, tests and the benchmark, so that both ends agree on
 signing, size limits and field names.
@@ -13,6 +13,7 @@ import secrets
 import time
 from typing import Any
 
+PROTOCOL_VERSION = 2
 MAX_DATAGRAM = 1200
 ELLIPSIS = "…"
 
@@ -78,6 +79,18 @@ def encode(msg: dict[str, Any], limit: int = MAX_DATAGRAM) -> bytes:
     if len(data) > limit:
         raise ValueError(f"{msg.get('type')} message does not fit in {limit} bytes")
     return data
+
+
+_WIDEST_ID = 10**18  # 19 digits, as wide as any positive 64-bit id
+
+
+def notification_template(msg: dict[str, Any]) -> tuple[bytes, bytes]:
+    """`encode(msg)` split around its id, so a broadcast encodes once for every recipient:
+    `prefix + str(id).encode() + suffix`. Cut for the widest id, so every one fits."""
+    data = encode({**msg, "id": _WIDEST_ID})
+    marker = b'"id":' + str(_WIDEST_ID).encode()
+    head, _, tail = data.partition(marker)
+    return head + b'"id":', tail
 
 
 def decode(data: bytes) -> dict[str, Any] | None:

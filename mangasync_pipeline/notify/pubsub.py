@@ -71,3 +71,19 @@ async def listen(dsn: str, on_trigger: Callable[[int], None],
                 log.warning("LISTEN %s lost (%s); reconnecting every second",
                             NOTIFY_CHANNEL, " ".join(str(exc).split())[:300])
             await asyncio.sleep(1)
+
+
+async def listen_channel(dsn: str, channel: str, on_payload: Callable[[str], None]) -> None:
+    """Call `on_payload` for each message on `channel`, until cancelled (reconnecting)."""
+    while True:
+        try:
+            conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+            async with conn:
+                await conn.execute(f"LISTEN {channel}")
+                async for note in conn.notifies():
+                    on_payload(note.payload)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("LISTEN %s lost (%s); reconnecting in 1 s", channel, exc)
+            await asyncio.sleep(1)

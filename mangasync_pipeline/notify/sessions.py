@@ -42,6 +42,15 @@ class Session:
     pump_handle: asyncio.TimerHandle | asyncio.Handle | None = None
     loading: bool = False
     closed: bool = False
+    # Address validation (the QUIC rule): until the address echoes the session id in a PING
+    # or an ACK, it gets at most `amplification` x the bytes it sent, and no catch-up.
+    validated: bool = False
+    bytes_in: int = 0
+    bytes_out: int = 0
+    # Pushes whose retries ran out: sent again on a PING, at most once per backoff.
+    stranded: dict[int, bytes] = field(default_factory=dict)
+    redeliver_at: float = 0.0
+    redeliver_backoff: float = 0.0
 
     @property
     def short(self) -> str:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Engine,
     and_,
     bindparam,
+    delete,
     exists,
     func,
     insert,
@@ -27,6 +28,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db import tables as t
@@ -51,13 +54,19 @@ class Notice:
     chapter: str | None
     message: str | None
     created_at: datetime
-    label: str | None = None  # the MangaDex chapter label ("12a"); `chapter` orders
+    label: str | None = None  # MangaDex's chapter label as text ("12a"), NEW_CHAPTER only
+
+    def shared_fields(self) -> tuple[Any, ...]:
+        """What a broadcast's notifications have in common (all but id and user)."""
+        return (self.type, self.manga_id, self.title, self.chapter, self.label, self.message,
+                self.created_at)
 
     def to_message(self) -> dict[str, Any]:
         msg: dict[str, Any] = {"type": self.type, "id": self.id, "manga_id": self.manga_id,
                                "title": self.title}
         if self.type == "NEW_CHAPTER":
             msg["chapter"] = self.chapter
+            msg["label"] = self.label
         msg["message"] = self.message or ""
         msg["created_at"] = self.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
         return msg
@@ -138,6 +147,15 @@ SELECT (SELECT count(*) FROM upd),
 def _notice(row: Any) -> Notice:
     return Notice(int(row.id), int(row.user_id), row.type, int(row.manga_id), row.title,
                   row.chapter, row.message, row.created_at, row.label)
+
+
+@dataclass(frozen=True)
+class UserEntry:
+    """What REGISTER needs of a user: id and token version (None: no token yet)."""
+
+    id: int
+    username: str
+    token_version: int | None
 
 
 class NotifyStore:
@@ -317,11 +335,65 @@ class NotifyStore:
 
     # --- users and sessions ---------------------------------------------------------------
 
-    def user_credentials(self, username: str) -> tuple[int, str] | None:
+    def users(self, username: str | None = None) -> list[UserEntry]:
+        """Every user (or one) as REGISTER sees them: a few bytes each, no secret."""
+        u = t.users
+        query = select(u.c.id, u.c.username, u.c.token_version)
+        if username is not None:
+            query = query.where(u.c.username == username)
         with self.engine.connect() as conn:
-            row = conn.execute(select(t.users.c.id, t.users.c.token)
-                               .where(t.users.c.username == username)).first()
-        return None if row is None else (int(row.id), row.token)
+            return [UserEntry(int(r.id), r.username, r.token_version)
+                    for r in conn.execute(query)]
+
+    def accept_registers(self, nonces: list[tuple[int, str]], ttl: timedelta
+                         ) -> tuple[set[tuple[int, str]], dict[int, int]]:
+        """Record REGISTER nonces; returns (pairs new to every server, unread per new user).
+
+        One statement per batch; a pair already present (used before, by any server sharing
+        this database, before or after a restart) is a replay and is not returned.
+        """
+        if not nonces:
+            return set(), {}
+        rn = t.register_nonces
+        now = utcnow()
+        ins = (pg_insert(rn) if self.is_postgres else sqlite_insert(rn))
+        stmt = ins.values([{"user_id": u, "nonce": n, "expires_at": now + ttl}
+                           for u, n in nonces]).on_conflict_do_nothing()
+        n = t.notifications
+        with self.engine.begin() as conn:
+            fresh = {(int(r.user_id), r.nonce)
+                     for r in conn.execute(stmt.returning(rn.c.user_id, rn.c.nonce))}
+            users = sorted({u for u, _ in fresh})
+            counts = dict.fromkeys(users, 0)
+            if users:
+                counts.update({int(r.user_id): int(r.c) for r in conn.execute(
+                    select(n.c.user_id, func.count().label("c"))
+                    .where(n.c.user_id.in_(users), n.c.read.is_(False))
+                    .group_by(n.c.user_id))})
+        return fresh, counts
+
+    def purge_nonces(self, margin: timedelta) -> int:
+        """Forget nonces whose acceptance window has passed `margin` ago."""
+        rn = t.register_nonces
+        with self.engine.begin() as conn:
+            # A margin past expiry: a REGISTER at the very edge of its window still finds it.
+            return conn.execute(delete(rn).where(
+                rn.c.expires_at < utcnow() - margin)).rowcount or 0
+
+    def first_unread(self, user_ids: Collection[int], limit: int) -> dict[int, list[Notice]]:
+        """The oldest `limit` unread notifications of each user, in one query."""
+        if not user_ids:
+            return {}
+        n = t.notifications
+        ranked = select(*_NOTICE_COLS, func.row_number().over(
+            partition_by=n.c.user_id, order_by=n.c.id).label("rn")).where(
+            n.c.user_id.in_(sorted(user_ids)), n.c.read.is_(False)).subquery()
+        pages: dict[int, list[Notice]] = {u: [] for u in user_ids}
+        with self.engine.connect() as conn:
+            for row in conn.execute(select(ranked).where(ranked.c.rn <= limit)
+                                    .order_by(ranked.c.user_id, ranked.c.id)):
+                pages[int(row.user_id)].append(_notice(row))
+        return pages
 
     def unread(self, user_id: int, limit: int, after_id: int = 0) -> tuple[int, list[Notice]]:
         """(number of unread, the oldest `limit` unread with id > after_id)."""

@@ -36,17 +36,19 @@ def add_manga(engine: Engine, title: str = "Awesome Manga", slug: str | None = N
 
 
 def add_users(engine: Engine, count: int, prefix: str = "reader") -> list[tuple[int, str, str]]:
-    """`count` users with known tokens in one statement: (id, username, token)."""
-    from mangasync_pipeline.notify.users import new_token
+    """`count` users in one statement: (id, username, token)."""
+    from mangasync_pipeline.notify.tokens import master_key, reader_token
 
     now = utcnow()
-    rows = [{"username": f"{prefix}{i}", "token": new_token(), "created_at": now}
+    key = master_key()
+    rows = [{"username": f"{prefix}{i}", "token_version": 1, "created_at": now}
             for i in range(count)]
     with engine.begin() as conn:
         conn.execute(insert(t.users), rows)
         ids = dict(conn.execute(t.users.select().with_only_columns(
             t.users.c.username, t.users.c.id)).all())
-    return [(int(ids[r["username"]]), r["username"], r["token"]) for r in rows]
+    return [(int(ids[r["username"]]), r["username"], reader_token(key, int(ids[r["username"]]), 1))
+            for r in rows]
 
 
 def follow(engine: Engine, user_ids: list[int], manga_id: int) -> None:

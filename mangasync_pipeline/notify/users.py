@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import re
-import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select
+from sqlalchemy import Connection, Engine, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db import tables as t
 from mangasync_pipeline.ids import is_uuid
+from mangasync_pipeline.notify.tokens import master_key, reader_token
+
+USERS_CHANNEL = "mangasync_users"  # payload: a username whose token changed or who is new
 
 _USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 
@@ -37,6 +39,7 @@ class UserInfo:
     created_at: datetime
     library: int
     unread: int
+    has_token: bool = True
 
 
 @dataclass(frozen=True)
@@ -47,24 +50,50 @@ class MangaInfo:
     title: str
 
 
-def new_token() -> str:
-    """192 random bits, URL-safe: the user's HMAC key."""
-    return secrets.token_urlsafe(24)
-
-
-def add_user(engine: Engine, username: str) -> tuple[int, str]:
-    """Create a user; returns (id, token). The token is never retrievable again."""
+def add_user(engine: Engine, username: str, key: bytes | None = None) -> tuple[int, str]:
+    """Create a user; returns (id, token). Only the token's version is stored."""
     if not _USERNAME.match(username):
         raise UserError(f"username {username!r}: use 1-64 letters, digits or . _ @ -")
-    token = new_token()
+    key = master_key() if key is None else key
     try:
         with engine.begin() as conn:
             user_id = conn.execute(insert(t.users).values(
-                username=username, token=token, created_at=utcnow()).returning(t.users.c.id)
-            ).scalar_one()
+                username=username, token_version=1, created_at=utcnow())
+                .returning(t.users.c.id)).scalar_one()
+            _announce(conn, username)
     except IntegrityError:
         raise UserError(f"user {username!r} already exists") from None
-    return int(user_id), token
+    return int(user_id), reader_token(key, int(user_id), 1)
+
+
+def rotate_token(engine: Engine, username: str, key: bytes | None = None) -> tuple[int, str]:
+    """Give a user a new token; the old one stops working. Returns (id, new token)."""
+    key = master_key() if key is None else key
+    with engine.begin() as conn:
+        user_id = _user_id(conn, username)
+        u = t.users
+        version = conn.execute(
+            update(u).where(u.c.id == user_id)
+            .values(token_version=func.coalesce(u.c.token_version, 0) + 1)
+            .returning(u.c.token_version)).scalar_one()
+        conn.execute(delete(t.register_nonces).where(t.register_nonces.c.user_id == user_id))
+        _announce(conn, username)
+    return user_id, reader_token(key, user_id, int(version))
+
+
+def _announce(conn: Connection, username: str) -> None:
+    """Tell running servers (PostgreSQL) to re-read this user before the next REGISTER."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_notify(:ch, :name)"),
+                     {"ch": USERS_CHANNEL, "name": username})
+
+
+def users_without_token(engine: Engine) -> list[str]:
+    """Readers carried over from plain-text tokens: they need `users rotate-token`."""
+    with engine.connect() as conn:
+        return list(conn.execute(select(t.users.c.username)
+                                 .where(t.users.c.token_version.is_(None))
+                                 .order_by(t.users.c.username)).scalars())
 
 
 def list_users(engine: Engine) -> list[UserInfo]:
@@ -75,9 +104,10 @@ def list_users(engine: Engine) -> list[UserInfo]:
               .where(n.c.user_id == u.c.id, n.c.read.is_(False)).scalar_subquery())
     with engine.connect() as conn:
         rows = conn.execute(select(u.c.id, u.c.username, u.c.created_at, library.label("lib"),
-                                   unread.label("unread")).order_by(u.c.username)).all()
-    return [UserInfo(int(r.id), r.username, r.created_at, int(r.lib), int(r.unread))
-            for r in rows]
+                                   unread.label("unread"), u.c.token_version)
+                            .order_by(u.c.username)).all()
+    return [UserInfo(int(r.id), r.username, r.created_at, int(r.lib), int(r.unread),
+                     r.token_version is not None) for r in rows]
 
 
 def _user_id(conn: Connection, username: str) -> int:

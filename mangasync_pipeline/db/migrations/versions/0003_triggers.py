@@ -1,7 +1,7 @@
 """notification labels and manual sync requests
 
 Revision ID: 0003_triggers
-Revises: 0001
+Revises: 0002_register_security
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from alembic import op
 import mangasync_pipeline.db.types
 
 revision: str = "0003_triggers"
-down_revision: str | None = "0001"
+down_revision: str | None = "0002_register_security"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

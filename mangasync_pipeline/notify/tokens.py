@@ -1,0 +1,73 @@
+"""Readers' tokens, derived from the server's master key: nothing secret is stored per reader.
+
+A token is HMAC-SHA256(master key, "mangasync reader token|<user id>|<version>"), URL-safe
+base64. The database holds only the version; anyone who reads the database learns nothing
+that signs a REGISTER. The key comes from `MANGASYNC_SECRET_KEY`, or from a file created with
+mode 0600 on first use (`MANGASYNC_SECRET_KEY_FILE`, by default beside the local database).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from mangasync_pipeline.config import ConfigError, Settings
+
+KEY_BYTES = 32
+
+
+def _decode_key(text: str, origin: str) -> bytes:
+    raw = text.strip()
+    try:
+        key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+    except (ValueError, binascii.Error):
+        key = b""
+    if len(key) < 16:
+        raise ConfigError(f"{origin}: not a master key (at least 16 bytes, URL-safe base64; "
+                          "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+    return key
+
+
+def _create_key_file(path: Path) -> None:
+    """Write a new key with mode 0600; a concurrent creator's key wins if it came first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(KEY_BYTES) + "\n")
+    try:
+        os.link(tmp, path)  # fails if the file exists: never replace a key in use
+    except FileExistsError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def master_key(settings: Settings | None = None) -> bytes:
+    """The server's master key: from the environment, else the key file (created if absent)."""
+    settings = Settings.from_env() if settings is None else settings
+    if settings.secret_key is not None:
+        return _decode_key(settings.secret_key, "MANGASYNC_SECRET_KEY")
+    path = Path(settings.secret_key_file)
+    if not path.exists():
+        _create_key_file(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"MANGASYNC_SECRET_KEY_FILE={str(path)!r}: cannot read it "
+                          f"({exc.strerror or exc})") from None
+    return _decode_key(text, f"MANGASYNC_SECRET_KEY_FILE={str(path)!r}")
+
+
+def reader_token(key: bytes, user_id: int, version: int) -> str:
+    """The token of one reader at one version (32 characters, 192 bits)."""
+    digest = hmac.new(key, f"mangasync reader token|{user_id}|{version}".encode(),
+                      hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:24]).decode("ascii")
