@@ -26,8 +26,9 @@ COPY docker/dagster.yaml ${DAGSTER_HOME}/dagster.yaml
 COPY docker/workspace.yaml ./workspace.yaml
 
 RUN useradd --system --uid 10001 --home-dir /opt/dagster mangasync \
-    && mkdir -p ${DAGSTER_HOME}/storage \
-    && chown -R mangasync ${DAGSTER_HOME}
+    && mkdir -p ${DAGSTER_HOME}/storage /var/lib/mangasync \
+    && chown -R mangasync ${DAGSTER_HOME} /var/lib/mangasync \
+    && chmod 0700 /var/lib/mangasync
 USER mangasync
 
 EXPOSE 3000 4000 8085 9091/udp
