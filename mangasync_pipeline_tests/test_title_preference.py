@@ -14,6 +14,8 @@ from sqlalchemy import Engine, select
 
 from mangasync_pipeline.config import ConfigError, Settings, utcnow
 from mangasync_pipeline.db.tables import manga
+from mangasync_pipeline.defs.resources import MangaDexResource
+from mangasync_pipeline.mangadex.client import open_client
 from mangasync_pipeline.mangadex.mapping import manga_row, manga_title
 from mangasync_pipeline.mangadex.models import Manga, parse_collection, parse_manga
 from mangasync_pipeline.sync.catalogue_store import NotifyPolicy, upsert_manga
@@ -87,3 +89,14 @@ def test_changing_the_preference_sends_no_manga_update(engine: Engine) -> None:
         assert upsert_manga(conn, [manga_row(renamed)], utcnow(), policy).notifications == 1
     assert [r.payload["title"] for r in outbox_rows(engine, "manga-update")] == [
         "Boushoku no Berserk (Renamed)"]
+
+
+def test_the_setting_reaches_every_client_that_maps_rows(db_url: str) -> None:
+    """The CLI's client and the Dagster resource (shown in the UI) both map with the setting."""
+    settings = Settings.from_env({"MANGASYNC_TITLE_LANGUAGE": "en", "DATABASE_URL": db_url,
+                                  "MANGADEX_API_URL": "http://127.0.0.1:9"})
+    with open_client(settings) as client:
+        assert client.title_language == "en"
+    resource = MangaDexResource.from_settings(settings)
+    assert resource.title_language == "en"
+    assert MangaDexResource.from_settings(Settings.from_env({})).title_language is None

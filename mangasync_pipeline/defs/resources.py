@@ -67,6 +67,9 @@ class MangaDexResource(ConfigurableResource):  # type: ignore[type-arg]
     uploads_url: str = Field(default="https://uploads.mangadex.org",
                              description="MANGADEX_UPLOADS_URL")
     api_key: str | None = Field(default=None, description="MANGADEX_API_KEY")
+    title_language: str | None = Field(default=None, description="MANGASYNC_TITLE_LANGUAGE: "
+                                       "a romanised main title gives way to this language's "
+                                       "first alternative title (no MANGA_UPDATE)")
     rate_limit: float = Field(default=5.0, description="MANGADEX_RATE_LIMIT: requests per "
                               "second, all processes together")
     max_retries: int = Field(default=_POLICY.max_retries, description="MANGADEX_MAX_RETRIES: "
@@ -108,11 +111,12 @@ class MangaDexResource(ConfigurableResource):  # type: ignore[type-arg]
 
     def _cached(self, policy: ClientPolicy) -> MangaDexClient:
         # One client per process and configuration: its connection pool outlives a run.
-        key = (self.api_url, self.uploads_url, self.api_key, self.rate_limit, self.state_url,
-               policy)
+        key = (self.api_url, self.uploads_url, self.title_language, self.api_key,
+               self.rate_limit, self.state_url, policy)
         if key not in _clients:
             _clients[key] = MangaDexClient(
-                self.api_url, uploads_url=self.uploads_url, api_key=self.api_key,
+                self.api_url, uploads_url=self.uploads_url, title_language=self.title_language,
+                api_key=self.api_key,
                 rate_limit=self.rate_limit, state_url=database_url(self.state_url),
                 policy=policy)
         return _clients[key]
@@ -134,6 +138,7 @@ class MangaDexResource(ConfigurableResource):  # type: ignore[type-arg]
         policy = settings.mangadex_policy
         return cls(
             api_url=settings.mangadex_api_url, uploads_url=settings.mangadex_uploads_url,
+            title_language=settings.title_language,
             api_key=_env("MANGADEX_API_KEY", None), rate_limit=settings.mangadex_rate_limit,
             max_retries=policy.max_retries, backoff_base_seconds=policy.backoff_base,
             backoff_max_seconds=policy.backoff_max,

@@ -95,6 +95,7 @@ class MangaDexClient:
         base_url: str = DEFAULT_API_URL,
         *,
         uploads_url: str = DEFAULT_UPLOADS_URL,
+        title_language: str | None = None,
         api_key: str | None = None,
         rate_limit: float | None = 5.0,
         state_url: str | None = None,
@@ -106,6 +107,9 @@ class MangaDexClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.uploads_url = uploads_url.rstrip("/")
+        # How this client's records become MangaHub rows (mapping.manga_row): cover URLs and
+        # the title shown (MANGASYNC_TITLE_LANGUAGE), the same for every caller that maps them.
+        self.title_language = title_language
         self.policy = policy
         self.max_retries = policy.max_retries
         self.backoff_base = policy.backoff_base
@@ -570,6 +574,7 @@ def open_client(settings: Settings, *, rate_margin: float = DEFAULT_MARGIN) -> M
     return MangaDexClient(
         settings.mangadex_api_url,
         uploads_url=settings.mangadex_uploads_url,
+        title_language=settings.title_language,
         api_key=settings.mangadex_api_key,
         rate_limit=settings.mangadex_rate_limit,
         state_url=settings.database_url,

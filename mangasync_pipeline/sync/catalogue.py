@@ -106,7 +106,7 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
 
 def _store_page(engine: Engine, client: MangaDexClient, items: list[Manga],
                 policy: NotifyPolicy, report: CatalogueReport, skipped: int = 0) -> None:
-    rows = [manga_row(m, client.uploads_url) for m in items]
+    rows = [manga_row(m, client.uploads_url, client.title_language) for m in items]
     with engine.begin() as conn:
         result = upsert_manga(conn, rows, utcnow(), policy)
     report.add(result, items, skipped)

@@ -41,7 +41,8 @@ def sync_one(engine: Engine, client: MangaDexClient, mangadex_id: str,
     before = client.stats.snapshot()
     item = client.get_manga(mangadex_id, includes=DEFAULT_INCLUDES)
     with engine.begin() as conn:
-        upsert = upsert_manga(conn, [manga_row(item, client.uploads_url)], utcnow(),
+        row = manga_row(item, client.uploads_url, client.title_language)
+        upsert = upsert_manga(conn, [row], utcnow(),
                               NotifyPolicy(new_manga=False, updates=True))
     report = ChapterReport()
     feed = [c for flags in BASELINE_VIEWS

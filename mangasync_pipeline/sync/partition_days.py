@@ -53,7 +53,7 @@ def relink_genres_created(engine: Engine, client: MangaDexClient, start: datetim
     result = UpsertResult()
     for i in range(0, len(ids), BY_REQUEST):
         items = client.get_manga_by_ids(ids[i:i + BY_REQUEST], includes=DEFAULT_INCLUDES)
-        rows = [manga_row(m, client.uploads_url) for m in items]
+        rows = [manga_row(m, client.uploads_url, client.title_language) for m in items]
         with engine.begin() as conn:
             result.merge(relink_genres(conn, rows))
     return result
