@@ -243,10 +243,11 @@ def test_freshness_checks_fail_at_three_intervals_and_the_sensor_evaluates_them(
 def _seed_report_rows(engine: Engine, now: datetime) -> None:
     """Two manga, chapters in two languages, a reader following one, and the outbox."""
     with engine.begin() as conn:
-        for i, status in ((1, "ongoing"), (2, "completed")):
+        for i, status, rating in ((1, "ongoing", "safe"), (2, "completed", "erotica")):
             conn.execute(insert(manga).values(
                 id=i, mangadex_id=f"00000000-0000-4000-8000-00000000000{i}", slug=f"m{i}",
-                title=f"M{i}", status=status, created_at=now - timedelta(days=40),
+                title=f"M{i}", status=status, content_rating=rating,
+                created_at=now - timedelta(days=40),
                 catalogued_at=now, updated_at=now))
         readable = now - timedelta(days=1)
         for n, lang in ((1, "en"), (2, "en"), (1, "fr")):
@@ -260,7 +261,7 @@ def _seed_report_rows(engine: Engine, now: datetime) -> None:
                 status="delivered", attempts=1, next_attempt_at=readable,
                 created_at=readable + timedelta(seconds=60 * n),
                 delivered_at=readable + timedelta(seconds=90 * n)))
-        user = conn.execute(insert(users).values(username="r", token="x", created_at=now)
+        user = conn.execute(insert(users).values(username="r", token_version=1, created_at=now)
                             .returning(users.c.id)).scalar_one()
         conn.execute(insert(user_library).values(user_id=user, manga_id=1, added_at=now))
 
@@ -278,6 +279,8 @@ def test_mangahub_report_publishes_tables_and_its_checks_catch_bad_rows(db_url: 
     metadata = result.asset_materializations_for_node("mangahub_report")[0].metadata
     assert _table(metadata, "manga_by_status") == [{"status": "completed", "manga": 1},
                                                    {"status": "ongoing", "manga": 1}]
+    assert _table(metadata, "manga_by_content_rating") == [
+        {"content_rating": "erotica", "manga": 1}, {"content_rating": "safe", "manga": 1}]
     per_day = _table(metadata, "chapters_per_language_per_day")
     assert len(per_day) == 30
     yesterday = (now - timedelta(days=1)).date().isoformat()

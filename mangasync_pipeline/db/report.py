@@ -44,6 +44,7 @@ def _number(value: object) -> str | None:
 @dataclass
 class MangaHubReport:
     manga_by_status: pd.DataFrame
+    manga_by_content_rating: pd.DataFrame
     manga_by_genre: pd.DataFrame
     chapters_per_day: pd.DataFrame  # day x language, the last `days` days
     latency: pd.DataFrame  # stage, notifications, p50_s, p95_s, max_s
@@ -58,7 +59,7 @@ class MangaHubReport:
 def build_report(engine: Engine, now: datetime, days: int = 30) -> MangaHubReport:
     since = now - timedelta(days=days)
     with engine.connect() as conn:
-        catalogue = _frame(conn, select(manga.c.id, manga.c.status))
+        catalogue = _frame(conn, select(manga.c.id, manga.c.status, manga.c.content_rating))
         links = _frame(conn, select(genres.c.name.label("genre"), manga_genres.c.manga_id)
                        .select_from(manga_genres.join(genres,
                                                       genres.c.id == manga_genres.c.genre_id)))
@@ -77,16 +78,16 @@ def build_report(engine: Engine, now: datetime, days: int = 30) -> MangaHubRepor
         follows = _frame(conn, select(user_library.c.user_id, user_library.c.manga_id))
         readers = int(conn.execute(select(func.count()).select_from(users)).scalar() or 0)
 
-    by_status = (catalogue.assign(status=catalogue["status"].fillna("unknown"))
-                 .groupby("status").size().rename("manga").reset_index()
-                 .sort_values(["manga", "status"], ascending=[False, True]))
+    by_status = _count_by(catalogue, "status")
+    by_rating = _count_by(catalogue, "content_rating")
     by_genre = (links.groupby("genre")["manga_id"].nunique().rename("manga").reset_index()
                 .sort_values(["manga", "genre"], ascending=[False, True]))
     per_day = _chapters_per_day(recent, now, days)
     chapter_notes = _chapter_notifications(outbox)
     announced = stored[stored["notified"].astype(bool)] if len(stored) else stored
     return MangaHubReport(
-        manga_by_status=by_status.reset_index(drop=True),
+        manga_by_status=by_status,
+        manga_by_content_rating=by_rating,
         manga_by_genre=by_genre.reset_index(drop=True),
         chapters_per_day=per_day,
         latency=_latency(chapter_notes, announced),
@@ -101,6 +102,13 @@ def build_report(engine: Engine, now: datetime, days: int = 30) -> MangaHubRepor
         manga_total=len(catalogue),
         chapters_total=len(stored),
     )
+
+
+def _count_by(catalogue: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Manga per value of `column`, most first ("unknown" where MangaDex gave none)."""
+    return (catalogue.assign(**{column: catalogue[column].fillna("unknown")})
+            .groupby(column).size().rename("manga").reset_index()
+            .sort_values(["manga", column], ascending=[False, True]).reset_index(drop=True))
 
 
 def _chapters_per_day(recent: pd.DataFrame, now: datetime, days: int) -> pd.DataFrame:

@@ -44,6 +44,8 @@ manga = Table(
     Column("title", Text, nullable=False),
     Column("author", Text),
     Column("status", String(20)),
+    # MangaDex's contentRating (safe, suggestive, erotica, pornographic).
+    Column("content_rating", String(16)),
     Column("total_chapters", Integer),
     Column("description", Text),
     Column("cover_url", Text),

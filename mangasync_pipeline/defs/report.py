@@ -60,9 +60,9 @@ def frame_table(frame: pd.DataFrame, limit: int = PREVIEW_ROWS) -> MetadataValue
 
 @asset(
     key=MANGAHUB_REPORT,
-    description="What MangaHub holds, for the operator: manga by status and genre, chapters "
-                "per language per day (30 days), notification latency, the outbox, readers "
-                "and follows. Read with pandas once a day; nothing is written.",
+    description="What MangaHub holds, for the operator: manga by status, content rating and "
+                "genre, chapters per language per day (30 days), notification latency, the "
+                "outbox, readers and follows. Read with pandas once a day; nothing is written.",
     group_name="reporting",
     kinds={"pandas", BACKEND},
     owners=OWNERS,
@@ -87,6 +87,7 @@ def mangahub_report(context: AssetExecutionContext,
         "manga": report.manga_total,
         "chapters": report.chapters_total,
         "manga_by_status": frame_table(report.manga_by_status),
+        "manga_by_content_rating": frame_table(report.manga_by_content_rating),
         "manga_by_genre": frame_table(report.manga_by_genre),
         "chapters_per_language_per_day": frame_table(report.chapters_per_day, limit=31),
         "notification_latency": frame_table(report.latency),

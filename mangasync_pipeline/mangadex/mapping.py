@@ -28,6 +28,7 @@ class MangaRow:
     # Every title a title-language preference could pick for this manga: a stored title
     # among them that differs from `title` changed by preference, not on MangaDex.
     title_choices: tuple[str, ...] = ()
+    content_rating: str | None = None
 
 
 def manga_title(manga: Manga, language: str | None = None) -> str:
@@ -113,4 +114,5 @@ def manga_row(manga: Manga, uploads_url: str = DEFAULT_UPLOADS_URL,
         created_at=manga.created_at,
         mangadex_updated_at=manga.updated_at,
         title_choices=title_choices(manga),
+        content_rating=manga.content_rating,
     )

@@ -19,8 +19,8 @@ from mangasync_pipeline.mangadex.mapping import MangaRow
 from mangasync_pipeline.sync import outbox
 
 # Columns refreshed from MangaDex on every upsert, compared to decide "changed".
-SYNCED_COLUMNS = ("title", "author", "status", "total_chapters", "description", "cover_url",
-                  "created_at", "mangadex_updated_at")
+SYNCED_COLUMNS = ("title", "author", "status", "content_rating", "total_chapters",
+                  "description", "cover_url", "created_at", "mangadex_updated_at")
 
 
 @dataclass(frozen=True)
@@ -127,9 +127,9 @@ def _synced_values(row: MangaRow, old: dict[str, Any] | None = None) -> dict[str
             total is None or total < old["total_chapters"]):
         total = old["total_chapters"]
     return {"title": row.title, "author": row.author, "status": row.status,
-            "total_chapters": total, "description": row.description,
-            "cover_url": row.cover_url, "created_at": row.created_at,
-            "mangadex_updated_at": row.mangadex_updated_at}
+            "content_rating": row.content_rating, "total_chapters": total,
+            "description": row.description, "cover_url": row.cover_url,
+            "created_at": row.created_at, "mangadex_updated_at": row.mangadex_updated_at}
 
 
 def _update_message(old: dict[str, Any], row: MangaRow) -> str | None:
