@@ -53,7 +53,7 @@ def seed(engine: Engine) -> datetime:
             for i in range(5)
         ])
         user_id = conn.execute(insert(t.users).values(
-            username="reader", token="x" * 32, created_at=NOW)).inserted_primary_key[0]
+            username="reader", token_version=1, created_at=NOW)).inserted_primary_key[0]
         conn.execute(insert(t.notifications), [
             {"user_id": user_id, "type": "NEW_CHAPTER", "manga_id": manga_ids[0], "chapter": "4",
              "title": "Manga 0", "read": read, "created_at": NOW}

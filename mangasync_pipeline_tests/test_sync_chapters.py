@@ -85,9 +85,14 @@ class World:
     def poll(self, start: datetime | None = None, end: datetime | None = None,
              languages: tuple[str, ...] = ("en",), *, use_cursor: bool = True
              ) -> ChapterReport:
-        """A scheduled poll of today (from the cursor), or a backfill of [start, end)."""
-        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        return sync_chapter_window(self.engine, self.client, languages, start or today,
+        """A scheduled poll of today (from the cursor), or a backfill of [start, end). Near
+        midnight the poll also covers yesterday, as the schedule's first tick of a day does,
+        so chapters a test placed a little in the past are in its window at any hour."""
+        now = datetime.now(UTC)
+        today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        first = min(today, (now - 2 * LOOKBACK).replace(hour=0, minute=0, second=0,
+                                                        microsecond=0))
+        return sync_chapter_window(self.engine, self.client, languages, start or first,
                                    end or today + timedelta(days=2), lookback=LOOKBACK,
                                    use_cursor=use_cursor)
 
