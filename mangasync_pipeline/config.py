@@ -179,20 +179,26 @@ def _client_policy(get: Callable[[str], str | None]) -> ClientPolicy:
     return ClientPolicy(**values)  # type: ignore[arg-type]
 
 
-def _secret_key(value: str) -> str:
+def decode_master_key(text: str, origin: str) -> bytes:
+    """The notification server's master key from its text form (URL-safe base64, at least 16
+    bytes), or a one-line ConfigError naming where the text came from."""
     import base64
     import binascii
 
-    raw = value.strip()
+    raw = text.strip()
     try:
         key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
     except (ValueError, binascii.Error):
         key = b""
     if len(key) < 16:
-        raise ConfigError("MANGASYNC_SECRET_KEY: not a master key (URL-safe base64 of at least "
-                          "16 bytes, e.g. from `python -c 'import secrets; "
-                          "print(secrets.token_urlsafe(32))'`)")
-    return raw
+        raise ConfigError(f"{origin}: not a master key (at least 16 bytes, URL-safe base64; "
+                          "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+    return key
+
+
+def _secret_key(value: str) -> str:
+    decode_master_key(value, "MANGASYNC_SECRET_KEY")  # refuse a bad key at start-up
+    return value.strip()
 
 
 @dataclass(frozen=True)

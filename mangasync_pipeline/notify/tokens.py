@@ -9,7 +9,6 @@ mode 0600 on first use (`MANGASYNC_SECRET_KEY_FILE`, by default beside the local
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import hashlib
 import hmac
@@ -17,21 +16,9 @@ import os
 import secrets
 from pathlib import Path
 
-from mangasync_pipeline.config import ConfigError, Settings
+from mangasync_pipeline.config import ConfigError, Settings, decode_master_key
 
 KEY_BYTES = 32
-
-
-def _decode_key(text: str, origin: str) -> bytes:
-    raw = text.strip()
-    try:
-        key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
-    except (ValueError, binascii.Error):
-        key = b""
-    if len(key) < 16:
-        raise ConfigError(f"{origin}: not a master key (at least 16 bytes, URL-safe base64; "
-                          "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
-    return key
 
 
 def _create_key_file(path: Path) -> None:
@@ -54,7 +41,7 @@ def master_key(settings: Settings | None = None) -> bytes:
     """The server's master key: from the environment, else the key file (created if absent)."""
     settings = Settings.from_env() if settings is None else settings
     if settings.secret_key is not None:
-        return _decode_key(settings.secret_key, "MANGASYNC_SECRET_KEY")
+        return decode_master_key(settings.secret_key, "MANGASYNC_SECRET_KEY")
     path = Path(settings.secret_key_file)
     if not path.exists():
         _create_key_file(path)
@@ -63,7 +50,7 @@ def master_key(settings: Settings | None = None) -> bytes:
     except OSError as exc:
         raise ConfigError(f"MANGASYNC_SECRET_KEY_FILE={str(path)!r}: cannot read it "
                           f"({exc.strerror or exc})") from None
-    return _decode_key(text, f"MANGASYNC_SECRET_KEY_FILE={str(path)!r}")
+    return decode_master_key(text, f"MANGASYNC_SECRET_KEY_FILE={str(path)!r}")
 
 
 def reader_token(key: bytes, user_id: int, version: int) -> str:
