@@ -111,6 +111,7 @@ def test_new_chapters_get_one_run_for_their_window_and_are_stored_once(
     since = request.run_config["ops"]["new_chapters"]["config"]["since"]
     assert datetime.fromisoformat(since) <= datetime.now(UTC)
     assert request.tags["mangasync/chapters"] == "2"
+    assert int(request.tags["dagster/max_runtime"]) > 0  # run monitoring bounds a hung run
 
     run = driver.run(request)
     assert run.success

@@ -26,6 +26,7 @@ from mangasync_pipeline.defs.assets import NewChaptersConfig
 from mangasync_pipeline.defs.inflight import run_in_flight
 from mangasync_pipeline.defs.jobs import new_chapters_job
 from mangasync_pipeline.defs.resources import MangaDexResource, MangaHubDatabase, SyncSettings
+from mangasync_pipeline.defs.schedules import POLL_RUNTIME
 from mangasync_pipeline.defs.settings import SETTINGS
 from mangasync_pipeline.mangadex.errors import MangaDexError
 from mangasync_pipeline.sync.chapter_probe import ProbeCursor, probe_new_chapters
@@ -91,8 +92,9 @@ def new_chapters_sensor(context: SensorEvaluationContext, mangahub: MangaHubData
             partition_key=partition,
             run_config=RunConfig(ops={"new_chapters": NewChaptersConfig(
                 since=since.isoformat())}),
+            # A window's run is a poll's work at most: the same maximum runtime.
             tags={"mangasync/trigger": TRIGGER, "mangasync/chapters": str(count),
-                  "mangasync/since": since.isoformat()},
+                  "mangasync/since": since.isoformat(), **POLL_RUNTIME},
         ))
     context.log.info(f"{len(probe.new)} new chapters ({', '.join(probe.ids()[:5])}"
                      f"{'...' if len(probe.new) > 5 else ''}) in {probe.requests} requests; "

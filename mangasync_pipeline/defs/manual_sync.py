@@ -23,8 +23,10 @@ from sqlalchemy import bindparam, select, update
 
 from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db.tables import manual_sync_requests
+from mangasync_pipeline.defs.inflight import max_runtime_tags
 from mangasync_pipeline.defs.jobs import SyncMangaConfig, sync_manga_job
 from mangasync_pipeline.defs.resources import MangaHubDatabase
+from mangasync_pipeline.defs.settings import SETTINGS
 
 REQUEST_TAG = "mangasync/sync_request"
 ACTIVE = ("pending", "requested", "running")
@@ -32,6 +34,10 @@ PER_TICK = 50  # requests looked at per tick: each costs one run-storage query
 
 _FINISHED = {DagsterRunStatus.SUCCESS: "succeeded", DagsterRunStatus.FAILURE: "failed",
              DagsterRunStatus.CANCELED: "failed"}
+
+# One manga: its entity and both views of its whole feed, a few pages each.
+SYNC_RUNTIME = max_runtime_tags(20, SETTINGS.mangadex_rate_limit,
+                                SETTINGS.mangadex_policy.failure_bound())
 
 
 @sensor(
@@ -73,7 +79,7 @@ def manual_sync_sensor(context: SensorEvaluationContext,
             job_name=sync_manga_job.name, run_key=f"manual-sync:{row.id}",
             run_config=RunConfig(ops={"sync_one_manga": SyncMangaConfig(
                 mangadex_id=row.mangadex_id)}),
-            tags={**tags, "mangasync/trigger": "manual_sync_sensor"}))
+            tags={**tags, "mangasync/trigger": "manual_sync_sensor", **SYNC_RUNTIME}))
         if row.status == "pending":
             changes.append({"rid": row.id, "status": "requested", "run_id": None,
                             "error": None})
