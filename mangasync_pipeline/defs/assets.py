@@ -129,6 +129,16 @@ def catalogue(context: AssetExecutionContext, config: CatalogueConfig,
               mangahub: MangaHubDatabase, mangadex: MangaDexResource,
               notifier: NotifierResource,
               sync_settings: SyncSettings) -> Iterator[MaterializeResult]:
+    # Everything the step does fails in one line, and only a transient failure is retried: a
+    # bug in reporting must not hold a run slot through the RetryPolicy's waits.
+    with one_line_failures(f"catalogue {partition_label(context)}"):
+        yield from _catalogue(context, config, mangahub, mangadex, notifier, sync_settings)
+
+
+def _catalogue(context: AssetExecutionContext, config: CatalogueConfig,
+               mangahub: MangaHubDatabase, mangadex: MangaDexResource,
+               notifier: NotifierResource,
+               sync_settings: SyncSettings) -> Iterator[MaterializeResult]:
     engine, client = mangahub.engine(), mangadex.client()
     keys = list(context.partition_keys)
     window = context.partition_time_window
@@ -222,6 +232,13 @@ def new_chapters(context: AssetExecutionContext, config: NewChaptersConfig,
                  mangahub: MangaHubDatabase,
                  mangadex: MangaDexResource, notifier: NotifierResource,
                  sync_settings: SyncSettings) -> MaterializeResult:
+    with one_line_failures(f"new_chapters {partition_label(context)}"):
+        return _new_chapters(context, config, mangahub, mangadex, notifier, sync_settings)
+
+
+def _new_chapters(context: AssetExecutionContext, config: NewChaptersConfig,
+                  mangahub: MangaHubDatabase, mangadex: MangaDexResource,
+                  notifier: NotifierResource, sync_settings: SyncSettings) -> MaterializeResult:
     engine, client = mangahub.engine(), mangadex.client()
     meter = RunMeter(engine, client, "new_chapters")
     keys = list(context.partition_keys)

@@ -39,6 +39,8 @@ def one_line_failures(what: str) -> Iterator[None]:
     # expected outage only buries it.
     try:
         yield
+    except Failure:
+        raise  # already one line (a nested step part, or the resource's own)
     except MangaDexUnavailableError as exc:
         metadata: dict[str, Any] = {"kind": "mangadex_unavailable"}
         if isinstance(exc, CircuitOpenError) and exc.probe_at is not None:
