@@ -2,8 +2,8 @@
 the UI, with checks on what the notifications say."""
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
@@ -21,7 +21,6 @@ from dagster import (
 )
 
 from mangasync_pipeline.config import utcnow
-from mangasync_pipeline.db.report import build_report
 from mangasync_pipeline.defs.assets import (
     BACKEND,
     GENRE_LINKS,
@@ -31,14 +30,22 @@ from mangasync_pipeline.defs.assets import (
 )
 from mangasync_pipeline.defs.resources import MangaHubDatabase
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+# pandas (and the report code that uses it) is imported by the report's own step only: every
+# run loads this code location, and pandas would add about 45 MB to each run's process.
+
 MANGAHUB_REPORT = AssetKey("mangahub_report")
 NO_DUPLICATE_ANNOUNCEMENTS = "no_duplicate_announcements"
 NOTIFICATIONS_POINT_AT_CHAPTERS = "notifications_point_at_chapters"
 PREVIEW_ROWS = 50
 
 
-def frame_table(frame: pd.DataFrame, limit: int = PREVIEW_ROWS) -> MetadataValue:
+def frame_table(frame: "pd.DataFrame", limit: int = PREVIEW_ROWS) -> MetadataValue:
     """A DataFrame as a table the UI renders (at most `limit` rows)."""
+    import pandas as pd
+
     def kind(dtype: object) -> str:
         if pd.api.types.is_bool_dtype(dtype):
             return "bool"
@@ -79,6 +86,8 @@ def frame_table(frame: pd.DataFrame, limit: int = PREVIEW_ROWS) -> MetadataValue
 )
 def mangahub_report(context: AssetExecutionContext,
                     mangahub: MangaHubDatabase) -> Iterator[MaterializeResult | AssetCheckResult]:
+    from mangasync_pipeline.db.report import build_report
+
     report = build_report(mangahub.engine(), utcnow())
     context.log.info(f"report: {report.manga_total} manga, {report.chapters_total} chapters, "
                      f"{len(report.duplicate_announcements)} duplicate announcements, "
