@@ -191,8 +191,19 @@ def peak_rss_run(args: list[str], env: dict[str, str]) -> tuple[float, float, st
 
 
 def dagster_mirror(first: str, last: str) -> None:
-    """One single-run backfill of catalogue_job over [first, last], run as Dagster's run
+    """A backfill of catalogue_job over [first, last] as its backfill policy splits it (runs
+    of at most CATALOGUE_RUN_PARTITIONS days), each run in its own process as Dagster's run
     worker runs it (`execute_run_iterator` on a real instance, events to its storage)."""
+    from mangasync_pipeline.defs.assets import CATALOGUE_RUN_PARTITIONS
+
+    start, end = date.fromisoformat(first), date.fromisoformat(last)
+    if (end - start).days + 1 > CATALOGUE_RUN_PARTITIONS:
+        while start <= end:
+            stop = min(end, start + timedelta(days=CATALOGUE_RUN_PARTITIONS - 1))
+            subprocess.run([sys.executable, os.path.abspath(__file__), "--dagster-mirror",
+                            start.isoformat(), stop.isoformat()], check=True)
+            start = stop + timedelta(days=1)
+        return
     from dagster import DagsterInstance
     from dagster._core.definitions.reconstruct import ReconstructableRepository
     from dagster._core.execution.api import execute_run_iterator
@@ -225,7 +236,7 @@ def mirror_rows(backends: list[str], tmp: Path, size: int,
             "`mangasync backfill --what catalogue`": [
                 sys.executable, "-m", "mangasync_pipeline.cli", "backfill", "--from",
                 MIRROR_FROM.isoformat(), "--to", last.isoformat(), "--what", "catalogue"],
-            "Dagster single-run backfill of `catalogue_job`": [
+            "Dagster backfill of `catalogue_job` (runs of at most 1,000 days)": [
                 sys.executable, os.path.abspath(__file__), "--dagster-mirror",
                 MIRROR_FROM.isoformat(), last.isoformat()],
         }
