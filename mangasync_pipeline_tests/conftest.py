@@ -18,6 +18,7 @@ from mangasync_pipeline.db.engine import make_engine
 from mangasync_pipeline.db.migrate import upgrade
 
 pytest_plugins = [
+    "mangasync_pipeline_tests.notify_fixtures",
     "mangasync_pipeline_tests.receiver",
     "mangasync_pipeline_tests.simulator_fixtures",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,19 +14,11 @@ from mangasync_pipeline.notify.app import ServerHandle
 from mangasync_pipeline.notify.testing import (
     add_manga,
     add_users,
-    fast_options,
     follow,
-    server_settings,
 )
 from mangasync_pipeline.sync import outbox
 from mangasync_pipeline.sync.notifier import Notifier
 from mangasync_pipeline_tests.receiver import Receiver
-
-
-@pytest.fixture
-def server(db_url: str) -> Iterator[ServerHandle]:
-    with ServerHandle(server_settings(db_url), fast_options()) as handle:
-        yield handle
 
 
 def _chapter(manga_id: int, number: Any, key: str, **extra: Any) -> dict[str, Any]:

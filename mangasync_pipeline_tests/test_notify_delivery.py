@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import httpx
-import pytest
 from sqlalchemy import Engine, select
 
 from mangasync_pipeline.db import tables as t
@@ -14,12 +12,6 @@ from mangasync_pipeline.notify.app import ServerHandle
 from mangasync_pipeline.notify.client import NotificationClient
 from mangasync_pipeline.notify.testing import add_manga, fast_options, follow, server_settings
 from mangasync_pipeline.notify.users import add_user
-
-
-@pytest.fixture
-def server(db_url: str) -> Iterator[ServerHandle]:
-    with ServerHandle(server_settings(db_url), fast_options()) as handle:
-        yield handle
 
 
 def _unread(engine: Engine, user_id: int) -> list[int]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 
 import httpx
@@ -23,12 +22,6 @@ from mangasync_pipeline.notify.testing import (
     follow,
     server_settings,
 )
-
-
-@pytest.fixture
-def server(db_url: str) -> Iterator[ServerHandle]:
-    with ServerHandle(server_settings(db_url), fast_options()) as handle:
-        yield handle
 
 
 def _count(engine: Engine, table: t.Table) -> int:  # type: ignore[name-defined]
