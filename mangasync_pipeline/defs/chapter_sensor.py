@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 
 from dagster import (
     DefaultSensorStatus,
-    Failure,
     RunConfig,
     RunRequest,
     SensorEvaluationContext,
@@ -59,10 +58,9 @@ def _start(context: SensorEvaluationContext, cursors: dict[str, datetime], now: 
 def new_chapters_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabase,
                         mangadex: MangaDexResource,
                         sync_settings: SyncSettings) -> SensorResult | SkipReason:
-    try:
-        engine = mangahub.engine()
-    except Failure as exc:
-        return SkipReason(exc.description or "MangaHub database not usable")
+    engine = mangahub.engine_or_skip()
+    if isinstance(engine, SkipReason):
+        return engine
     now = utcnow().replace(microsecond=0)
     cursor = _start(context, load_cursors(engine), now, sync_settings.lookback)
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dagster import (
     DagsterRunStatus,
     DefaultSensorStatus,
-    Failure,
     RunConfig,
     RunRequest,
     RunsFilter,
@@ -50,10 +49,9 @@ SYNC_RUNTIME = max_runtime_tags(20, SETTINGS.mangadex_rate_limit,
 )
 def manual_sync_sensor(context: SensorEvaluationContext,
                        mangahub: MangaHubDatabase) -> SensorResult | SkipReason:
-    try:
-        engine = mangahub.engine()
-    except Failure as exc:
-        return SkipReason(exc.description or "MangaHub database not usable")
+    engine = mangahub.engine_or_skip()
+    if isinstance(engine, SkipReason):
+        return engine
     r = manual_sync_requests
     with engine.connect() as conn:
         active = conn.execute(select(r.c.id, r.c.mangadex_id, r.c.status, r.c.run_id)

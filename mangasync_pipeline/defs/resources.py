@@ -6,7 +6,7 @@ import os
 from datetime import timedelta
 from typing import Any
 
-from dagster import ConfigurableResource, EnvVar, Failure
+from dagster import ConfigurableResource, EnvVar, Failure, SkipReason
 from pydantic import Field, PrivateAttr
 from sqlalchemy import Engine
 
@@ -44,6 +44,14 @@ class MangaHubDatabase(ConfigurableResource):  # type: ignore[type-arg]
     def backend(self) -> str:
         """`postgres` or `sqlite`: the asset kind the UI shows."""
         return "sqlite" if self.sqlalchemy_url.startswith("sqlite") else "postgres"
+
+    def engine_or_skip(self) -> Engine | SkipReason:
+        """For a sensor tick: the engine, or the one-line reason the tick cannot use the
+        database (e.g. not migrated) as the tick's skip."""
+        try:
+            return self.engine()
+        except Failure as exc:
+            return SkipReason(exc.description or "MangaHub database not usable")
 
     def engine(self) -> Engine:
         url = self.sqlalchemy_url

@@ -5,7 +5,6 @@ from datetime import date, timedelta
 
 from dagster import (
     DefaultSensorStatus,
-    Failure,
     RunConfig,
     RunRequest,
     SensorEvaluationContext,
@@ -13,7 +12,6 @@ from dagster import (
     SkipReason,
     sensor,
 )
-from sqlalchemy import Engine
 
 from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.defs.assets import CatalogueConfig
@@ -29,15 +27,6 @@ from mangasync_pipeline.defs.settings import SETTINGS
 from mangasync_pipeline.mangadex.errors import MangaDexError
 from mangasync_pipeline.sync import outbox, state
 from mangasync_pipeline.sync.catalogue import PollCursor, detect_changes, start_cursor
-
-
-def _engine_or_skip(mangahub: MangaHubDatabase) -> Engine | SkipReason:
-    """The database, or the one-line reason a tick cannot use it (e.g. not migrated)."""
-    try:
-        return mangahub.engine()
-    except Failure as exc:
-        return SkipReason(exc.description or "MangaHub database not usable")
-
 
 SENSOR_TAG = {"mangasync/trigger": "new_manga_sensor"}
 
@@ -63,7 +52,7 @@ def _partition_for(day: str) -> str:
 def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabase,
                      mangadex: MangaDexResource,
                      sync_settings: SyncSettings) -> SensorResult | SkipReason:
-    engine = _engine_or_skip(mangahub)
+    engine = mangahub.engine_or_skip()
     if isinstance(engine, SkipReason):
         return engine
     with engine.connect() as conn:
@@ -157,7 +146,7 @@ def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabas
 )
 def notification_outbox_sensor(context: SensorEvaluationContext,
                                mangahub: MangaHubDatabase) -> RunRequest | SkipReason:
-    engine = _engine_or_skip(mangahub)
+    engine = mangahub.engine_or_skip()
     if isinstance(engine, SkipReason):
         return engine
     with engine.connect() as conn:
