@@ -19,7 +19,7 @@ from tqdm import tqdm
 from mangasync_pipeline.config import ConfigError, Settings
 from mangasync_pipeline.db.engine import shared_engine
 from mangasync_pipeline.db.migrate import check_schema
-from mangasync_pipeline.mangadex.client import MangaDexClient
+from mangasync_pipeline.mangadex.client import MangaDexClient, open_client
 from mangasync_pipeline.mangadex.errors import MangaDexError
 from mangasync_pipeline.sync.catalogue import (
     SILENT,
@@ -29,7 +29,6 @@ from mangasync_pipeline.sync.catalogue import (
     initial_sync,
 )
 from mangasync_pipeline.sync.chapters import sync_chapter_window
-from mangasync_pipeline.sync.manga_sync import open_client
 from mangasync_pipeline.sync.manga_sync import sync_manga as sync_one_manga
 from mangasync_pipeline.sync.notifier import Notifier
 
