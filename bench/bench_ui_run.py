@@ -4,6 +4,9 @@ What the UI does for "Materialize" of a partition or a backfill: a run of the im
 job, launched through the code location (workspace.yaml, a code server process) and executed
 by the run launcher in a new process. The run's time (RUN_START to RUN_SUCCESS, as the UI shows
 it) and the time from the GraphQL launch to the run's end are set beside the step's own time.
+The UI's own figure is read back through GraphQL as the UI reads it: a run's `startTime` is
+its RUN_START event (the run worker has started and loaded the code), `endTime` its
+RUN_SUCCESS, and the Runs page shows the difference as the run's duration.
 
     .venv/bin/python bench/bench_ui_run.py [--partitions 3] [--manga-per-day 150]
 """
@@ -25,6 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import command, simulator_process, table, throwaway_db  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+RUN_TIMES = """
+query($runId: ID!) {
+  runOrError(runId: $runId) { ... on Run { creationTime startTime endTime } }
+}
+"""
 LAUNCH = """
 mutation($params: LaunchBackfillParams!) {
   launchPartitionBackfill(backfillParams: $params) {
@@ -79,11 +87,15 @@ def main(partitions: int, manga_per_day: int) -> None:
                 step = instance.get_run_step_stats(run.run_id)[0]
                 run_s = (stats.end_time or 0) - (stats.launch_time or stats.start_time or 0)
                 step_s = (step.end_time or 0) - (step.start_time or 0)
-                rows.append([day, manga_per_day, f"{step_s:.2f} s", f"{run_s:.2f} s",
-                             f"{run_s / step_s:.1f}x", f"{launched_to_end:.2f} s"])
+                shown = execute_dagster_graphql(context, RUN_TIMES,
+                                                variables={"runId": run.run_id}).data["runOrError"]
+                ui_s = shown["endTime"] - shown["startTime"]
+                rows.append([day, manga_per_day, f"{step_s:.2f} s",
+                             f"{ui_s:.2f} s ({ui_s / step_s:.1f}x)",
+                             f"{run_s:.2f} s ({run_s / step_s:.1f}x)", f"{launched_to_end:.2f} s"])
     print(f"`{command()}`\n")
-    print(table(["partition", "manga", "step", "run (launch to success)", "run / step",
-                 "GraphQL launch to run end"], rows))
+    print(table(["partition", "manga", "step", "run as the UI shows it (x step)",
+                 "launch to success (x step)", "GraphQL launch to run end"], rows))
 
 
 if __name__ == "__main__":
