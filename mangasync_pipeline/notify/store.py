@@ -309,17 +309,21 @@ class NotifyStore:
             ["user_id", "type", "manga_id", "chapter", "label", "title", "message", "read",
              "created_at", "trigger_id"], source).returning(n.c.id, n.c.user_id)).all())
 
-    def refresh_statistics(self) -> None:
-        """ANALYZE notifications after a big broadcast (PostgreSQL).
+    def refresh_statistics(self) -> int:
+        """ANALYZE notifications (PostgreSQL); returns the planner's row count afterwards.
 
         Until autovacuum catches up, the planner believes the table is as small as before and
         picks a nested loop for the one-hour suppression check: seconds instead of
         milliseconds on the next broadcast.
         """
-        if self.is_postgres:
-            with self.engine.connect() as conn:
-                conn.execute(text("ANALYZE notifications"))
-                conn.commit()
+        if not self.is_postgres:
+            return 0
+        with self.engine.connect() as conn:
+            conn.execute(text("ANALYZE notifications"))
+            rows = conn.execute(text("SELECT reltuples FROM pg_class "
+                                     "WHERE oid = 'notifications'::regclass")).scalar()
+            conn.commit()
+        return max(0, int(rows or 0))
 
     def trigger_notices(self, trigger_id: int, user_ids: Collection[int]) -> list[Notice]:
         """Unread notifications of one trigger for the given users (another server's trigger)."""
