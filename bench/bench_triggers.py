@@ -1,10 +1,15 @@
 """Benchmark of the notification server's HTTP triggers and the outbox drain (docs/BENCHMARKS.md).
 
 For each database it starts `mangasync server` as its own process on a fresh database with one
-manga followed by 10 readers, then from this process measures:
+manga followed by 10 readers, then measures:
   1. NEW_CHAPTER triggers one at a time over one kept-alive connection: triggers/s, latency;
   2. the same from 50 concurrent callers, each on its own kept-alive connection;
   3. 10,000 notifications queued in the outbox handed over by the notifier (seconds).
+
+The callers of 1 and 2 are wrk (Debian's package, `bench/wrk_triggers.lua`) when it is
+installed: a C load generator leaves the 2 cores to the server and PostgreSQL, where 50 Python
+threads took a third of them. Without wrk, or with --python-client, they are stdlib
+connections in this process.
 
     .venv/bin/python bench/bench_triggers.py [--seconds 5] [--drain 10000] [--backend postgresql]
 """
@@ -15,6 +20,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -87,7 +93,24 @@ def callers(port: int, manga_id: int, seconds: float, count: int) -> dict[str, A
         return round(latencies[min(len(latencies) - 1, int(len(latencies) * p))] * 1000, 1)
 
     return {"per_s": round(len(latencies) / elapsed, 1), "p50_ms": pct(0.50),
-            "p99_ms": pct(0.99), "requests": len(latencies), "transport_errors": errors}
+            "p99_ms": pct(0.99), "requests": len(latencies), "client": "http.client",
+            "transport_errors": errors}
+
+
+def wrk_callers(port: int, manga_id: int, seconds: float, count: int) -> dict[str, Any]:
+    script = Path(__file__).resolve().parent / "wrk_triggers.lua"
+    out = subprocess.run(
+        ["wrk", "-t", str(min(count, 2)), "-c", str(count), "-d", f"{seconds:g}s",
+         "-s", str(script), f"http://127.0.0.1:{port}"],
+        env={**os.environ, "BENCH_MANGA_ID": str(manga_id)}, capture_output=True, text=True,
+        check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["non_2xx"] == 0, result
+    return {"per_s": round(result["requests"] / result["seconds"], 1),
+            "p50_ms": round(result["p50_ms"], 1), "p99_ms": round(result["p99_ms"], 1),
+            "requests": result["requests"], "client": "wrk",
+            "transport_errors": {"socket": result["socket_errors"]}
+            if result["socket_errors"] else {}}
 
 
 def drain(url: str, http: str, manga_id: int, count: int) -> float:
@@ -129,8 +152,9 @@ def run(backend: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 except httpx.TransportError:
                     time.sleep(0.1)
             result: dict[str, Any] = {"database": backend}
-            result["one_at_a_time"] = callers(port, manga_id, args.seconds, 1)
-            result["concurrent_50"] = callers(port, manga_id, args.seconds, 50)
+            load = wrk_callers if shutil.which("wrk") and not args.python_client else callers
+            result["one_at_a_time"] = load(port, manga_id, args.seconds, 1)
+            result["concurrent_50"] = load(port, manga_id, args.seconds, 50)
             if args.drain:
                 result[f"outbox_drain_{args.drain}_s"] = round(
                     drain(url, http, manga_id, args.drain), 2)
@@ -148,9 +172,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--drain", type=int, default=10_000)
     parser.add_argument("--backend", choices=BACKENDS, action="append")
+    parser.add_argument("--python-client", action="store_true",
+                        help="stdlib connections in this process even where wrk is installed")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-triggers-"))
     print(command(), file=sys.stderr)
+    print(f"load average before: {os.getloadavg()}", file=sys.stderr)
     results = [run(backend, args, tmp) for backend in args.backend or BACKENDS]
     print(json.dumps(results, indent=2))
 
