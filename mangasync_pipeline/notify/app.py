@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import secrets
 import signal
@@ -163,6 +164,11 @@ def run_server(settings: Settings, options: ServerOptions | None = None) -> None
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await server.start()
+        # Everything loaded so far (FastAPI, SQLAlchemy, pydantic, the routes) lives as long
+        # as the process: out of the collector's sight, a full collection no longer walks it
+        # in the middle of a burst of triggers, which showed as the slowest 1 % of requests.
+        gc.collect()
+        gc.freeze()
         try:
             await stop.wait()
             log.info("stopping on signal")
