@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import random
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -73,15 +74,42 @@ def world(backend: str, tmp: Path, manga_count: int, seed: int,
 
 
 def poll_at(engine: Engine, client: MangaDexClient, moment: datetime,
-            admin: SimulatorAdmin | None = None) -> dict[str, int]:
+            admin: SimulatorAdmin | None = None, parts: Counter[str] | None = None
+            ) -> dict[str, int]:
     """One scheduled poll as at `moment`; its requests by endpoint. With `admin`, the
-    simulator's clock is set to `moment` too, so that what comes later is not listed yet."""
+    simulator's clock is set to `moment` too, so that what comes later is not listed yet.
+    With `parts`, its requests are added there by purpose (`split_poll`)."""
     if admin is not None:
         admin.set_clock_offset((moment - datetime.now(UTC)).total_seconds())
     before = client.stats.snapshot()
     day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
-    SYNC(engine, client, ("en",), day, moment, lookback=LOOKBACK)
-    return dict((client.stats.snapshot() - before).by_endpoint())
+    report = SYNC(engine, client, ("en",), day, moment, lookback=LOOKBACK)
+    spent = dict((client.stats.snapshot() - before).by_endpoint())
+    if parts is not None:
+        parts.update(split_poll(report, spent))
+    return spent
+
+
+def split_poll(report: Any, spent: dict[str, int]) -> Counter[str]:
+    """One poll's requests by purpose. "floor" is the one request no poll can avoid: the
+    edge read's first page, or the late re-read's first page when that read reached the end
+    of the list and so was the edge read too. The rest is the edge's further pages (traffic),
+    the late re-read (the lookback), the parked-link read and first-sight feeds. Designs
+    whose report does not say (`--design`) come out as "unsplit"."""
+    parts: Counter[str] = Counter(feeds=spent.get("/manga/{id}/feed", 0))
+    if not hasattr(report, "late_requests"):
+        parts["unsplit"] = spent.get("/chapter", 0)
+        return parts
+    edge, late, parked = report.edge_requests, report.late_requests, report.parked_requests
+    parts["floor"] = 1 if edge or late or parked else 0
+    if edge:
+        edge -= 1
+    elif late:
+        late -= 1
+    elif parked:
+        parked -= 1
+    parts.update(edge=edge, late=late, parked=parked)
+    return parts
 
 
 def new_chapter_labels(engine: Engine) -> list[Any]:
@@ -123,6 +151,7 @@ def frequency(backend: str, tmp: Path, per_hour: float, hours: float, seed: int
     rows = []
     results: dict[int, float] = {}
     for every in (15, 1):
+        parts: Counter[str] = Counter()
         with world(backend, tmp, 400, seed, 20) as (sim, engine, client, ids):
             rng = random.Random(seed)
             ours, others = ids[:20], ids[20:]
@@ -149,16 +178,26 @@ def frequency(backend: str, tmp: Path, per_hour: float, hours: float, seed: int
                         admin.add_chapters([{"manga": ours[0], "chapter": "99999",
                                              "group": "Late Scans", "createdAt": stamp}])
                     spent += sum(poll_at(engine, client, t0 + timedelta(minutes=minute),
-                                         admin).values())
+                                         admin, parts).values())
                     polls += 1
                     minute += every
             found = "99999" in new_chapter_labels(engine)
         results[every] = spent / hours
+        assert sum(parts.values()) == spent, (parts, spent)
+
+        split = [f"{parts[name] / hours:.1f}" if name in parts else "-"
+                 for name in ("floor", "edge", "late", "parked", "feeds")]
         rows.append([f"{per_hour:g}", f"{every} min", str(polls), f"{spent / hours:.1f}",
-                     "yes" if found else "NO"])
+                     *split, "yes" if found else "NO"])
     rows[-1].append(f"{results[1] / results[15]:.2f}x")
     rows[0].append("")
     return rows
+
+
+FREQUENCY_COLUMNS = ["chapters/hour", "poll every", "polls", "requests/hour",
+                     "of which one per poll (floor)", "edge pages beyond it",
+                     "late re-read (lookback)", "parked-link read", "first-sight feeds",
+                     "late chapter announced", "1 min / 15 min"]
 
 
 # --- shuffled ties -------------------------------------------------------------------------
@@ -218,8 +257,7 @@ def run_rounds(backend: str, tmp: Path, seed: int) -> None:
     rows = []
     for per_hour in (60, 4000):
         rows += frequency(backend, tmp, per_hour, 2.0, seed)
-    print(table(["chapters/hour", "poll every", "polls", "requests/hour",
-                 "late chapter announced", "1 min / 15 min"], rows))
+    print(table(FREQUENCY_COLUMNS, rows))
     print("\nShuffled ties: per manga, N from two groups and link chapter N.5 readable in "
           "the same second (50 manga, 3 rounds with fresh ids).\n")
     print(table(["design", "announced / expected"], ties(backend, tmp, 50, 3, seed)))

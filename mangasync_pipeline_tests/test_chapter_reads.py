@@ -23,7 +23,7 @@ from mangasync_pipeline.db.tables import (
 from mangasync_pipeline.mangadex.client import MangaDexClient
 from mangasync_pipeline.mangadex.simulator import Simulator, SimulatorAdmin
 from mangasync_pipeline.sync.catalogue import SILENT, import_ids
-from mangasync_pipeline.sync.chapters import sync_chapter_window
+from mangasync_pipeline.sync.chapters import ChapterReport, sync_chapter_window
 from mangasync_pipeline_tests.sync_helpers import client_for, outbox_rows, settings_for
 
 LOOKBACK = timedelta(hours=1)
@@ -34,13 +34,13 @@ def iso(moment: datetime) -> str:
 
 
 def poll_at(engine: Engine, client: MangaDexClient, moment: datetime,
-            admin: SimulatorAdmin | None = None) -> None:
+            admin: SimulatorAdmin | None = None) -> ChapterReport:
     """The scheduled poll of `moment`'s day, run as at `moment` (with `admin`, on MangaDex's
     side too: what is published later is not listed yet)."""
     if admin is not None:
         admin.set_clock_offset((moment - datetime.now(UTC)).total_seconds())
     day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
-    sync_chapter_window(engine, client, ("en",), day, moment, lookback=LOOKBACK)
+    return sync_chapter_window(engine, client, ("en",), day, moment, lookback=LOOKBACK)
 
 
 @pytest.fixture
@@ -76,10 +76,10 @@ def test_first_sight_costs_one_request_per_newly_active_manga(
         poll_at(engine, client, now)
         spent = admin.stats()["requests"]
     # One feed view per newly active manga (none has a link chapter, so no parked-link
-    # view). 200 new chapters take three /chapter requests: the keyset's pages overlap by
-    # the boundary second, so a second full page asks once more.
+    # view), and the 200 new chapters in two /chapter pages: the second page goes on by
+    # offset and its `total` says the list ends there.
     assert spent["/manga/{id}/feed"] == 200
-    assert spent["/chapter"] == 3 and sum(spent.values()) == 203
+    assert spent["/chapter"] == 2 and sum(spent.values()) == 202
     assert len(outbox_rows(engine, "new-chapter")) == 200
 
 
@@ -111,23 +111,53 @@ def test_polling_every_minute_costs_at_most_1_5x_polling_every_15_minutes(
                             "createdAt": iso(when)})
         admin.add_chapters(traffic)
 
-        def replay(every: int, late_label: str) -> int:
+        def replay(every: int, late_label: str) -> tuple[int, int]:
+            """(requests, of which the late re-read's)"""
             _reset(engine)
             poll_at(engine, client, t0 - timedelta(minutes=1), admin)  # the schedule ran
             before = requests(admin)
+            late = 0
             for minute in range(every, 91, every):
                 if minute == 30 // every * every:
                     # Stamped at minute 10, in the list only from minute 30.
                     stamp = iso(t0 + timedelta(minutes=10))
                     admin.add_chapters([{"manga": ours[0], "chapter": late_label,
                                          "group": "Late Scans", "createdAt": stamp}])
-                poll_at(engine, client, t0 + timedelta(minutes=minute), admin)
+                late += poll_at(engine, client, t0 + timedelta(minutes=minute),
+                                admin).late_requests
             spent = requests(admin) - before
             admin.set_clock_offset(0)
             labels = {r.payload["label"] for r in outbox_rows(engine, "new-chapter")}
             assert late_label in labels, f"the late chapter was missed at {every}-minute polls"
-            return spent
+            return spent, late
 
-        quarterly = replay(15, "99998")
-        minutely = replay(1, "99999")
+        quarterly, quarterly_late = replay(15, "99998")
+        minutely, minutely_late = replay(1, "99999")
     assert minutely <= 1.5 * quarterly, (minutely, quarterly)
+    # The lookback's own share: the same stretches re-read once, whatever the interval.
+    assert minutely_late <= quarterly_late + 2, (minutely_late, quarterly_late)
+
+
+def test_a_quiet_hour_polled_every_minute_costs_one_request_a_poll_and_the_step_reads(
+        db_url: str, engine: Engine, quiet_sim: Simulator) -> None:
+    """A chapter a minute, polled every minute for 45 minutes: each poll makes exactly one
+    edge-or-late request (the late re-read, when due, reaches the end of the list and is
+    that poll's edge read), and the parked-link read runs once per step (15 minutes), as at
+    15-minute polls. So the lookback adds nothing to the one-request floor here."""
+    settings = settings_for(db_url, quiet_sim.url)
+    ids = sorted(quiet_sim.catalogue.manga)
+    t0 = (utcnow() - timedelta(hours=2)).replace(second=0, microsecond=0)
+    with client_for(settings) as client, SimulatorAdmin(quiet_sim.url) as admin:
+        admin.add_chapters([{"manga": ids[20 + i], "chapter": str(7000 + i),
+                             "group": "Quiet Scans",
+                             "createdAt": iso(t0 + timedelta(seconds=60 * i + 30))}
+                            for i in range(45)])
+        poll_at(engine, client, t0 - timedelta(minutes=1), admin)  # the schedule ran
+        reports = [poll_at(engine, client, t0 + timedelta(minutes=m), admin)
+                   for m in range(1, 46)]
+        admin.set_clock_offset(0)
+    assert [r.edge_requests + r.late_requests for r in reports] == [1] * 45
+    late_polls = [m for m, r in enumerate(reports, 1) if r.late_requests]
+    parked_polls = [m for m, r in enumerate(reports, 1) if r.parked_requests]
+    assert len(late_polls) == len(parked_polls) == 3, (late_polls, parked_polls)
+    assert sum(r.parked_requests for r in reports) == 3

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -406,3 +406,66 @@ def test_a_tick_deadline_cuts_a_hang_and_a_long_retry_after(sim: Simulator, admi
             client.list_tags()  # waiting 5 s would overrun the tick: give up now
         client.start_deadline(None)
         assert client.list_tags()  # outside a tick the pause is waited out
+
+
+def _chapters_in_seconds(admin: SimulatorAdmin, count: int, per_second: int,
+                         start: datetime) -> tuple[str, set[str]]:
+    """A fresh manga with `count` chapters, `per_second` of them in each second from `start`."""
+    manga_id = admin.add_manga(title={"en": f"Paged {start:%Y%m%d%H%M%S}"},
+                               contentRating="safe")["ids"][0]
+    stamps = [(start + timedelta(seconds=i // per_second)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+              for i in range(count)]
+    ids = admin.add_chapters([{"manga": manga_id, "chapter": str(i + 1), "group": "Pager",
+                               "createdAt": s, "publishAt": s} for i, s in enumerate(stamps)])
+    return manga_id, set(ids)
+
+
+@pytest.mark.parametrize("count", [100, 200, 250])
+def test_a_window_of_n_chapters_costs_ceil_n_over_100_pages(
+    client: MangaDexClient, admin: SimulatorAdmin, count: int
+) -> None:
+    """Seven chapters a second, so a page boundary falls inside a second: the pages must
+    neither overlap there (a third page for 200) nor lose the second's other chapters."""
+    manga_id, ids = _chapters_in_seconds(admin, count, 7, datetime(2019, 5, 5, tzinfo=UTC))
+    admin.reset_stats()
+    seen = [c.id for p in client.iter_chapter_pages(
+        "publishAt", datetime(2019, 5, 5, tzinfo=UTC), manga_id=manga_id) for c in p.items]
+    assert len(seen) == len(set(seen)) and set(seen) == ids
+    assert admin.stats()["requests"]["/chapter"] == -(-count // 100)
+
+
+def test_pages_lose_nothing_when_ties_come_back_in_another_order(
+    client: MangaDexClient, admin: SimulatorAdmin
+) -> None:
+    """Chapters of one second may come back in a different order on each request (a search
+    cluster's replicas can): no chapter may fall between two pages, none comes twice."""
+    manga_id, ids = _chapters_in_seconds(admin, 330, 30, datetime(2019, 6, 6, tzinfo=UTC))
+    admin.set_faults(shuffle_ties=1000)
+    for _ in range(5):
+        seen = [c.id for p in client.iter_chapter_pages(
+            "createdAt", datetime(2019, 6, 6, tzinfo=UTC), manga_id=manga_id)
+            for c in p.items]
+        assert len(seen) == len(set(seen)) and set(seen) == ids
+
+
+def test_chapters_removed_between_two_pages_push_nothing_out(
+    client: MangaDexClient, admin: SimulatorAdmin
+) -> None:
+    """Chapters taken down after the first page shift every later one forward: at the next
+    offset, some would never be read. That page's `total` says so, and the boundary second
+    is read again."""
+    start = datetime(2019, 7, 7, tzinfo=UTC)
+    stamp = start.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    doomed = admin.add_manga(title={"en": "Taken Down"}, contentRating="safe")["ids"][0]
+    admin.add_chapters([{"manga": doomed, "chapter": str(n), "group": "Pager",
+                         "language": "la-zz", "createdAt": stamp} for n in range(5)])
+    kept = admin.add_manga(title={"en": "Kept"}, contentRating="safe")["ids"][0]
+    ids = set(admin.add_chapters([
+        {"manga": kept, "chapter": str(n), "group": "Pager", "language": "la-zz",
+         "createdAt": (start + timedelta(seconds=1 + n // 7)).strftime("%Y-%m-%dT%H:%M:%S+00:00")}
+        for n in range(150)]))
+    pages = client.iter_chapter_pages("createdAt", start, languages=("la-zz",))
+    seen = [c.id for c in next(pages).items]
+    admin.remove_manga(doomed)
+    seen += [c.id for p in pages for c in p.items]
+    assert len(seen) == len(set(seen)) and ids <= set(seen)

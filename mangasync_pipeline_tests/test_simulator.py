@@ -427,6 +427,21 @@ def test_faults(client: httpx.Client, simulator_admin: SimulatorAdmin) -> None:
     assert by_status["503"] == 1 and by_status["dropped"] == 1
 
 
+def test_shuffled_ties_change_only_the_order_within_a_second(
+        client: httpx.Client, simulator_admin: SimulatorAdmin) -> None:
+    mid = simulator_admin.add_manga(title={"en": "Tied"}, contentRating="safe")["ids"][0]
+    at = "2020-02-02T02:02:02+00:00"
+    simulator_admin.add_chapters([{"manga": mid, "chapter": str(n), "group": "Tie Scans",
+                                   "createdAt": at, "publishAt": at} for n in range(40)])
+    params = {"manga": mid, "limit": 100, "order[createdAt]": "asc"}
+    steady = [c["id"] for c in get_ok(client, "/chapter", **params)["data"]]
+    assert steady == sorted(steady)  # ties in id order, the same on every request
+    simulator_admin.set_faults(shuffle_ties=2)
+    orders = [[c["id"] for c in get_ok(client, "/chapter", **params)["data"]] for _ in range(2)]
+    assert orders[0] != orders[1] and sorted(orders[0]) == sorted(orders[1]) == steady
+    assert [c["id"] for c in get_ok(client, "/chapter", **params)["data"]] == steady
+
+
 def test_error_rate_is_seeded_and_roughly_honoured(
     make_simulator: Callable[..., Simulator],
 ) -> None:

@@ -351,30 +351,39 @@ class MangaDexClient:
         limit: int,
         parse: Callable[[object], T],
     ) -> Iterator[Page[T]]:
-        """Keyset pagination on `key`, so no query passes MangaDex's 10,000-result window.
+        """Every item with `key` in [since, until), ascending, one Page per request; each id
+        once.
 
-        The next request starts at the last item's timestamp (the `*Since` filters are
-        inclusive, to the second) and drops ids already yielded there. When a whole page
-        shares the cursor's second, it pages by offset within that second.
+        From one `*Since` cursor the pages go by offset, so N items cost ceil(N / limit)
+        requests, and `total` says when the list ends. The cursor moves to the last second
+        read (dropping the ids already returned there) when the next page would pass
+        MangaDex's 10,000-result window, and when a page shows that the list moved under the
+        offsets: a `total` unlike the first page's, or an id an earlier page brought. Items
+        of one second may come back in another order from one request to the next, and a
+        chapter may appear or vanish between two pages; either could slip an item between
+        them, and re-reading from the boundary second cannot.
         """
         attr = _ATTR[key]
         since = as_utc(since) if since is not None else None
         cursor = to_second(since) if since is not None else None
         until = as_utc(until) if until is not None else None
-        offset = 0
-        at_cursor: set[str] = set()  # ids already yielded whose key is the cursor's second
+        returned: dict[str, datetime] = {}  # ids yielded at or after the cursor -> their second
         skipped_seen: set[str] = set()
+        segment = _Segment()
         while True:
-            if offset + limit > RESULT_WINDOW:
-                raise MangaDexError(
-                    f"GET {template}: more than {RESULT_WINDOW} items share {key} "
-                    f"{format_since(cursor) if cursor else '?'}; cannot page further",
-                    endpoint=template,
-                )
+            if segment.offset + limit > RESULT_WINDOW:
+                if not segment.moves(cursor):
+                    raise MangaDexError(
+                        f"GET {template}: more than {RESULT_WINDOW} items share {key} "
+                        f"{format_since(cursor) if cursor else '?'}; cannot page further",
+                        endpoint=template,
+                    )
+                cursor, segment = segment.top, _Segment()
+                returned = {i: k for i, k in returned.items() if k >= cursor}
             params = list(base) + [
                 (f"order[{key}]", "asc"),
                 ("limit", str(limit)),
-                ("offset", str(offset)),
+                ("offset", str(segment.offset)),
             ]
             if cursor is not None:
                 params.append((f"{key}Since", format_since(cursor)))
@@ -384,15 +393,19 @@ class MangaDexClient:
             fresh_skips = tuple(i for i in page.skipped_ids if i not in skipped_seen)
             skipped_seen.update(page.skipped_ids)
             self.stats.add_skipped(len(fresh_skips))
+            boundary = segment.top  # the last second before this page
+            moved = segment.add(page, [to_second(getattr(i, attr)) for i in page.items])
             items: list[T] = []
             reached_until = False
             for item in page.items:
-                if item.id in at_cursor or (since is not None and getattr(item, attr) < since):
-                    continue  # seen at the boundary, or in the part of a second before `since`
-                if until is not None and getattr(item, attr) >= until:
+                when = getattr(item, attr)
+                if item.id in returned or (since is not None and when < since):
+                    continue  # returned already, or in the part of a second before `since`
+                if until is not None and when >= until:
                     reached_until = True
                     break
                 items.append(item)
+                returned[item.id] = to_second(when)
             yield Page(
                 items=items,
                 total=page.total,
@@ -401,17 +414,15 @@ class MangaDexClient:
                 skipped=len(fresh_skips),
                 skipped_ids=fresh_skips,
             )
-            if reached_until or fetched < limit:
+            if moved and boundary is not None and (cursor is None or boundary > cursor):
+                self.log.debug("GET %s: the list moved between pages; re-reading from %s",
+                               path, format_since(boundary))
+                cursor, segment = boundary, _Segment()
+                returned = {i: k for i, k in returned.items() if k >= cursor}
+                continue
+            # Within one second nothing narrower than offsets exists: go on by offset.
+            if reached_until or fetched < limit or segment.offset >= page.total:
                 return
-            keys = [to_second(getattr(i, attr)) for i in page.items]
-            last = max(keys) if keys else None
-            if last is None or (cursor is not None and last <= cursor):
-                offset += fetched  # the whole page shares the cursor's second
-                at_cursor.update(i.id for i, k in zip(page.items, keys, strict=True))
-            else:
-                cursor = last
-                offset = 0
-                at_cursor = {i.id for i, k in zip(page.items, keys, strict=True) if k == last}
 
     # -- one request, with retries --------------------------------------------------------------
 
@@ -563,6 +574,33 @@ class MangaDexClient:
         message = f"MangaDex GET {path} failed: HTTP {status}: {detail} (x-request-id {rid})"
         cls = MangaNotFoundError if status == 404 and template == EP_MANGA else MangaDexHTTPError
         return cls(message, endpoint=template, status=status, detail=detail, request_id=rid)
+
+
+class _Segment:
+    """The pages read by offset from one cursor: where the next starts, what they held."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+        self.total: int | None = None  # the first page's
+        self.ids: set[str] = set()
+        self.top: datetime | None = None  # the latest second read
+
+    def add(self, page: Page[Any], seconds: Sequence[datetime]) -> bool:
+        """Take in the next page; True when it shows the list moved since the first page."""
+        ids = [i.id for i in page.items] + list(page.skipped_ids)
+        moved = self.total is not None and (
+            page.total != self.total or any(i in self.ids for i in ids))
+        if self.total is None:
+            self.total = page.total
+        self.ids.update(ids)
+        self.offset += len(page.items) + page.skipped
+        if seconds:
+            self.top = max(seconds) if self.top is None else max(self.top, *seconds)
+        return moved
+
+    def moves(self, cursor: datetime | None) -> bool:
+        """Whether restarting at `top` moves past `cursor`."""
+        return self.top is not None and (cursor is None or self.top > cursor)
 
 
 # -- helpers --------------------------------------------------------------------------------

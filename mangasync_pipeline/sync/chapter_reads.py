@@ -132,44 +132,56 @@ def _pages(client: MangaDexClient, languages: Sequence[str], query: str, since: 
                                      content_ratings=ALL_CONTENT_RATINGS)
 
 
+@dataclass
+class ReadResult:
+    """What one poll's reads found, and what they cost."""
+
+    chapters: list[Chapter]
+    skipped: int  # items skipped as malformed
+    # Requests (pages) per stage: EDGE, LATE and PARKED. An edge read that the late re-read
+    # made unnecessary (it reached the end of the list) costs nothing here: that poll's one
+    # unavoidable request is then the late read's first page.
+    requests: dict[str, int]
+
+
 def _read_late(client: MangaDexClient, languages: Sequence[str], read: Read,
-               edge_until: datetime, found: dict[str, Chapter]) -> tuple[bool, int]:
+               edge_until: datetime, found: dict[str, Chapter], result: ReadResult) -> bool:
     """The late re-read, not cut at its end: it stops at the first page past `read.until`,
-    or at the end of the list. (True when it reached the end, items skipped as malformed):
-    at the end, everything the edge read would return (up to `edge_until`) is already in
-    `found`, so with little traffic the re-read and the edge cost one request together."""
-    skipped = 0
+    or at the end of the list. True when it reached the end: then everything the edge read
+    would return (up to `edge_until`) is already in `found`, so with little traffic the
+    re-read and the edge cost one request together."""
     for page in _pages(client, languages, read.query, read.since, None):
-        skipped += page.skipped
+        result.requests[LATE] += 1
+        result.skipped += page.skipped
         for chapter in page.items:
             if chapter.publish_at < edge_until:
                 found.setdefault(chapter.id, chapter)
         if page.total <= page.offset + page.limit:
-            return True, skipped
+            return True
         if page.items and page.items[-1].publish_at >= read.until:
-            return False, skipped
-    return True, skipped
+            return False
+    return True
 
 
 def read_chapters(client: MangaDexClient, languages: Sequence[str], reads: Sequence[Read]
-                  ) -> tuple[list[Chapter], int]:
-    """Every read, merged by id (the decision does not depend on their order), and the
-    number of items skipped as malformed."""
+                  ) -> ReadResult:
+    """Every read, merged by id (the decision does not depend on their order)."""
     found: dict[str, Chapter] = {}
-    skipped = 0
+    result = ReadResult([], 0, {EDGE: 0, LATE: 0, PARKED: 0})
     edge_until = max((r.until for r in reads if r.cursor == EDGE), default=None)
     edge_covered = False
     for read in reads:
         if read.since >= read.until or (read.cursor == EDGE and edge_covered):
             continue
         if read.cursor == LATE and edge_until is not None:
-            edge_covered, late_skipped = _read_late(client, languages, read, edge_until, found)
-            skipped += late_skipped
+            edge_covered = _read_late(client, languages, read, edge_until, found, result)
             continue
         for page in _pages(client, languages, read.query, read.since, read.until):
-            skipped += page.skipped
+            result.requests[read.cursor] += 1
+            result.skipped += page.skipped
             for chapter in page.items:
                 found.setdefault(chapter.id, chapter)
-    return list(found.values()), skipped
+    result.chapters = list(found.values())
+    return result
 
 

@@ -31,6 +31,9 @@ from mangasync_pipeline.mangadex.client import MangaDexClient
 from mangasync_pipeline.mangadex.models import Chapter
 from mangasync_pipeline.sync import outbox, state
 from mangasync_pipeline.sync.chapter_reads import (
+    EDGE,
+    LATE,
+    PARKED,
     advanced_cursors,
     load_cursors,
     plan_reads,
@@ -61,6 +64,11 @@ class ChapterReport:
     other_language: int = 0
     skipped_items: int = 0
     baseline_requests: int = 0
+    # `/chapter` requests by read: the edge from the cursor, the late re-read (the lookback)
+    # and the parked-link read. A poll costs at least one of them.
+    edge_requests: int = 0
+    late_requests: int = 0
+    parked_requests: int = 0
     notifications: int = 0
     new_numbers: list[str] = field(default_factory=list)
 
@@ -71,6 +79,9 @@ class ChapterReport:
                 "skipped_other_language": self.other_language,
                 "items_skipped_malformed": self.skipped_items,
                 "baseline_feed_requests": self.baseline_requests,
+                "chapter_requests_edge": self.edge_requests,
+                "chapter_requests_late": self.late_requests,
+                "chapter_requests_parked": self.parked_requests,
                 "notifications_queued": self.notifications,
                 "new_numbers": len(self.new_numbers)}
 
@@ -335,7 +346,11 @@ def sync_chapter_window(engine: Engine, client: MangaDexClient, languages: Seque
                        use_cursor=use_cursor)
     state.mark_running(engine, state.CHAPTER_CHECK)
     try:
-        found, report.skipped_items = read_chapters(client, languages, reads)
+        result = read_chapters(client, languages, reads)
+        found, report.skipped_items = result.chapters, result.skipped
+        report.edge_requests = result.requests[EDGE]
+        report.late_requests = result.requests[LATE]
+        report.parked_requests = result.requests[PARKED]
         for i in range(0, len(found), BATCH):
             process_chapters(engine, client, found[i:i + BATCH], languages, report)
         with engine.begin() as conn:

@@ -39,7 +39,9 @@ it, from any process):
   bodies valid JSON of the wrong shape), `truncated` (next N bodies cut in half),
   `drop` (next N connections closed without a response), `bad_items` (next N non-empty
   list pages carry one item without `attributes`, or with unparsable dates when
-  `bad_item_kind` is `"bad_date"`). `DELETE /_sim/faults` clears; `GET` shows them.
+  `bad_item_kind` is `"bad_date"`), `shuffle_ties` (next N chapter lists order chapters
+  equal on every order key at random, as replicas of a search cluster may; otherwise they
+  come in id order). `DELETE /_sim/faults` clears; `GET` shows them.
 
 Live mode (`publish_every` seconds) keeps adding manga and chapters for demos. The CLI is
 `cli.fake_mangadex` (click).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import calendar
+import itertools
 import random
 import threading
 import time
@@ -67,6 +68,20 @@ _MANGA_SORT: dict[str, Callable[[Manga], Any]] = {
     "rating": lambda m: m.id[14:],
     "relevance": lambda m: m.id,
 }
+
+
+def _shuffle_ties(items: list[Chapter], order: list[tuple[str, bool]],
+                  rng: random.Random) -> list[Chapter]:
+    """`items` (sorted by `order`) with each run of ties in a random order."""
+    def key(c: Chapter) -> tuple[Any, ...]:
+        return tuple(_CHAPTER_SORT[name](c) for name, _ in order)
+
+    out: list[Chapter] = []
+    for _, run in itertools.groupby(items, key=key):
+        tied = list(run)
+        rng.shuffle(tied)
+        out += tied
+    return out
 
 
 class SortedIndex:
@@ -246,9 +261,11 @@ class Catalogue:
         out.sort(key=lambda m: (keyf(m), m.id), reverse=desc)
         return out
 
-    def query_chapters(self, q: ChapterQuery, manga_id: str | None = None) -> tuple[
-            list[Chapter], int]:
-        """`/chapter` (manga_id None) or `/manga/{id}/feed` (manga_id set)."""
+    def query_chapters(self, q: ChapterQuery, manga_id: str | None = None,
+                       shuffle: random.Random | None = None) -> tuple[list[Chapter], int]:
+        """`/chapter` (manga_id None) or `/manga/{id}/feed` (manga_id set). With `shuffle`,
+        chapters equal on every order key come in a random order (the `shuffle_ties` fault);
+        otherwise in id order, the same on every request."""
         with self.lock:
             now = self.now()
             # Results depend on `now` only through which chapters have publishAt <= now, and
@@ -257,6 +274,8 @@ class Catalogue:
             published = bisect.bisect_right(self.c_index["publishAt"].keys, (now, "\uffff"))
             key = (q.cache_key(), manga_id, published)
             matches = self._cached(key, lambda: self._match_chapters(q, manga_id, now))
+            if shuffle is not None:
+                matches = _shuffle_ties(matches, q.order, shuffle)
             return matches[q.offset:q.offset + q.limit], len(matches)
 
     def _match_chapters(self, q: ChapterQuery, manga_id: str | None, now: int) -> list[Chapter]:

@@ -172,7 +172,8 @@ class Simulator:
         feed_id = feed_match.group(1).lower() if feed_match else None
         cq = chapter_query(params, feed=feed_id is not None)
         with cat.lock:
-            chapters, total = cat.query_chapters(cq, manga_id=feed_id)
+            chapters, total = cat.query_chapters(cq, manga_id=feed_id,
+                                                 shuffle=self.faults.take_shuffle())
             texts = [render.chapter_json(c, cq.includes) for c in chapters]
         return 200, self._page(texts, cq.limit, cq.offset, total, bad_item), _JSON
 

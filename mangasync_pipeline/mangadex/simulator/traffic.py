@@ -98,6 +98,7 @@ class FaultState:
     drop: int = 0
     bad_items: int = 0
     bad_item_kind: str = "no_attributes"
+    shuffle_ties: int = 0
 
 
 @dataclass
@@ -174,6 +175,16 @@ class Faults:
                 s.truncated -= 1
                 d.truncated = True
         return d
+
+    def take_shuffle(self) -> random.Random | None:
+        """A random order for this chapter list's ties (items equal on every order key), if
+        one is due: a search cluster whose replicas answer in turn can order them
+        differently from one request to the next."""
+        with self._lock:
+            if self.state.shuffle_ties > 0:
+                self.state.shuffle_ties -= 1
+                return random.Random(self._rng.random())
+            return None
 
     def take_bad_item(self) -> str | None:
         """Kind of broken item to slip into this (non-empty) list page, if one is due."""
