@@ -469,3 +469,21 @@ def test_chapters_removed_between_two_pages_push_nothing_out(
     admin.remove_manga(doomed)
     seen += [c.id for p in pages for c in p.items]
     assert len(seen) == len(set(seen)) and ids <= set(seen)
+
+
+def test_a_chapter_published_during_a_read_costs_no_extra_page(
+    client: MangaDexClient, admin: SimulatorAdmin
+) -> None:
+    """MangaDex adds chapters all the time, at the end of a list ordered by their timestamp:
+    a larger `total` on the second page shifts nothing, so it is no reason to read again."""
+    start = datetime(2019, 8, 8, tzinfo=UTC)
+    manga_id, ids = _chapters_in_seconds(admin, 150, 7, start)
+    admin.reset_stats()
+    pages = client.iter_chapter_pages("createdAt", start, manga_id=manga_id)
+    seen = [c.id for c in next(pages).items]
+    late = (start + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    ids |= set(admin.add_chapters([{"manga": manga_id, "chapter": "999", "group": "Pager",
+                                    "createdAt": late, "publishAt": late}]))
+    seen += [c.id for p in pages for c in p.items]
+    assert len(seen) == len(set(seen)) and set(seen) == ids
+    assert admin.stats()["requests"]["/chapter"] == 2

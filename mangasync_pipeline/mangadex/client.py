@@ -358,7 +358,7 @@ class MangaDexClient:
         requests, and `total` says when the list ends. The cursor moves to the last second
         read (dropping the ids already returned there) when the next page would pass
         MangaDex's 10,000-result window, and when a page shows that the list moved under the
-        offsets: a `total` unlike the first page's, or an id an earlier page brought. Items
+        offsets: a `total` below an earlier page's, or an id an earlier page brought. Items
         of one second may come back in another order from one request to the next, and a
         chapter may appear or vanish between two pages; either could slip an item between
         them, and re-reading from the boundary second cannot.
@@ -588,9 +588,12 @@ class _Segment:
     def add(self, page: Page[Any], seconds: Sequence[datetime]) -> bool:
         """Take in the next page; True when it shows the list moved since the first page."""
         ids = [i.id for i in page.items] + list(page.skipped_ids)
+        # Ascending by a timestamp that is "now" for whatever MangaDex adds, a new item lands
+        # at the end and shifts nothing: a larger total alone is no move. An item removed or
+        # slipped in before the offset shows as a smaller total or an id read again.
         moved = self.total is not None and (
-            page.total != self.total or any(i in self.ids for i in ids))
-        if self.total is None:
+            page.total < self.total or any(i in self.ids for i in ids))
+        if self.total is None or page.total > self.total:
             self.total = page.total
         self.ids.update(ids)
         self.offset += len(page.items) + page.skipped
