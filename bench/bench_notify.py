@@ -152,11 +152,12 @@ class Receivers:
     process (an epoll loop), so that the broadcast and the floor are timed by a receiving
     side faster than either."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, setup_file: str) -> None:
-        self.proc, self.setup_file = proc, setup_file
+    def __init__(self, proc: asyncio.subprocess.Process, setup_file: str, spin: bool) -> None:
+        self.proc, self.setup_file, self.spin = proc, setup_file, spin
 
     @classmethod
-    async def start(cls, clients: list[Client], server: tuple[str, int]) -> Receivers:
+    async def start(cls, clients: list[Client], server: tuple[str, int], spin: bool
+                    ) -> Receivers:
         fds, rows = [], []
         for c in clients:
             assert c.transport is not None and c.session is not None
@@ -170,7 +171,7 @@ class Receivers:
             sys.executable, os.path.join(os.path.dirname(__file__), "notify_receiver.py"),
             f.name, pass_fds=fds, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, limit=1 << 20)
-        return cls(proc, f.name)
+        return cls(proc, f.name, spin)
 
     async def _ask(self, cmd: dict[str, Any]) -> None:
         assert self.proc.stdin is not None
@@ -183,7 +184,7 @@ class Receivers:
 
     async def arm(self, kind: str, ack: bool) -> dict[str, Any]:
         """Start a round; returns once the receiver is polling."""
-        await self._ask({"kind": kind, "timeout": 30, "ack": ack})
+        await self._ask({"kind": kind, "timeout": 30, "ack": ack, "spin": self.spin})
         return await self.answer()
 
     async def stop(self) -> None:
@@ -285,7 +286,7 @@ async def run_clients(args: argparse.Namespace, users: list[tuple[int, str, str]
                               "title": "Benchmark Manga", "message": "New manga: Benchmark Manga",
                               "created_at": "2026-01-01T00:00:00Z"})
     online = [c for c in clients if c.registered.done()]
-    receivers = await Receivers.start(online, udp)
+    receivers = await Receivers.start(online, udp, not args.receiver_sleeps)
     # Alternate broadcasts and floors, so both see the same machine load; medians reported.
     rounds = []
     for manga_id in manga_ids:
@@ -464,6 +465,9 @@ def main() -> None:
     parser.add_argument("--rate-seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3, help="broadcasts, each with a floor")
     parser.add_argument("--window", type=int, default=1000, help="REGISTERs in flight")
+    parser.add_argument("--receiver-sleeps", action="store_true",
+                        help="the receiver sleeps in epoll between datagrams of a round "
+                             "(default: it polls without sleeping once the round has begun)")
     parser.add_argument("--security", action="store_true",
                         help="also measure the REGISTER limits as an attacker meets them")
     parser.add_argument("--guess-seconds", type=float, default=60.0)
