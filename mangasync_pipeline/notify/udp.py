@@ -10,6 +10,7 @@ nonces of accepted REGISTERs are recorded in batches on the directory's own pool
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import secrets
@@ -41,6 +42,7 @@ MAX_REGISTER_BATCH = 500
 READ_BATCH = 256  # datagrams read per wake-up of the loop
 PUMP_BATCH = 256  # sessions pumped per callback before other callbacks get the loop
 RETRY_SLOTS = 40  # retransmission deadlines are grouped in slots of ack_timeout / this
+MAX_GC_PAUSE = 1.0  # seconds a burst of pushes may hold off the cyclic garbage collector
 MAX_GOOD_IPS = 8  # addresses remembered per user as having registered it
 
 
@@ -96,6 +98,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         # Sessions with something to push now, in the order they became ready.
         self._ready: deque[Session] = deque()
         self._ready_handle: asyncio.Handle | None = None
+        self._gc_paused_at: float | None = None
         self._retries: SlotTimers[tuple[Session, Inflight]] = SlotTimers(
             self.loop, options.ack_timeout / RETRY_SLOTS, self._retransmit)
         self.rng = random.Random()
@@ -516,6 +519,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self._ready.append(session)
         if self._ready_handle is None:
             self._ready_handle = self.loop.call_soon(self._pump_ready)
+            self._pause_gc()
 
     def _pump_ready(self) -> None:
         self._ready_handle = None
@@ -528,8 +532,26 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             sent += self._pump(session, now)
         if ready:
             self._ready_handle = self.loop.call_soon(self._pump_ready)
+            if self._gc_paused_at is not None and now - self._gc_paused_at > MAX_GC_PAUSE:
+                self._resume_gc()
+        else:
+            self._resume_gc()
         if sent:
             self.metrics.sent.inc(sent)
+
+    def _pause_gc(self) -> None:
+        """No cyclic garbage collection until the ready sessions are pumped (at most
+        MAX_GC_PAUSE): a broadcast allocates 10,000 retransmission records that live until
+        their ACK, which sets off collections of the whole heap (10,000 sessions) in the
+        middle of it, 50 to 80 ms each, as long as the rest of the broadcast. Collected after."""
+        if self._gc_paused_at is None and gc.isenabled():
+            gc.disable()
+            self._gc_paused_at = time.monotonic()
+
+    def _resume_gc(self) -> None:
+        if self._gc_paused_at is not None:
+            self._gc_paused_at = None
+            gc.enable()
 
     def _pump_later(self, session: Session) -> None:
         session.pump_handle = None
@@ -736,6 +758,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         for session in list(self.sessions.values()):
             self._close(session, "server stopping", quiet=True)
         self._retries.close()
+        self._resume_gc()
         await self._flush_acks()
         for task in list(self._tasks):
             task.cancel()
