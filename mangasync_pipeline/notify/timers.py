@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -26,12 +26,16 @@ class SlotTimers(Generic[T]):
         self._handles: dict[int, asyncio.TimerHandle] = {}
 
     def add(self, delay: float, item: T) -> None:
+        self.add_many(delay, (item,))
+
+    def add_many(self, delay: float, items: Iterable[T]) -> None:
+        """The same deadline for all of `items` (one slot lookup for a whole slice)."""
         slot = math.ceil((self.loop.time() + delay) / self.width)
-        items = self._slots.get(slot)
-        if items is None:
-            items = self._slots[slot] = []
+        pending = self._slots.get(slot)
+        if pending is None:
+            pending = self._slots[slot] = []
             self._handles[slot] = self.loop.call_at(slot * self.width, self._fire, slot)
-        items.append(item)
+        pending.extend(items)
 
     def _fire(self, slot: int) -> None:
         self._handles.pop(slot, None)

@@ -526,10 +526,12 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         ready = self._ready
         sent = 0
         now = time.monotonic()
+        timeout, due = self._ack_timeout(), []
         for _ in range(min(PUMP_BATCH, len(ready))):
             session = ready.popleft()
             session.ready = False
-            sent += self._pump(session, now)
+            sent += self._pump(session, now, timeout, due)
+        self._retries.add_many(timeout, due)
         if ready:
             self._ready_handle = self.loop.call_soon(self._pump_ready)
             if self._gc_paused_at is not None and now - self._gc_paused_at > MAX_GC_PAUSE:
@@ -555,12 +557,22 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
     def _pump_later(self, session: Session) -> None:
         session.pump_handle = None
-        sent = self._pump(session, time.monotonic())
+        timeout, due = self._ack_timeout(), []
+        sent = self._pump(session, time.monotonic(), timeout, due)
+        self._retries.add_many(timeout, due)
         if sent:
             self.metrics.sent.inc(sent)
 
-    def _pump(self, session: Session, now: float) -> int:
-        """Push what the session's queue and its user's budget allow; returns how many."""
+    def _ack_timeout(self) -> float:
+        """The first retransmission timeout, drawn from [ACK_TIMEOUT, ACK_TIMEOUT x
+        ACK_RANDOM_FACTOR] (RFC 7252 4.8) once per slice of pushes rather than per push."""
+        return self.rng.uniform(self.opt.ack_timeout,
+                                self.opt.ack_timeout * self.opt.ack_random_factor)
+
+    def _pump(self, session: Session, now: float, timeout: float,
+              due: list[tuple[Session, Inflight]]) -> int:
+        """Push what the session's queue and its user's budget allow; returns how many.
+        Their retransmissions, after `timeout`, are for the caller to arm from `due`."""
         if session.closed:
             return 0
         state = self.users[session.user_id]
@@ -571,7 +583,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
                 self._schedule_pump(session, state.wait_for_token(now))
                 return sent
             session.queue.popleft()
-            self._push_data(session, notice.id, self._encode(notice))
+            self._push_data(session, notice.id, self._encode(notice), timeout, due)
             sent += 1
         if session.queue:
             self._schedule_pump(session, self.opt.push_pace)
@@ -591,13 +603,12 @@ class UdpEndpoint(asyncio.DatagramProtocol):
                 notice.to_message())
         return template[0] + str(notice.id).encode() + template[1]
 
-    def _push_data(self, session: Session, nid: int, data: bytes) -> None:
-        """Send and arm the retransmission; the caller counts it in `metrics.sent`."""
-        timeout = self.rng.uniform(self.opt.ack_timeout,
-                                   self.opt.ack_timeout * self.opt.ack_random_factor)
+    def _push_data(self, session: Session, nid: int, data: bytes, timeout: float,
+                   due: list[tuple[Session, Inflight]]) -> None:
+        """Send; the caller arms the retransmissions in `due` and counts `metrics.sent`."""
         item = Inflight(nid, data, timeout)
         session.inflight[nid] = item
-        self._retries.add(timeout, (session, item))
+        due.append((session, item))
         self._send(data, session.addr)
 
     def _retransmit(self, due: tuple[Session, Inflight]) -> None:
@@ -632,8 +643,10 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             session.redeliver_at = now + session.redeliver_backoff
         log.info("%d notifications sent again to session %s of user %s", len(batch),
                  session.short, session.user_id)
+        timeout, due = self._ack_timeout(), []
         for nid in batch:
-            self._push_data(session, nid, session.stranded.pop(nid))
+            self._push_data(session, nid, session.stranded.pop(nid), timeout, due)
+        self._retries.add_many(timeout, due)
         self.metrics.sent.inc(len(batch))
 
     def remote_acks(self, pairs: Iterable[tuple[int, int]]) -> None:
