@@ -198,7 +198,7 @@ def test_a_live_session_gets_again_what_its_retries_missed(db_url: str, engine: 
     manga_id = add_manga(engine)
     user_id, token = add_user(engine, "ivy")
     follow(engine, [user_id], manga_id)
-    options = fast_options(heartbeat=2.0, ack_timeout=0.1, max_retransmit=2)
+    options = fast_options(heartbeat=4.0, ack_timeout=0.1, max_retransmit=2)
     with ServerHandle(server_settings(db_url), options) as server, \
             NotificationClient(*server.udp_addr, "ivy", token, seed=11) as client:
         client.register()
