@@ -17,6 +17,7 @@ from sqlalchemy import Engine, select
 from mangasync_pipeline.cli import cli
 from mangasync_pipeline.db import tables as t
 from mangasync_pipeline.notify.testing import add_manga
+from mangasync_pipeline.ops.system import free_port
 
 
 def _run(db_url: str, *args: str) -> tuple[int, str, str]:
@@ -81,12 +82,6 @@ def test_library_by_id_slug_or_uuid_with_clear_errors(db_url: str, engine: Engin
     assert code == 1 and "no manga 'no-such-manga'" in err
 
 
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
@@ -103,7 +98,7 @@ def test_server_and_listen_commands_end_to_end(db_url: str, engine: Engine) -> N
     manga_id = add_manga(engine, "Awesome Manga")
     token = _run(db_url, "users", "add", "reader")[1].strip()
     _run(db_url, "library", "add", "reader", str(manga_id))
-    http_port, udp_port = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM)
+    http_port, udp_port = free_port(), free_port(kind=socket.SOCK_DGRAM)
     env = {**os.environ, "DATABASE_URL": db_url, "MANGASYNC_HTTP_PORT": str(http_port),
            "MANGASYNC_UDP_PORT": str(udp_port), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "mangasync_pipeline.cli"]
@@ -148,8 +143,8 @@ def test_server_and_listen_commands_end_to_end(db_url: str, engine: Engine) -> N
 
 def test_server_refuses_an_unmigrated_database_in_one_line(tmp_path: object) -> None:
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/empty.sqlite",
-           "MANGASYNC_HTTP_PORT": str(_free_port(socket.SOCK_STREAM)),
-           "MANGASYNC_UDP_PORT": str(_free_port(socket.SOCK_DGRAM))}
+           "MANGASYNC_HTTP_PORT": str(free_port()),
+           "MANGASYNC_UDP_PORT": str(free_port(kind=socket.SOCK_DGRAM))}
     proc = subprocess.run([sys.executable, "-m", "mangasync_pipeline.cli", "server"], env=env,
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1
@@ -178,7 +173,7 @@ def test_listen_says_when_no_server_answers_and_connects_once_one_does(
     from mangasync_pipeline.notify.testing import fast_options, server_settings
 
     token = _run(db_url, "users", "add", "reader")[1].strip()
-    udp_port = _free_port(socket.SOCK_DGRAM)
+    udp_port = free_port(kind=socket.SOCK_DGRAM)
     env = {**os.environ, "DATABASE_URL": db_url, "MANGASYNC_UDP_PORT": str(udp_port)}
     listen = subprocess.Popen(
         [sys.executable, "-m", "mangasync_pipeline.cli", "listen", "--user", "reader",

@@ -118,3 +118,13 @@ def test_pipeline_reaches_a_server_moved_to_another_port(db_url: str, engine: En
     finally:
         server.stop()
     assert (report.delivered, report.pending) == (1, 0), report.errors
+
+
+@pytest.mark.parametrize("kind", [socket.SOCK_STREAM, socket.SOCK_DGRAM])
+def test_a_free_port_is_outside_the_range_the_kernel_assigns_and_can_be_bound(kind: int) -> None:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {free_port(kind=kind) for _ in range(20)}
+    assert all(port < low for port in ports)
+    for port in ports:
+        with socket.socket(socket.AF_INET, kind) as sock:
+            sock.bind(("127.0.0.1", port))

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,9 @@ from mangasync_pipeline_tests.sync_helpers import Pipeline, outbox_rows, setting
 POLICY = ClientPolicy(max_retries=1, backoff_base=0.05, backoff_max=0.2, connect_timeout=2.0,
                       read_timeout=2.0, breaker_threshold=3, breaker_open_seconds=15.0,
                       sensor_deadline=4.0)
+# For the tests that wait for the breaker to let a probe through: nothing they assert while it
+# is open takes more than a fraction of this, and waiting out 15 s would be most of their time.
+QUICK_PROBE = replace(POLICY, breaker_open_seconds=4.0)
 POLL = {"ops": {"new_chapters": {"config": {"from_cursor": True}}}}
 LOCAL_INSTANCE_CONFIG = (Path(__file__).parents[1] / "mangasync_pipeline" / "ops"
                          / "dagster_home.yaml")
@@ -126,7 +129,7 @@ class Outage:
                 row = conn.execute(select(mangadex_circuit)).first()
             return row is None or displayed_state(row.state, row.opened_until, utcnow()) in (
                 "closed", "half_open (probe due)")
-        wait_for(due, POLICY.breaker_open_seconds + 30)
+        wait_for(due, self.pipeline.settings.mangadex_policy.breaker_open_seconds + 30)
 
 
 def today() -> str:
@@ -134,10 +137,16 @@ def today() -> str:
 
 
 @pytest.fixture
-def outage(db_url: str, tmp_path: Path) -> Iterator[Outage]:
+def policy() -> ClientPolicy:
+    """The client's budgets; a test parametrizes it to wait out a shorter open breaker."""
+    return POLICY
+
+
+@pytest.fixture
+def outage(db_url: str, tmp_path: Path, policy: ClientPolicy) -> Iterator[Outage]:
     with Simulator(seed=5, manga_count=5, rate_limit=None, chapters_per_manga=0) as sim, \
             SimulatorAdmin(sim.url) as admin, OutageProxy(sim.url) as proxy:
-        settings = settings_for(db_url, proxy.url, mangadex_policy=POLICY)
+        settings = settings_for(db_url, proxy.url, mangadex_policy=policy)
         pipeline = Pipeline(settings)
         pipeline.instance = local_instance(tmp_path / "dagster_home")
         engine = make_engine(db_url)
@@ -240,6 +249,7 @@ def test_the_sensor_keeps_its_starting_point_through_an_outage_at_start(outage: 
     assert kept[0] == kept[1]
 
 
+@pytest.mark.parametrize("policy", [QUICK_PROBE], ids=["probe-after-4s"])
 def test_after_an_hour_long_outage_the_next_polls_catch_up_and_announce_once(
     outage: Outage,
 ) -> None:
@@ -311,8 +321,7 @@ def test_every_requested_run_has_a_maximum_runtime_and_monitoring_enforces_it(
     requests = outage.pipeline.evaluate_sensor("new_manga_sensor")
     assert requests and all(int(r.tags["dagster/max_runtime"]) > 0 for r in requests)
 
-
-
+@pytest.mark.parametrize("policy", [QUICK_PROBE], ids=["probe-after-4s"])
 def test_status_and_health_show_a_probe_due_without_calling_mangadex(outage: Outage) -> None:
     outage.add_manga("Steady", history=1)
     outage.start("refused")
@@ -323,7 +332,7 @@ def test_status_and_health_show_a_probe_due_without_calling_mangadex(outage: Out
     assert [b.state for b in collect_status(outage.engine).breakers] == ["open"]
     spent = outage.mangadex_requests()
     wait_for(lambda: store.health()["mangadex"]["breaker"] == "half_open (probe due)",
-             POLICY.breaker_open_seconds + 30)
+             QUICK_PROBE.breaker_open_seconds + 30)
     report = collect_status(outage.engine)
     assert [b.state for b in report.breakers] == ["half_open (probe due)"]
     assert "breaker mangadex half_open (probe due)" in render_table(report)

@@ -17,4 +17,8 @@ if [ ! -x "${MANGASYNC_CHROMIUM:-/usr/bin/chromium}" ]; then
   fi
 fi
 VIRTUAL_ENV="$PWD/.venv" .venv/bin/dg check defs >/dev/null  # the code location loads, as dg sees it
-exec .venv/bin/python -m pytest -n "${MANGASYNC_TEST_WORKERS:-2}" "$@"
+# Six workers on two cores: most tests wait (sockets, subprocesses, timeouts), so more workers
+# than cores finish sooner; MANGASYNC_TEST_WORKERS overrides it. One test handed out at a time:
+# the long tests (run first, see conftest.py) spread over the workers instead of all going to
+# the first in one batch.
+exec .venv/bin/python -m pytest -n "${MANGASYNC_TEST_WORKERS:-6}" --maxschedchunk 1 "$@"

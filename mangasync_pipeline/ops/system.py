@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import random
 import signal
 import socket
 from collections.abc import Mapping, Sequence
@@ -67,7 +68,24 @@ def port_free(host: str, port: int, kind: int = socket.SOCK_STREAM) -> bool:
     return True
 
 
+def _ephemeral_low() -> int:
+    """Where the ports the kernel assigns by itself begin (Linux's default when unreadable)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
+    """A port free now that stays free until it is bound, seconds later, by another process.
+
+    Ports the kernel assigns (to every socket that connects or sends unbound) could be taken in
+    between, so the port comes from below their range, where only an explicit bind takes one."""
+    low = _ephemeral_low()
+    for _ in range(50):
+        port = random.randrange(10_000, low) if low > 10_000 else 0
+        if port and port_free(host, port, kind):
+            return port
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
