@@ -275,8 +275,9 @@ def test_after_an_hour_long_outage_the_next_polls_catch_up_and_announce_once(
 
     with outage.engine.connect() as conn:
         stored = set(conn.execute(select(manga.c.mangadex_id)).scalars())
-        labels = set(conn.execute(select(manga.c.mangadex_id, chapters.c.label).join(
-            chapters, chapters.c.manga_id == manga.c.id)).tuples())
+        labels = {(mid, label) for mid, label in conn.execute(
+            select(manga.c.mangadex_id, chapters.c.label).join(
+                chapters, chapters.c.manga_id == manga.c.id))}
     assert set(fresh) <= stored
     assert {(mid, str(n)) for mid, n in old.items()} <= labels
 
