@@ -27,6 +27,7 @@ from mangasync_pipeline.mangadex.errors import (
     MangaDexUnavailableError,
     MangaNotFoundError,
 )
+from mangasync_pipeline.mangadex.models import Page
 from mangasync_pipeline.mangadex.simulator import Simulator, SimulatorAdmin
 from mangasync_pipeline.mangadex.simulator.outage import OutageProxy
 
@@ -487,3 +488,50 @@ def test_a_chapter_published_during_a_read_costs_no_extra_page(
     seen += [c.id for p in pages for c in p.items]
     assert len(seen) == len(set(seen)) and set(seen) == ids
     assert admin.stats()["requests"]["/chapter"] == 2
+
+
+def test_a_manga_updated_during_an_updated_at_scan_pushes_nothing_out(
+    client: MangaDexClient, admin: SimulatorAdmin
+) -> None:
+    """Updated after the first page, a manga leaves its place for the end of the list: with
+    pages by position in the whole list, every later one would shift left and one would fall
+    between two pages. Pages anchored on the last second read do not move."""
+    day = datetime(2019, 9, 9, tzinfo=UTC)
+    admin.add_manga(count=250, day="2019-09-09", contentRating="safe")
+
+    def scan() -> Iterator[Page[Any]]:
+        return client.iter_manga_pages("updatedAt", day, day + timedelta(days=1),
+                                       content_ratings=("safe",))
+
+    ids = {m.id for p in scan() for m in p.items}
+    assert len(ids) > 150  # more than one page
+    pages = scan()
+    first = next(pages).items
+    admin.update_manga(first[5].id, status="completed")  # now updated: out of the day
+    seen = [m.id for m in first] + [m.id for p in pages for m in p.items]
+    assert set(seen) == ids and len(seen) == len(set(seen))
+
+
+def test_a_takedown_and_a_new_chapter_between_two_pages_push_nothing_out(
+    client: MangaDexClient, admin: SimulatorAdmin
+) -> None:
+    """A chapter taken down before the next page while another is published: the total is
+    what it was, so only pages anchored on the last second read keep every chapter."""
+    start = datetime(2019, 10, 10, tzinfo=UTC)
+    stamp = start.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    doomed = admin.add_manga(title={"en": "Taken Down Too"}, contentRating="safe")["ids"][0]
+    admin.add_chapters([{"manga": doomed, "chapter": str(n), "group": "Pager",
+                         "language": "la-zz", "createdAt": stamp} for n in range(3)])
+    kept = admin.add_manga(title={"en": "Kept Too"}, contentRating="safe")["ids"][0]
+    ids = set(admin.add_chapters([
+        {"manga": kept, "chapter": str(n), "group": "Pager", "language": "la-zz",
+         "createdAt": (start + timedelta(seconds=1 + n // 7)).strftime("%Y-%m-%dT%H:%M:%S+00:00")}
+        for n in range(150)]))
+    pages = client.iter_chapter_pages("createdAt", start, languages=("la-zz",))
+    seen = [c.id for c in next(pages).items]
+    admin.remove_manga(doomed)
+    late = (start + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    ids |= set(admin.add_chapters([{"manga": kept, "chapter": "999", "group": "Pager",
+                                    "language": "la-zz", "createdAt": late}]))
+    seen += [c.id for p in pages for c in p.items]
+    assert len(seen) == len(set(seen)) and ids <= set(seen)

@@ -351,39 +351,38 @@ class MangaDexClient:
         limit: int,
         parse: Callable[[object], T],
     ) -> Iterator[Page[T]]:
-        """Every item with `key` in [since, until), ascending, one Page per request; each id
-        once.
+        """Every item with `key` in [since, until), ascending, one Page per request.
 
-        From one `*Since` cursor the pages go by offset, so N items cost ceil(N / limit)
-        requests, and `total` says when the list ends. The cursor moves to the last second
-        read (dropping the ids already returned there) when the next page would pass
-        MangaDex's 10,000-result window, and when a page shows that the list moved under the
-        offsets: a `total` below an earlier page's, or an id an earlier page brought. Items
-        of one second may come back in another order from one request to the next, and a
-        chapter may appear or vanish between two pages; either could slip an item between
-        them, and re-reading from the boundary second cannot.
+        Keyset pages: each request starts at the last second read (the `*Since` filters are
+        inclusive, to the second) with an offset past the items of that second already
+        read, so N items cost ceil(N / limit) requests, `total` says when the list ends, and
+        no query passes MangaDex's 10,000-result window. Being anchored on a timestamp, not
+        on a position in the whole list, a chapter taken down or a manga updated (moved to
+        the end) before the cursor's second shifts nothing that is still to be read. Within
+        the cursor's second only the offset tells items apart, and MangaDex does not
+        document the order of one second's items: a page that brings an id of that second
+        again shows they came back in another order, and the second is read again from its
+        start, dropping what was returned. An id is yielded once per second it is seen at.
         """
         attr = _ATTR[key]
         since = as_utc(since) if since is not None else None
         cursor = to_second(since) if since is not None else None
         until = as_utc(until) if until is not None else None
+        offset = 0  # items of the cursor's second read already
         returned: dict[str, datetime] = {}  # ids yielded at or after the cursor -> their second
         skipped_seen: set[str] = set()
-        segment = _Segment()
+        reread = False  # this page re-reads the cursor's second from its start
         while True:
-            if segment.offset + limit > RESULT_WINDOW:
-                if not segment.moves(cursor):
-                    raise MangaDexError(
-                        f"GET {template}: more than {RESULT_WINDOW} items share {key} "
-                        f"{format_since(cursor) if cursor else '?'}; cannot page further",
-                        endpoint=template,
-                    )
-                cursor, segment = segment.top, _Segment()
-                returned = {i: k for i, k in returned.items() if k >= cursor}
+            if offset + limit > RESULT_WINDOW:
+                raise MangaDexError(
+                    f"GET {template}: more than {RESULT_WINDOW} items share {key} "
+                    f"{format_since(cursor) if cursor else '?'}; cannot page further",
+                    endpoint=template,
+                )
             params = list(base) + [
                 (f"order[{key}]", "asc"),
                 ("limit", str(limit)),
-                ("offset", str(segment.offset)),
+                ("offset", str(offset)),
             ]
             if cursor is not None:
                 params.append((f"{key}Since", format_since(cursor)))
@@ -393,19 +392,20 @@ class MangaDexClient:
             fresh_skips = tuple(i for i in page.skipped_ids if i not in skipped_seen)
             skipped_seen.update(page.skipped_ids)
             self.stats.add_skipped(len(fresh_skips))
-            boundary = segment.top  # the last second before this page
-            moved = segment.add(page, [to_second(getattr(i, attr)) for i in page.items])
+            seconds = [to_second(getattr(i, attr)) for i in page.items]
+            shuffled = not reread and offset > 0 and any(
+                returned.get(i.id) == k for i, k in zip(page.items, seconds, strict=True))
             items: list[T] = []
             reached_until = False
-            for item in page.items:
+            for item, second in zip(page.items, seconds, strict=True):
                 when = getattr(item, attr)
-                if item.id in returned or (since is not None and when < since):
+                if returned.get(item.id) == second or (since is not None and when < since):
                     continue  # returned already, or in the part of a second before `since`
                 if until is not None and when >= until:
                     reached_until = True
                     break
                 items.append(item)
-                returned[item.id] = to_second(when)
+                returned[item.id] = second
             yield Page(
                 items=items,
                 total=page.total,
@@ -414,15 +414,21 @@ class MangaDexClient:
                 skipped=len(fresh_skips),
                 skipped_ids=fresh_skips,
             )
-            if moved and boundary is not None and (cursor is None or boundary > cursor):
-                self.log.debug("GET %s: the list moved between pages; re-reading from %s",
-                               path, format_since(boundary))
-                cursor, segment = boundary, _Segment()
-                returned = {i: k for i, k in returned.items() if k >= cursor}
+            if shuffled:  # the last page too: its offset skipped some of the second
+                self.log.debug("GET %s: the items of %s came back in another order; "
+                               "reading that second again", path, format_since(cursor))
+                offset, reread = 0, True
                 continue
-            # Within one second nothing narrower than offsets exists: go on by offset.
-            if reached_until or fetched < limit or segment.offset >= page.total:
+            reread = False
+            if reached_until or fetched < limit or offset + fetched >= page.total:
                 return
+            last = max(seconds) if seconds else None
+            if last is None or (cursor is not None and last <= cursor):
+                offset += fetched  # the whole page shares the cursor's second
+            else:
+                cursor = last
+                offset = seconds.count(last)
+                returned = {i: k for i, k in returned.items() if k >= cursor}
 
     # -- one request, with retries --------------------------------------------------------------
 
@@ -574,36 +580,6 @@ class MangaDexClient:
         message = f"MangaDex GET {path} failed: HTTP {status}: {detail} (x-request-id {rid})"
         cls = MangaNotFoundError if status == 404 and template == EP_MANGA else MangaDexHTTPError
         return cls(message, endpoint=template, status=status, detail=detail, request_id=rid)
-
-
-class _Segment:
-    """The pages read by offset from one cursor: where the next starts, what they held."""
-
-    def __init__(self) -> None:
-        self.offset = 0
-        self.total: int | None = None  # the first page's
-        self.ids: set[str] = set()
-        self.top: datetime | None = None  # the latest second read
-
-    def add(self, page: Page[Any], seconds: Sequence[datetime]) -> bool:
-        """Take in the next page; True when it shows the list moved since the first page."""
-        ids = [i.id for i in page.items] + list(page.skipped_ids)
-        # Ascending by a timestamp that is "now" for whatever MangaDex adds, a new item lands
-        # at the end and shifts nothing: a larger total alone is no move. An item removed or
-        # slipped in before the offset shows as a smaller total or an id read again.
-        moved = self.total is not None and (
-            page.total < self.total or any(i in self.ids for i in ids))
-        if self.total is None or page.total > self.total:
-            self.total = page.total
-        self.ids.update(ids)
-        self.offset += len(page.items) + page.skipped
-        if seconds:
-            self.top = max(seconds) if self.top is None else max(self.top, *seconds)
-        return moved
-
-    def moves(self, cursor: datetime | None) -> bool:
-        """Whether restarting at `top` moves past `cursor`."""
-        return self.top is not None and (cursor is None or self.top > cursor)
 
 
 # -- helpers --------------------------------------------------------------------------------
