@@ -37,7 +37,9 @@ from mangasync_pipeline.notify.udp import UdpEndpoint
 log = logging.getLogger("mangasync.notify.http")
 
 # Table statistics are refreshed once the notifications stored since the last refresh reach
-# a quarter of the table (at least 1,000): autovacuum's rule without its one-minute wait.
+# a quarter of the table (at least 1,000): a growth threshold like autovacuum's (whose
+# default is a tenth), without its one-minute wait; autovacuum still runs as configured.
+# Each server counts only what it stored itself.
 # A fixed 1,000 meant an ANALYZE every 100 triggers of 10 followers, about half of
 # PostgreSQL's CPU under a stream of triggers.
 BULK_ANALYZE = 1000
