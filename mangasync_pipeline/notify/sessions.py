@@ -64,6 +64,15 @@ class Session:
             self.pump_handle = None
 
 
+@dataclass(slots=True)
+class PushSlice:
+    """Pushes sent together (a pump callback's sessions, a redelivery): one retransmission
+    timeout drawn for all of them, their deadlines armed and their count taken at once."""
+
+    timeout: float
+    due: list[tuple[Session, Inflight]] = field(default_factory=list)
+
+
 @dataclass
 class UserState:
     """Per-user send budget (a token bucket) and the user's live sessions."""

@@ -27,7 +27,13 @@ from mangasync_pipeline.notify.directory import Reader, UserDirectory
 from mangasync_pipeline.notify.limits import FailureBackoff, TokenBucket
 from mangasync_pipeline.notify.metrics import NotifyMetrics
 from mangasync_pipeline.notify.options import ServerOptions
-from mangasync_pipeline.notify.sessions import Address, Inflight, Session, UserState
+from mangasync_pipeline.notify.sessions import (
+    Address,
+    Inflight,
+    PushSlice,
+    Session,
+    UserState,
+)
 from mangasync_pipeline.notify.store import Notice, NotifyStore
 from mangasync_pipeline.notify.timers import SlotTimers
 from mangasync_pipeline.notify.tokens import master_key
@@ -524,22 +530,19 @@ class UdpEndpoint(asyncio.DatagramProtocol):
     def _pump_ready(self) -> None:
         self._ready_handle = None
         ready = self._ready
-        sent = 0
         now = time.monotonic()
-        timeout, due = self._ack_timeout(), []
+        pushes = self._new_slice()
         for _ in range(min(PUMP_BATCH, len(ready))):
             session = ready.popleft()
             session.ready = False
-            sent += self._pump(session, now, timeout, due)
-        self._retries.add_many(timeout, due)
+            self._pump(session, now, pushes)
+        self._arm(pushes)
         if ready:
             self._ready_handle = self.loop.call_soon(self._pump_ready)
             if self._gc_paused_at is not None and now - self._gc_paused_at > MAX_GC_PAUSE:
                 self._resume_gc()
         else:
             self._resume_gc()
-        if sent:
-            self.metrics.sent.inc(sent)
 
     def _pause_gc(self) -> None:
         """No cyclic garbage collection until the ready sessions are pumped (at most
@@ -557,40 +560,41 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
     def _pump_later(self, session: Session) -> None:
         session.pump_handle = None
-        timeout, due = self._ack_timeout(), []
-        sent = self._pump(session, time.monotonic(), timeout, due)
-        self._retries.add_many(timeout, due)
-        if sent:
-            self.metrics.sent.inc(sent)
+        pushes = self._new_slice()
+        self._pump(session, time.monotonic(), pushes)
+        self._arm(pushes)
 
-    def _ack_timeout(self) -> float:
-        """The first retransmission timeout, drawn from [ACK_TIMEOUT, ACK_TIMEOUT x
+    def _new_slice(self) -> PushSlice:
+        """The first retransmission timeout is drawn from [ACK_TIMEOUT, ACK_TIMEOUT x
         ACK_RANDOM_FACTOR] (RFC 7252 4.8) once per slice of pushes rather than per push."""
-        return self.rng.uniform(self.opt.ack_timeout,
-                                self.opt.ack_timeout * self.opt.ack_random_factor)
+        return PushSlice(self.rng.uniform(self.opt.ack_timeout,
+                                          self.opt.ack_timeout * self.opt.ack_random_factor))
 
-    def _pump(self, session: Session, now: float, timeout: float,
-              due: list[tuple[Session, Inflight]]) -> int:
-        """Push what the session's queue and its user's budget allow; returns how many.
-        Their retransmissions, after `timeout`, are for the caller to arm from `due`."""
+    def _arm(self, pushes: PushSlice) -> None:
+        """Arm a slice's retransmissions and count its pushes, once for the whole slice."""
+        if pushes.due:
+            self._retries.add_many(pushes.timeout, pushes.due)
+            self.metrics.sent.inc(len(pushes.due))
+
+    def _pump(self, session: Session, now: float, pushes: PushSlice) -> None:
+        """Push what the session's queue and its user's budget allow, into `pushes`."""
         if session.closed:
-            return 0
+            return
         state = self.users[session.user_id]
         sent = 0
         while session.queue and sent < self.opt.push_burst:
             notice = session.queue[0]
             if not state.charge(notice.id, now):
                 self._schedule_pump(session, state.wait_for_token(now))
-                return sent
+                return
             session.queue.popleft()
-            self._push_data(session, notice.id, self._encode(notice), timeout, due)
+            self._push_data(session, notice.id, self._encode(notice), pushes)
             sent += 1
         if session.queue:
             self._schedule_pump(session, self.opt.push_pace)
         elif session.more_after is not None and not session.loading:
             session.loading = True
             self._spawn(self._load_more(session))
-        return sent
 
     def _encode(self, notice: Notice) -> bytes:
         # One broadcast is thousands of notifications that differ only by id: encode once.
@@ -603,12 +607,11 @@ class UdpEndpoint(asyncio.DatagramProtocol):
                 notice.to_message())
         return template[0] + str(notice.id).encode() + template[1]
 
-    def _push_data(self, session: Session, nid: int, data: bytes, timeout: float,
-                   due: list[tuple[Session, Inflight]]) -> None:
-        """Send; the caller arms the retransmissions in `due` and counts `metrics.sent`."""
-        item = Inflight(nid, data, timeout)
+    def _push_data(self, session: Session, nid: int, data: bytes, pushes: PushSlice) -> None:
+        """Send; `_arm(pushes)` arms the retransmission and counts it."""
+        item = Inflight(nid, data, pushes.timeout)
         session.inflight[nid] = item
-        due.append((session, item))
+        pushes.due.append((session, item))
         self._send(data, session.addr)
 
     def _retransmit(self, due: tuple[Session, Inflight]) -> None:
@@ -643,11 +646,10 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             session.redeliver_at = now + session.redeliver_backoff
         log.info("%d notifications sent again to session %s of user %s", len(batch),
                  session.short, session.user_id)
-        timeout, due = self._ack_timeout(), []
+        pushes = self._new_slice()
         for nid in batch:
-            self._push_data(session, nid, session.stranded.pop(nid), timeout, due)
-        self._retries.add_many(timeout, due)
-        self.metrics.sent.inc(len(batch))
+            self._push_data(session, nid, session.stranded.pop(nid), pushes)
+        self._arm(pushes)
 
     def remote_acks(self, pairs: Iterable[tuple[int, int]]) -> None:
         """ACKs taken by another server process: stop retransmitting those here."""
