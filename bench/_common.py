@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import httpx
 import psycopg
 
 from mangasync_pipeline.db.migrate import upgrade
+from mangasync_pipeline.ops.system import free_port
 
 PG_ADMIN_DSN = os.environ.get("MANGASYNC_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKENDS = ("sqlite", "postgresql")
@@ -51,12 +51,6 @@ def throwaway_db(backend: str, tmp: Path) -> Iterator[str]:
         yield url
     finally:
         _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

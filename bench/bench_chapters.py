@@ -27,6 +27,7 @@ import argparse
 import math
 import os
 import random
+import socket
 import statistics
 import subprocess
 import sys
@@ -368,7 +369,7 @@ def end_to_end(backend: str, count: int, interval: float, seed: int) -> None:
         import_ids(engine, client, followed, policy=SILENT)
         with engine.connect() as conn:
             titles = dict(conn.execute(select(manga.c.mangadex_id, manga.c.title)).all())
-        http_port, udp_port = free_port(), free_port()
+        http_port, udp_port = free_port(), free_port(kind=socket.SOCK_DGRAM)
         env = {**os.environ, "DATABASE_URL": db, "MANGASYNC_HTTP_PORT": str(http_port),
                "MANGASYNC_UDP_PORT": str(udp_port), "PYTHONUNBUFFERED": "1"}
         cli = [sys.executable, "-m", "mangasync_pipeline.cli"]

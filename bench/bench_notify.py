@@ -47,12 +47,7 @@ from mangasync_pipeline.db.engine import make_engine
 from mangasync_pipeline.db.migrate import upgrade
 from mangasync_pipeline.notify import protocol
 from mangasync_pipeline.notify.testing import add_manga, add_users, follow
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from mangasync_pipeline.ops.system import free_port
 
 
 def cpu_seconds(pid: int) -> float:
@@ -494,7 +489,7 @@ def main() -> None:
             {"user_id": attackers[3][0], "type": "NEW_CHAPTER", "manga_id": manga_id,
              "chapter": str(i), "title": "Backlog " * 20, "message": "Chapter " * 40,
              "read": False, "created_at": utcnow()} for i in range(50)])
-    http_port, udp_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
+    http_port, udp_port = free_port(), free_port(kind=socket.SOCK_DGRAM)
     env = {**os.environ, "DATABASE_URL": url, "MANGASYNC_HTTP_PORT": str(http_port),
            "MANGASYNC_UDP_PORT": str(udp_port)}
     log = open(f"{tmp}/server.log", "w")  # noqa: SIM115 - lives as long as the server

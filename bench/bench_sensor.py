@@ -28,6 +28,7 @@ import argparse
 import os
 import random
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -82,7 +83,7 @@ def run_way(way: str, backend: str, chapters: int, seed: int) -> dict[str, Any]:
                 import_ids(engine, client, followed, policy=SILENT)
             with engine.connect() as conn:
                 titles = dict(conn.execute(select(manga.c.mangadex_id, manga.c.title)).all())
-            http_port, udp_port = free_port(), free_port()
+            http_port, udp_port = free_port(), free_port(kind=socket.SOCK_DGRAM)
             home = dagster_home(tmp)
             env = {**os.environ, "DATABASE_URL": db, "MANGADEX_API_URL": sim_url,
                    "MANGADEX_RATE_LIMIT": str(RATE), "MANGASYNC_HTTP_PORT": str(http_port),

@@ -43,12 +43,6 @@ from mangasync_pipeline.sync.notifier import Notifier
 FOLLOWERS = 10
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _caller(port: int, manga_id: int, base: int, deadline: float, latencies: list[float],
             errors: dict[str, int]) -> None:
     """Triggers over one kept-alive connection until `deadline` (stdlib client: httpx's
@@ -139,7 +133,7 @@ def run(backend: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         engine.dispose()
         port = free_port()
         env = {**os.environ, "DATABASE_URL": url, "MANGASYNC_HTTP_PORT": str(port),
-               "MANGASYNC_UDP_PORT": str(free_udp_port())}
+               "MANGASYNC_UDP_PORT": str(free_port(kind=socket.SOCK_DGRAM))}
         log = open(tmp / f"server-{backend}.log", "w")  # noqa: SIM115 - as long as the server
         server = subprocess.Popen([sys.executable, "-m", "mangasync_pipeline.cli", "server"],
                                   env=env, stderr=log)
