@@ -322,6 +322,7 @@ def test_every_requested_run_has_a_maximum_runtime_and_monitoring_enforces_it(
     requests = outage.pipeline.evaluate_sensor("new_manga_sensor")
     assert requests and all(int(r.tags["dagster/max_runtime"]) > 0 for r in requests)
 
+
 @pytest.mark.parametrize("policy", [QUICK_PROBE], ids=["probe-after-4s"])
 def test_status_and_health_show_a_probe_due_without_calling_mangadex(outage: Outage) -> None:
     outage.add_manga("Steady", history=1)
@@ -333,7 +334,7 @@ def test_status_and_health_show_a_probe_due_without_calling_mangadex(outage: Out
     assert [b.state for b in collect_status(outage.engine).breakers] == ["open"]
     spent = outage.mangadex_requests()
     wait_for(lambda: store.health()["mangadex"]["breaker"] == "half_open (probe due)",
-             QUICK_PROBE.breaker_open_seconds + 30)
+             outage.pipeline.settings.mangadex_policy.breaker_open_seconds + 30)
     report = collect_status(outage.engine)
     assert [b.state for b in report.breakers] == ["half_open (probe due)"]
     assert "breaker mangadex half_open (probe due)" in render_table(report)

@@ -82,10 +82,11 @@ def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
     Ports the kernel assigns (to every socket that connects or sends unbound) could be taken in
     between, so the port comes from below their range, where only an explicit bind takes one."""
     low = _ephemeral_low()
-    for _ in range(50):
-        port = random.randrange(10_000, low) if low > 10_000 else 0
-        if port and port_free(host, port, kind):
-            return port
+    if low > 10_000:
+        for _ in range(50):
+            port = random.randrange(10_000, low)
+            if port_free(host, port, kind):
+                return port
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
