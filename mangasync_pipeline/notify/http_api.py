@@ -3,7 +3,6 @@ health and metrics."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from mangasync_pipeline.notify.outage import (
     DatabaseStatus,
     is_outage,
 )
+from mangasync_pipeline.notify.statistics import StatisticsRefresh
 from mangasync_pipeline.notify.store import (
     ACCEPTED,
     INVALID,
@@ -36,24 +36,7 @@ from mangasync_pipeline.notify.udp import UdpEndpoint
 
 log = logging.getLogger("mangasync.notify.http")
 
-# Table statistics are refreshed once the notifications stored since the last refresh reach
-# a quarter of the table (at least 1,000): a growth threshold like autovacuum's (whose
-# default is a tenth), without its one-minute wait; autovacuum still runs as configured.
-# Each server counts only what it stored itself.
-# A fixed 1,000 meant an ANALYZE every 100 triggers of 10 followers, about half of
-# PostgreSQL's CPU under a stream of triggers.
-BULK_ANALYZE = 1000
-ANALYZE_GROWTH = 0.25
-_background_tasks: set[asyncio.Future[Any]] = set()
 _PATH_KIND = {f"/notify/{path}": kind for path, kind in triggers.KINDS.items()}
-
-
-def _background(work: Awaitable[Any]) -> None:
-    task = asyncio.ensure_future(work)
-    _background_tasks.add(task)
-    task.add_done_callback(_background_tasks.discard)
-    task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or log.warning(
-        "refreshing statistics failed: %s", t.exception()))
 
 
 @dataclass
@@ -105,13 +88,7 @@ def create_app(ctx: ServerContext) -> Gate:
             ctx.metrics.triggers.labels(kind, "400").inc()
         return _error(400, triggers.error_line(list(exc.errors()), skip=1))
 
-    stored_since_analyze = [0]
-    analyze_after = [BULK_ANALYZE]
-    analyzing: set[asyncio.Future[Any]] = set()
-
-    async def refresh_statistics() -> None:
-        rows = await ctx.run_db(ctx.store.refresh_statistics)
-        analyze_after[0] = max(BULK_ANALYZE, int(rows * ANALYZE_GROWTH))
+    statistics = StatisticsRefresh(ctx.store, ctx.run_db)
 
     def push(outcomes: Sequence[TriggerOutcome], kinds: Sequence[str]) -> None:
         udp = ctx.udp
@@ -120,18 +97,8 @@ def create_app(ctx: ServerContext) -> Gate:
                 continue
             if udp is not None and outcome.notices:
                 udp.deliver(outcome.notices)  # after commit: the rows are durable first
-            stored_since_analyze[0] += outcome.response["recipients"]
+            statistics.stored(outcome.response["recipients"])
             ctx.metrics.triggers.labels(kind, "202").inc()
-        if (ctx.store.is_postgres and stored_since_analyze[0] >= analyze_after[0]
-                and not analyzing):
-            # Until autovacuum catches up, PostgreSQL plans the one-hour suppression check
-            # on stale statistics: a scan of each follower's notifications instead of the
-            # dedup index, 2 ms per trigger at 500 rows per follower and growing.
-            stored_since_analyze[0] = 0
-            task = asyncio.ensure_future(refresh_statistics())
-            analyzing.add(task)
-            task.add_done_callback(analyzing.discard)
-            _background(task)
 
     def online() -> set[int]:
         return ctx.udp.online_user_ids() if ctx.udp is not None else set()
