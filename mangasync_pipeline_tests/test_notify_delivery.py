@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 
 import httpx
@@ -222,3 +223,26 @@ def test_a_live_session_gets_again_what_its_retries_missed(db_url: str, engine: 
         assert sorted(m["chapter"] for m in got) == sorted(str(n) for n in range(21))
         assert client.registrations == 1  # no new REGISTER was needed
     assert _wait_until(lambda: not _unread(engine, user_id), 10)
+
+
+def test_the_garbage_collector_runs_again_once_a_broadcast_is_sent(
+        server: ServerHandle, engine: Engine) -> None:
+    """A burst of pushes holds off cyclic collection (its in-flight records would set off
+    full collections mid-burst); once the pushes are out it must be back, or the server
+    would grow without bound."""
+    manga_id = add_manga(engine, "Burst")
+    users = [add_user(engine, f"reader{n}") for n in range(3)]
+    clients = [NotificationClient(*server.udp_addr, f"reader{n}", token)
+               for n, (_, token) in enumerate(users)]
+    try:
+        for client in clients:
+            client.register()
+        assert gc.isenabled()
+        r = httpx.post(f"{server.http_url}/notify/new-manga",
+                       json={"manga_id": manga_id, "title": "Burst"})
+        assert r.json()["online"] == 3
+        assert all(len(client.wait_for(1, 5)) == 1 for client in clients)
+        assert _wait_until(lambda: server.call(lambda _: gc.isenabled()))
+    finally:
+        for client in clients:
+            client.close()
