@@ -110,6 +110,18 @@ def _sensor_interval(value: str) -> timedelta:
     return interval
 
 
+def _schedule_interval(value: str) -> timedelta:
+    """CHAPTER_POLL_INTERVAL drives a cron schedule, which fires at whole minutes and starts
+    again every midnight: only whole minutes that divide a day can be honoured exactly."""
+    interval = parse_interval(value, "CHAPTER_POLL_INTERVAL")
+    seconds = interval.total_seconds()
+    if seconds % 60 or 86400 % seconds:
+        raise ConfigError(f"CHAPTER_POLL_INTERVAL={value!r}: must be whole minutes that divide "
+                          "a day (e.g. 1m, 5m, 15m, 45m, 90m, 2h); the chapter sensor covers "
+                          "shorter intervals (CHAPTER_SENSOR_INTERVAL)")
+    return interval
+
+
 def _day(name: str, value: str) -> date:
     try:
         return date.fromisoformat(value)
@@ -258,7 +270,7 @@ class Settings:
         if (v := get("NEW_MANGA_POLL_INTERVAL")) is not None:
             kwargs["new_manga_poll_interval"] = parse_interval(v, "NEW_MANGA_POLL_INTERVAL")
         if (v := get("CHAPTER_POLL_INTERVAL")) is not None:
-            kwargs["chapter_poll_interval"] = parse_interval(v, "CHAPTER_POLL_INTERVAL")
+            kwargs["chapter_poll_interval"] = _schedule_interval(v)
         if (v := get("CHAPTER_LOOKBACK")) is not None:
             kwargs["chapter_lookback"] = parse_interval(v, "CHAPTER_LOOKBACK")
         if (v := get("CHAPTER_BATCH_SIZE")) is not None:

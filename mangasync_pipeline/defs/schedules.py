@@ -23,13 +23,22 @@ POLL_RUNTIME = max_runtime_tags(POLL_REQUESTS, SETTINGS.mangadex_rate_limit,
                                 SETTINGS.mangadex_policy.failure_bound())
 
 
-def cron_for(interval: timedelta) -> str:
-    """Cron cannot go below a minute: shorter intervals run every minute."""
-    minutes = max(1, round(interval.total_seconds() / 60))
-    if minutes < 60:
+def cron_for(interval: timedelta) -> str | list[str]:
+    """Cron strings that fire exactly every `interval` (whole minutes dividing a day, as
+    config.py requires). One string where cron can say it (`*/15 * * * *`, `0 */2 * * *`);
+    otherwise one string per minute of the hour the ticks fall on, each with its hours
+    (90m: `0 0,3,...,21 * * *` and `30 1,4,...,22 * * *`)."""
+    minutes = int(interval.total_seconds() // 60)
+    if 60 % minutes == 0:
         return f"*/{minutes} * * * *" if minutes > 1 else "* * * * *"
-    hours = max(1, minutes // 60)
-    return f"0 */{hours} * * *" if hours < 24 else "0 0 * * *"
+    if minutes % 60 == 0:
+        hours = minutes // 60
+        return f"0 */{hours} * * *" if hours < 24 else "0 0 * * *"
+    hours_at: dict[int, list[int]] = {}
+    for tick in range(0, 24 * 60, minutes):
+        hours_at.setdefault(tick % 60, []).append(tick // 60)
+    return [f"{minute} {','.join(map(str, hours))} * * *"
+            for minute, hours in sorted(hours_at.items())]
 
 
 @schedule(

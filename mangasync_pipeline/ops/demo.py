@@ -12,12 +12,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import click
 from sqlalchemy import Engine, select
 
-from mangasync_pipeline.config import ConfigError, Settings
+from mangasync_pipeline.config import ConfigError, Settings, parse_interval
 from mangasync_pipeline.db import tables as t
 from mangasync_pipeline.db.engine import make_engine
 from mangasync_pipeline.db.migrate import upgrade
@@ -40,6 +41,7 @@ from mangasync_pipeline.ops.system import (
 )
 
 DEMO_USER = "demo"
+MINUTE = timedelta(minutes=1)
 
 
 def demo_environment(workdir: Path, *, mangadex_port: int, http_port: int, udp_port: int,
@@ -49,7 +51,10 @@ def demo_environment(workdir: Path, *, mangadex_port: int, http_port: int, udp_p
         "MANGADEX_API_URL": f"http://127.0.0.1:{mangadex_port}",
         "MANGADEX_RATE_LIMIT": "5",
         "NEW_MANGA_POLL_INTERVAL": poll_interval,
-        "CHAPTER_POLL_INTERVAL": poll_interval,
+        # The schedule is the safety net behind the 30 s chapter sensor and fires at whole
+        # minutes: a demo interval under a minute polls it every minute.
+        "CHAPTER_POLL_INTERVAL": (poll_interval if parse_interval(poll_interval) >= MINUTE
+                                  else "1m"),
         "INITIAL_SYNC_LIMIT": str(initial_sync_limit),
         "UDP_SERVER_URL": f"http://127.0.0.1:{http_port}",
         "MANGASYNC_HTTP_PORT": str(http_port),
