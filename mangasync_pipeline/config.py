@@ -243,6 +243,9 @@ class Settings:
     extra: dict[str, str] = field(default_factory=dict)
     # MANGASYNC_TITLE_LANGUAGE: None keeps MangaDex's main title.
     title_language: str | None = None
+    # Operations: Slack-compatible webhook told of each failed run; how long runs are kept.
+    alert_webhook: str | None = None
+    run_retention: timedelta = timedelta(days=30)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -310,6 +313,11 @@ class Settings:
             kwargs["secret_key"] = _secret_key(v)
         if (v := get("MANGASYNC_SECRET_KEY_FILE")) is not None:
             kwargs["secret_key_file"] = v
+        if (v := get("MANGASYNC_ALERT_WEBHOOK")) is not None:
+            _url("MANGASYNC_ALERT_WEBHOOK", v)  # checked, but kept as given: a path may end in /
+            kwargs["alert_webhook"] = v.strip()
+        if (v := get("MANGASYNC_RUN_RETENTION")) is not None:
+            kwargs["run_retention"] = parse_interval(v, "MANGASYNC_RUN_RETENTION")
         return cls(**kwargs)  # type: ignore[arg-type]
 
 

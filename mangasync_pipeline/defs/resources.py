@@ -6,6 +6,7 @@ import os
 from datetime import timedelta
 from typing import Any
 
+import httpx
 from dagster import ConfigurableResource, EnvVar, Failure, SkipReason
 from pydantic import Field, PrivateAttr
 from sqlalchemy import Engine
@@ -194,6 +195,33 @@ class SyncSettings(ConfigurableResource):  # type: ignore[type-arg]
         return parse_interval(self.chapter_lookback, "CHAPTER_LOOKBACK")
 
 
+class AlertWebhook(ConfigurableResource):  # type: ignore[type-arg]
+    """MANGASYNC_ALERT_WEBHOOK, where failed runs are told (defs/alerts.py)."""
+
+    url: str | None = None
+
+    def post(self, text: str) -> None:
+        """Slack's incoming-webhook body; an error answer raises."""
+        assert self.url
+        # A chat webhook answers in well under a second; a hanging one must not eat the tick.
+        answer = httpx.post(self.url, json={"text": text}, timeout=5.0)
+        answer.raise_for_status()
+
+
+class RunRetention(ConfigurableResource):  # type: ignore[type-arg]
+    """MANGASYNC_RUN_RETENTION: how long finished runs are kept (defs/retention.py)."""
+
+    keep: str = "30d"
+
+    def interval(self) -> timedelta:
+        return parse_interval(self.keep, "MANGASYNC_RUN_RETENTION")
+
+
+def _seconds(interval: timedelta) -> str:
+    """`2592000s`, `0.001s`: an interval as the config's text form, never in exponent form."""
+    return f"{interval.total_seconds():f}".rstrip("0").rstrip(".") + "s"
+
+
 def _env(name: str, default: Any) -> Any:
     """An EnvVar where the variable is set (the UI shows where it came from), else the default."""
     return EnvVar(name) if os.environ.get(name) else default
@@ -208,6 +236,13 @@ def _database_url_source(settings: Settings) -> Any:
     return settings.database_url
 
 
+def _webhook_source(settings: Settings) -> Any:
+    """Likewise for the alert webhook, whose URL is its secret."""
+    raw = os.environ.get("MANGASYNC_ALERT_WEBHOOK", "").strip()
+    return EnvVar("MANGASYNC_ALERT_WEBHOOK") if raw and raw == settings.alert_webhook \
+        else settings.alert_webhook
+
+
 def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:  # type: ignore[type-arg]
     # `settings` was validated already; EnvVar keeps secrets out of the run config shown in the UI.
     return {
@@ -220,4 +255,6 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:  # t
             initial_sync_limit=settings.initial_sync_limit,
             chapter_lookback=f"{int(settings.chapter_lookback.total_seconds())}s",
             content_ratings=",".join(settings.content_ratings)),
+        "alert_webhook": AlertWebhook(url=_webhook_source(settings)),
+        "run_retention": RunRetention(keep=_seconds(settings.run_retention)),
     }

@@ -1,0 +1,67 @@
+"""Telling an operator: one line per failed run to a Slack-compatible webhook.
+
+A sync that fails all night must reach someone who is not looking at the UI. The sensor
+posts `{"text": ...}` (Slack's incoming-webhook body, which Mattermost, Rocket.Chat and
+most chat bridges take too) naming the run id, job, partition and the first failed step's
+one-line reason, so the line alone says where to look.
+"""
+
+from __future__ import annotations
+
+from dagster import (
+    DagsterEvent,
+    DefaultSensorStatus,
+    RunFailureSensorContext,
+    SkipReason,
+    run_failure_sensor,
+)
+
+from mangasync_pipeline.defs.resources import AlertWebhook
+
+
+def _first_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _step_reason(event: DagsterEvent) -> str:
+    data = event.step_failure_data
+    reason = ""
+    if data.user_failure_data is not None:
+        reason = _first_line(data.user_failure_data.description)
+    if not reason and data.error is not None:
+        reason = _first_line(data.error.message)
+    return f"step {event.step_key}: {reason or 'failed'}"
+
+
+def failure_line(context: RunFailureSensorContext) -> str:
+    """`mangasync: run <id> of <job> [partition P] failed: step S: <reason>`."""
+    run = context.dagster_run
+    partition = run.tags.get("dagster/partition") or (
+        f"{run.tags['dagster/asset_partition_range_start']}.."
+        f"{run.tags['dagster/asset_partition_range_end']}"
+        if "dagster/asset_partition_range_start" in run.tags else None)
+    where = f" partition {partition}" if partition else ""
+    steps = context.get_step_failure_events()
+    reason = (_step_reason(steps[0]) if steps
+              else _first_line(context.failure_event.message) or "failed")
+    more = f" (+{len(steps) - 1} more failed steps)" if len(steps) > 1 else ""
+    return f"mangasync: run {run.run_id} of {run.job_name}{where} failed: {reason}{more}"
+
+
+@run_failure_sensor(
+    name="run_failure_alert_sensor",
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Posts one line per failed run (run id, job, partition, the failed step's "
+                "reason) to MANGASYNC_ALERT_WEBHOOK. A webhook that fails fails the tick, so the "
+                "same run is posted again at the next one and nothing is lost.")
+def run_failure_alert_sensor(context: RunFailureSensorContext,
+                             alert_webhook: AlertWebhook) -> SkipReason | None:
+    line = failure_line(context)
+    if not alert_webhook.url:
+        context.log.debug(f"no MANGASYNC_ALERT_WEBHOOK: not posted: {line}")
+        return SkipReason("MANGASYNC_ALERT_WEBHOOK is not set")
+    alert_webhook.post(line)
+    context.log.info(f"posted: {line}")
+    return None

@@ -1,0 +1,121 @@
+"""Bounded Dagster storage: a daily job deletes finished runs (and their event logs) older than
+MANGASYNC_RUN_RETENTION, except the runs that hold each asset partition's latest
+materialization, so the asset graph and partition status the UI shows stay whole.
+
+At MangaDex's real traffic the 30 s chapter sensor launches up to 2,880 runs a day; Dagster
+keeps every run and its events forever unless told otherwise. Sensor and schedule ticks are
+bounded by the `retention` section of the instance configs.
+"""
+
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRunStatus,
+    DefaultScheduleStatus,
+    Failure,
+    OpExecutionContext,
+    Output,
+    RunsFilter,
+    ScheduleDefinition,
+    job,
+    op,
+)
+
+from mangasync_pipeline.config import ConfigError
+from mangasync_pipeline.defs.resources import RunRetention
+
+FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
+PAGE = 500  # run ids read, and storage ids looked up, per query
+log = logging.getLogger("mangasync.retention")
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    deleted: int
+    kept_for_materializations: int
+
+    def line(self) -> str:
+        return (f"{self.deleted} runs deleted; {self.kept_for_materializations} older runs kept "
+                "because they hold a partition's latest materialization")
+
+
+def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def runs_holding_latest_materializations(instance: DagsterInstance,
+                                         asset_keys: Iterable[AssetKey]) -> set[str]:
+    """The run ids whose events are some partition's (or an unpartitioned asset's) latest
+    materialization."""
+    keep: set[str] = set()
+    for key in asset_keys:
+        latest = instance.get_latest_materialization_event(key)
+        if latest is not None:
+            keep.add(latest.run_id)
+        by_partition = instance.get_latest_storage_id_by_partition(
+            key, DagsterEventType.ASSET_MATERIALIZATION)
+        for chunk in _chunks(sorted(by_partition.values()), PAGE):
+            records = instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=key, storage_ids=chunk), limit=len(chunk)).records
+            keep.update(record.run_id for record in records)
+    return keep
+
+
+def prune_runs(instance: DagsterInstance, cutoff: datetime,
+               asset_keys: Iterable[AssetKey]) -> PruneReport:
+    """Deletes finished runs created before `cutoff`, keeping those the UI needs for each
+    partition's latest materialization."""
+    keep = runs_holding_latest_materializations(instance, asset_keys)
+    # Read every id first: deleting while paging would pull the cursor's own row away.
+    old: list[str] = []
+    cursor = None
+    while True:
+        page = instance.get_run_ids(RunsFilter(created_before=cutoff, statuses=FINISHED),
+                                    cursor=cursor, limit=PAGE)
+        if not page:
+            break
+        old.extend(page)
+        cursor = page[-1]
+    doomed = [run_id for run_id in old if run_id not in keep]
+    for done, run_id in enumerate(doomed, start=1):
+        instance.delete_run(run_id)
+        if done % 1000 == 0:
+            log.info(f"retention: {done} of {len(doomed)} old runs deleted")
+    return PruneReport(deleted=len(doomed), kept_for_materializations=len(old) - len(doomed))
+
+
+@op(description="Deletes finished runs older than MANGASYNC_RUN_RETENTION, keeping each "
+                "partition's latest materialization.")
+def prune_old_runs(context: OpExecutionContext, run_retention: RunRetention) -> Output:
+    try:
+        cutoff = datetime.now(UTC) - run_retention.interval()
+    except ConfigError as exc:  # a value typed into the Launchpad: one line, nothing deleted
+        raise Failure(description=str(exc), allow_retries=False) from None
+    # Every asset the instance has events of, including ones no longer defined.
+    report = prune_runs(context.instance, cutoff, context.instance.get_asset_keys())
+    context.log.info(f"runs created before {cutoff:%Y-%m-%d %H:%M} UTC: {report.line()}")
+    return Output(None, metadata={"runs_deleted": report.deleted,
+                                  "runs_kept_for_materializations":
+                                      report.kept_for_materializations,
+                                  "cutoff": cutoff.isoformat(timespec="seconds")})
+
+
+@job(description="Bounds Dagster's storage: deletes old runs and their event logs "
+                 "(MANGASYNC_RUN_RETENTION, default 30 days).")
+def prune_runs_job() -> None:
+    prune_old_runs()
+
+
+prune_runs_schedule = ScheduleDefinition(
+    name="prune_runs_schedule", cron_schedule="17 3 * * *", job=prune_runs_job,
+    execution_timezone="UTC", default_status=DefaultScheduleStatus.RUNNING,
+    description="Daily at 03:17 UTC, off the hour when other schedules fire.")

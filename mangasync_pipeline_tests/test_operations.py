@@ -1,0 +1,165 @@
+"""What keeps an operator informed and Dagster's storage bounded: one line per failed run to
+the alert webhook, and the daily pruning of old runs that keeps each partition's latest
+materialization. Through Dagster's own APIs, against the simulator and real databases."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from dagster import (
+    DagsterInstance,
+    build_run_status_sensor_context,
+    instance_for_test,
+    materialize,
+)
+
+from mangasync_pipeline.config import ConfigError, Settings
+from mangasync_pipeline.definitions import build_definitions
+from mangasync_pipeline.defs.alerts import run_failure_alert_sensor
+from mangasync_pipeline.defs.assets import MANGA_CATALOGUE, catalogue
+from mangasync_pipeline.mangadex.simulator import Simulator, SimulatorAdmin
+from mangasync_pipeline_tests.sync_helpers import settings_for
+
+
+class Webhook:
+    """A chat webhook on loopback: records each body; `status` is what it answers."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, object]] = []
+        self.status = 200
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                length = int(self.headers.get("Content-Length", 0))
+                hook.bodies.append(json.loads(self.rfile.read(length)))
+                self.send_response(hook.status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/ops/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    hook = Webhook()
+    yield hook
+    hook.server.shutdown()
+    hook.server.server_close()
+
+
+MISSING = "5b0a4f1e-0000-4000-8000-00000000dead"
+
+
+def _failed_sync(defs_settings: Settings, instance: DagsterInstance):  # type: ignore[no-untyped-def]
+    defs = build_definitions(defs_settings)
+    result = defs.resolve_job_def("sync_manga_job").execute_in_process(
+        run_config={"ops": {"sync_one_manga": {"config": {"mangadex_id": MISSING}}}},
+        instance=instance, resources=defs.resources, raise_on_error=False)
+    assert not result.success
+    return defs, result
+
+
+def test_a_failed_run_is_one_line_at_the_webhook_with_its_id_and_reason(
+        simulator: Simulator, db_url: str, webhook: Webhook) -> None:
+    settings = replace(settings_for(db_url, simulator.url), alert_webhook=webhook.url)
+    with instance_for_test() as instance:
+        defs, result = _failed_sync(settings, instance)
+        context = build_run_status_sensor_context(
+            sensor_name="run_failure_alert_sensor", dagster_instance=instance,
+            dagster_run=result.dagster_run, dagster_event=result.get_run_failure_event(),
+            resources={"alert_webhook": defs.resources["alert_webhook"]},
+        ).for_run_failure()
+        run_failure_alert_sensor(context)
+    assert len(webhook.bodies) == 1
+    text = webhook.bodies[0]["text"]
+    assert isinstance(text, str) and "\n" not in text
+    assert text.startswith(f"mangasync: run {result.run_id} of sync_manga_job failed: "
+                           "step sync_one_manga: sync of manga " + MISSING)
+
+
+def test_a_webhook_that_refuses_fails_the_tick_so_the_run_is_told_again(
+        simulator: Simulator, db_url: str, webhook: Webhook) -> None:
+    webhook.status = 500
+    settings = replace(settings_for(db_url, simulator.url), alert_webhook=webhook.url)
+    with instance_for_test() as instance:
+        defs, result = _failed_sync(settings, instance)
+        context = build_run_status_sensor_context(
+            sensor_name="run_failure_alert_sensor", dagster_instance=instance,
+            dagster_run=result.dagster_run, dagster_event=result.get_run_failure_event(),
+            resources={"alert_webhook": defs.resources["alert_webhook"]},
+        ).for_run_failure()
+        with pytest.raises(Exception, match="500"):
+            run_failure_alert_sensor(context)
+    assert len(webhook.bodies) == 1
+
+
+def test_alert_and_retention_settings_are_checked_in_one_line() -> None:
+    for env, start in (({"MANGASYNC_ALERT_WEBHOOK": "slack"}, "MANGASYNC_ALERT_WEBHOOK='slack'"),
+                       ({"MANGASYNC_RUN_RETENTION": "forever"},
+                        "MANGASYNC_RUN_RETENTION='forever'")):
+        with pytest.raises(ConfigError) as err:
+            Settings.from_env(env)
+        assert str(err.value).startswith(start) and "\n" not in str(err.value)
+    assert Settings.from_env({}).run_retention == timedelta(days=30)
+
+
+def test_pruning_deletes_old_runs_but_keeps_each_partitions_latest_materialization(
+        make_simulator, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    sim = make_simulator(manga_count=0)
+    with SimulatorAdmin(sim.url) as admin:
+        for day in ("2025-09-02", "2025-09-03"):
+            admin.add_manga(title=f"Made {day}", contentRating="safe",
+                            createdAt=f"{day}T01:00:00+00:00")
+    settings = settings_for(db_url, sim.url)
+    defs = build_definitions(settings)
+    with instance_for_test() as instance:
+        runs = {}
+        for name, day in (("first-02", "2025-09-02"), ("latest-02", "2025-09-02"),
+                          ("latest-03", "2025-09-03")):
+            runs[name] = materialize([catalogue], selection=[MANGA_CATALOGUE], instance=instance,
+                                     resources=defs.resources, partition_key=day).run_id
+        _, failed = _failed_sync(settings, instance)
+        runs["failed"] = failed.run_id
+        # Everything so far is older than the retention the prune job runs with.
+        prune_defs = build_definitions(replace(settings, run_retention=timedelta(milliseconds=1)))
+        pruned = prune_defs.resolve_job_def("prune_runs_job").execute_in_process(
+            instance=instance, resources=prune_defs.resources)
+        assert pruned.success
+        left = {r.run_id for r in instance.get_runs()}
+        assert left == {runs["latest-02"], runs["latest-03"], pruned.run_id}
+        # The UI still shows both partitions materialized, by their latest runs.
+        assert instance.get_materialized_partitions(MANGA_CATALOGUE) == {"2025-09-02",
+                                                                          "2025-09-03"}
+        outputs = [e for e in pruned.all_events if e.is_successful_output]
+        values = {k: v.value for k, v in outputs[0].step_output_data.metadata.items()}
+        assert (values["runs_deleted"], values["runs_kept_for_materializations"]) == (2, 2)
+
+
+def test_a_retention_set_in_the_launchpad_is_checked_before_anything_is_deleted(
+        db_url: str) -> None:
+    defs = build_definitions(settings_for(db_url, "http://127.0.0.1:9"))
+    with instance_for_test() as instance:
+        job = defs.resolve_job_def("prune_runs_job")
+        job.execute_in_process(instance=instance, resources=defs.resources)
+        kept = {r.run_id for r in instance.get_runs()}
+        result = job.execute_in_process(
+            instance=instance, raise_on_error=False,
+            run_config={"resources": {"run_retention": {"config": {"keep": "soon"}}}})
+        assert not result.success
+        failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
+        assert failure is not None and failure.description is not None
+        assert failure.description.startswith("MANGASYNC_RUN_RETENTION='soon': not an interval")
+        assert kept <= {r.run_id for r in instance.get_runs()}
