@@ -7,13 +7,18 @@ SQLite one a file copy.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
+import sqlite3
+import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
+import psycopg2
 import pytest
 from sqlalchemy import Engine
 
@@ -97,36 +102,91 @@ def engine(db_url: str) -> Iterator[Engine]:
     eng.dispose()
 
 
-# Tests that take 5 s or more (mostly waiting on processes, sensors and timeouts), longest
-# first. Run at the start, they overlap with the many short tests on the other workers instead
-# of leaving one worker alone with a long test at the end. Only the order depends on this list.
-SLOW_FIRST = (
-    "test_browser.py::",
-    "test_ops_run.py::test_demo",
-    "test_dagster_model.py::test_graphql_backfills",
-    "test_outages.py::test_after_an_hour_long_outage",
-    "test_ops_run.py::test_run_offline",
-    "test_dagster_model.py::test_dg_sees_one_location",
-    "test_notify_keepalive.py::",
-    "test_notify_cli.py::test_listen_says",
-    "test_notify_delivery.py::test_a_live_session",
-    "test_outages.py::test_a_run_fails_within_the_bound",
-    "test_notify_delivery.py::test_every_notification_shows_once",
-    "test_outages.py::test_status_and_health",
-    "test_mangadex_client.py::test_a_tick_deadline",
-    "test_chapter_reads.py::test_polling_every_minute",
-    "test_outages.py::test_the_sensor_waits",
-    "test_notify_http.py::test_triggers_fuzzed",
-    "test_ops_docs.py::test_test_sh",
-    "test_sync_catalogue.py::test_a_partition_of_over_10000",
-    "test_mangadex_client.py::test_three_processes",
-)
+# ---- layers --------------------------------------------------------------------------------
+# Every test carries one layer marker. `pytest -m unit` is the fast layer: pure rules, no
+# database, no socket, no subprocess, which the guard below enforces, so a test that needs
+# more and is not marked fails with the reason instead of slowing the layer down.
+LAYERS = ("unit", "database", "process", "browser", "docker")
+DATABASE_FIXTURES = {"db_url", "pg_url", "engine", "pg_template", "sqlite_template"}
+PROCESS_FIXTURES = {"simulator", "make_simulator", "simulator_admin", "server", "receiver"}
 
 
-def _slow_rank(item: pytest.Item) -> int:
-    return next((rank for rank, part in enumerate(SLOW_FIRST) if part in item.nodeid),
-                len(SLOW_FIRST))
+def layer_of(item: pytest.Item) -> str:
+    marked = [m.name for m in item.iter_markers() if m.name in LAYERS]
+    if marked:
+        return marked[0]  # the closest: a test's own marker over its module's
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if fixtures & PROCESS_FIXTURES:
+        return "process"
+    if fixtures & DATABASE_FIXTURES:
+        return "database"
+    return "unit"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=_slow_rank)  # stable: the rest keep their order
+class _Forbidden(RuntimeError):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _unit_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if layer_of(request.node) != "unit":
+        return
+
+    def refuse(what: str) -> Callable[..., object]:
+        def _refuse(*_args: object, **_kwargs: object) -> object:
+            raise _Forbidden(f"a unit test may not open {what}: mark the test (or its module) "
+                             "with @pytest.mark.database or @pytest.mark.process")
+        return _refuse
+
+    real_init = socket.socket.__init__
+
+    def network_socket(sock: socket.socket, family: int = socket.AF_INET,
+                       *args: object, **kwargs: object) -> None:
+        # An event loop's own AF_UNIX socketpair is fine; the network is not.
+        if family in (socket.AF_INET, socket.AF_INET6):
+            refuse("a network socket")()
+        real_init(sock, family, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket.socket, "__init__", network_socket)
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse("a subprocess"))
+    # Each name a driver may be reached by (SQLAlchemy takes sqlite3.dbapi2; libpq opens its
+    # sockets in C, out of the socket guard's sight).
+    for module in (sqlite3, sqlite3.dbapi2):
+        monkeypatch.setattr(module, "connect", refuse("a SQLite database"))
+    for target in (psycopg, psycopg.Connection, psycopg2):
+        monkeypatch.setattr(target, "connect", refuse("a PostgreSQL connection"))
+
+
+# ---- order -----------------------------------------------------------------------------------
+# Longest first, from the durations a whole run recorded (`--record-durations`): run at the
+# start, long tests overlap with the many short ones on the other workers instead of leaving
+# one worker alone with a long test at the end. A test with no record yet goes first, since it
+# may be long. Only the order depends on the file.
+DURATIONS = Path(__file__).with_name("durations.json")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--record-durations", action="store_true",
+                     help=f"write each test's duration to {DURATIONS.name} (orders later runs)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(layer_of(item))
+    known = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+    items.sort(key=lambda item: -known.get(item.nodeid, float("inf")))  # stable
+
+
+_recorded: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _recorded[report.nodeid] = _recorded.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    if not config.getoption("--record-durations") or hasattr(config, "workerinput"):
+        return  # only the controller holds every worker's reports
+    DURATIONS.write_text(json.dumps({k: round(v, 2) for k, v in sorted(_recorded.items())},
+                                    indent=0) + "\n")

@@ -23,6 +23,8 @@ from mangasync_pipeline.ops.system import free_port
 from mangasync_pipeline_tests import test_ops_run
 from mangasync_pipeline_tests.test_ops_run import Starter
 
+pytestmark = pytest.mark.browser
+
 # The `start` fixture of the run/demo tests: a demo started as from a terminal, Ctrl-C-able.
 launch = test_ops_run.start
 

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from mangasync_pipeline.db.engine import make_engine
@@ -26,6 +27,7 @@ def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
                           timeout=240)
 
 
+@pytest.mark.process
 def test_initial_sync_backfill_and_sync_manga_from_the_command_line(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'hub.sqlite'}"
     upgrade(url)

@@ -176,6 +176,7 @@ def test_ui_runs_and_backfills_execute_in_process() -> None:
         assert defs.resolve_job_def(name).executor_def is in_process_executor
 
 
+@pytest.mark.database
 def test_schedule_polls_from_the_cursor_by_run_config() -> None:
     defs = build_definitions(settings_for("sqlite:///unused.sqlite", "http://127.0.0.1:9"))
     schedule = defs.resolve_schedule_def("new_chapters_schedule")
@@ -446,6 +447,7 @@ def _dg(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=240)
 
 
+@pytest.mark.process
 def test_dg_sees_one_location_named_mangasync_and_can_scaffold(tmp_path: Path) -> None:
     listed = _dg(["list", "defs", "--json"], ROOT)
     assert listed.returncode == 0, listed.stderr[-2000:]

@@ -16,6 +16,8 @@ ROOT = Path(mangasync_pipeline.__file__).parent
 FORBIDDEN = {
     "notify": {"sync", "defs", "ops"},  # the server, not the pipeline
     "mangadex": {"sync", "defs", "notify", "ops"},
+    # Plain-Python sync logic: no Dagster wrapper, no server, no process management.
+    "sync": {"defs", "notify", "ops", "cli", "definitions"},
     "db": {"mangadex", "sync", "defs", "notify", "ops", "cli", "definitions"},
 }
 

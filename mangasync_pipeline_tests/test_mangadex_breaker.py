@@ -153,6 +153,7 @@ def test_a_crashed_trial_does_not_wedge_the_circuit() -> None:
     breaker.before_request()
 
 
+@pytest.mark.database
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
 def test_state_is_shared_through_the_database(db: str, request: pytest.FixtureRequest) -> None:
     url = _url(db, request)
@@ -199,6 +200,7 @@ def _hammer(url: str, count: int) -> None:
     breaker.close()
 
 
+@pytest.mark.database
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
 def test_concurrent_processes_do_not_lose_failures(db: str, request: pytest.FixtureRequest) -> None:
     url = _url(db, request)

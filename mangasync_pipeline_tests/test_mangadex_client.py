@@ -31,6 +31,8 @@ from mangasync_pipeline.mangadex.models import Page
 from mangasync_pipeline.mangadex.simulator import Simulator, SimulatorAdmin
 from mangasync_pipeline.mangadex.simulator.outage import OutageProxy
 
+pytestmark = pytest.mark.process
+
 FAST_POLICY = ClientPolicy(backoff_base=0.01, backoff_max=0.05, max_retries=5)
 FAST: dict[str, Any] = {"rate_limit": None, "policy": FAST_POLICY}
 

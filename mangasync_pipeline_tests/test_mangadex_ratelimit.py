@@ -54,6 +54,7 @@ def test_spacing_leaves_a_margin_under_the_limit() -> None:
     assert 5 * spacing_ms(5.0) > 1000
 
 
+@pytest.mark.process
 def test_sqlite_state_lives_beside_the_db_file(tmp_path: Path) -> None:
     db = tmp_path / "state" / "mangahub.sqlite"
     with RateLimiter(5.0, f"sqlite:///{db}") as limiter:
@@ -82,6 +83,7 @@ def test_threads_of_one_process_share_the_limit() -> None:
     assert max(stamps) - min(stamps) >= 23 * spacing_ms(20.0) / 1000 * 0.9
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_three_processes_together_stay_under_the_limit(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest

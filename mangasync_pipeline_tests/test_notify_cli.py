@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine, select
 
@@ -141,6 +142,7 @@ def test_server_and_listen_commands_end_to_end(db_url: str, engine: Engine) -> N
         assert conn.execute(select(t.notifications.c.read)).scalar_one() is True
 
 
+@pytest.mark.process
 def test_server_refuses_an_unmigrated_database_in_one_line(tmp_path: object) -> None:
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/empty.sqlite",
            "MANGASYNC_HTTP_PORT": str(free_port()),

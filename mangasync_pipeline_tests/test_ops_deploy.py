@@ -294,6 +294,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[list[str], int]]:
                         "label=dagster/job_name"], timeout=120)
 
 
+@pytest.mark.docker
 @pytest.mark.timeout(2400)
 def test_stack_materializes_a_partition_in_its_own_container(
         stack: tuple[list[str], int]) -> None:

@@ -8,6 +8,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from mangasync_pipeline.cli import cli
@@ -75,6 +76,7 @@ def run_test_sh(tmp_path: Path, uid: int) -> tuple[subprocess.CompletedProcess[s
     return result, calls
 
 
+@pytest.mark.process
 def test_test_sh_without_root_says_what_to_install(tmp_path: Path) -> None:
     result, calls = run_test_sh(tmp_path, uid=1000)
     assert result.returncode == 0, result.stderr
@@ -84,6 +86,7 @@ def test_test_sh_without_root_says_what_to_install(tmp_path: Path) -> None:
     assert not calls.exists(), "without root, test.sh must not try to install anything"
 
 
+@pytest.mark.process
 def test_test_sh_as_root_installs_chromium_from_debian(tmp_path: Path) -> None:
     result, calls = run_test_sh(tmp_path, uid=0)
     assert result.returncode == 0, result.stderr

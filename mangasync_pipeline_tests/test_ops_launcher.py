@@ -18,6 +18,8 @@ from mangasync_pipeline.ops.launcher import (
     processes_with_env,
 )
 
+pytestmark = pytest.mark.process
+
 # A service that starts a grandchild and then waits: like `dg dev` with its webserver.
 PARENT_WITH_CHILD = (
     "import subprocess, sys, time\n"

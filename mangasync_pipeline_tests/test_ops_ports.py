@@ -21,6 +21,8 @@ from mangasync_pipeline.notify.testing import add_manga, server_settings
 from mangasync_pipeline.ops.system import free_port
 from mangasync_pipeline.sync import outbox
 
+pytestmark = pytest.mark.process
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

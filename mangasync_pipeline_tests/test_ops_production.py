@@ -155,6 +155,7 @@ def dagster_pg_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.mark.database
 def test_production_dagster_yaml_passes_dagster_validation(dagster_pg_env: str) -> None:
     config, _ = dagster_instance_config(str(ROOT / "docker"))
     assert config["storage"]["postgres"]["postgres_db"]["db_name"] == {
@@ -163,6 +164,7 @@ def test_production_dagster_yaml_passes_dagster_validation(dagster_pg_env: str) 
                                      "retry_on_asset_or_op_failure": False}
 
 
+@pytest.mark.database
 def test_production_instance_runs_on_postgresql(dagster_pg_env: str, tmp_path: Path) -> None:
     shutil.copy(ROOT / "docker" / "dagster.yaml", tmp_path / "dagster.yaml")
     with DagsterInstance.from_config(str(tmp_path)) as instance:
@@ -188,6 +190,7 @@ def test_production_instance_runs_on_postgresql(dagster_pg_env: str, tmp_path: P
         assert instance.event_log_storage.get_concurrency_info("mangadex").limit == 3
 
 
+@pytest.mark.database
 def test_embedded_dagster_yaml_is_valid_and_uses_sqlite(tmp_path: Path) -> None:
     template = ROOT / "mangasync_pipeline" / "ops" / "dagster_home.yaml"
     shutil.copy(template, tmp_path / "dagster.yaml")

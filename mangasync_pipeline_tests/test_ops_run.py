@@ -25,6 +25,8 @@ import pytest
 from mangasync_pipeline.ops.launcher import http_ok, processes_with_env
 from mangasync_pipeline.ops.system import free_port
 
+pytestmark = pytest.mark.process
+
 ROOT = Path(__file__).resolve().parents[1]
 TAG = "MANGASYNC_TEST_TAG"
 

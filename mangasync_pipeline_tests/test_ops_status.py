@@ -9,6 +9,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine, insert
 
@@ -121,6 +122,7 @@ def test_empty_database_is_healthy(db_url: str) -> None:
     assert "healthy: no problems found" in run_status(db_url).stdout
 
 
+@pytest.mark.process
 def test_unmigrated_or_unreachable_database_is_one_line(tmp_path: Path) -> None:
     result = run_status_process(f"sqlite:///{tmp_path / 'empty.sqlite'}")
     assert result.returncode == 3

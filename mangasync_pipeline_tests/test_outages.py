@@ -363,6 +363,7 @@ def test_the_policy_reaches_the_resource_and_the_bound_follows_it() -> None:
     assert Settings.from_env({}).mangadex_policy.failure_bound() <= 90  # the README's promise
 
 
+@pytest.mark.process
 def test_the_cli_stops_retrying_when_the_breaker_opens_and_says_so_once(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'hub.sqlite'}"
     upgrade(url)

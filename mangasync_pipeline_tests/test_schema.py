@@ -55,6 +55,7 @@ def test_migrate_is_idempotent_and_keeps_data(db_url: str, engine: Engine) -> No
     check_schema(engine)
 
 
+@pytest.mark.database
 def test_unmigrated_database_is_refused_in_one_line(tmp_path: Path) -> None:
     eng = make_engine(f"sqlite:///{tmp_path / 'empty.sqlite'}")
     with pytest.raises(SchemaError, match="run `mangasync migrate`"):
@@ -70,6 +71,7 @@ def test_newer_schema_is_refused_by_migrate_and_by_the_check(db_url: str, engine
         upgrade(db_url)
 
 
+@pytest.mark.process
 def test_migrate_command_reports_newer_schema_without_traceback(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     upgrade(url)
@@ -87,6 +89,7 @@ def test_migrate_command_reports_newer_schema_without_traceback(tmp_path: Path) 
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.process
 def test_bad_setting_stops_with_one_line_naming_it(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "mangasync_pipeline.cli", "migrate"],

@@ -542,6 +542,7 @@ def test_live_mode_keeps_publishing(make_simulator: Callable[..., Simulator]) ->
         assert feed["total"] >= 1
 
 
+@pytest.mark.process
 def test_cli_serves_until_interrupted() -> None:
     code = ("from mangasync_pipeline.mangadex.simulator.cli import fake_mangadex; "
             "fake_mangadex(['--port', '0', '--manga', '30', '--rate-limit', '0'])")

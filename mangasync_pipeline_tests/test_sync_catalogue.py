@@ -310,6 +310,7 @@ def test_delivery_is_one_process_at_a_time_and_a_stray_404_is_retried(
     assert [b["title"] for _, b in receiver.accepted] == ["T0", "T1", "T2"]  # in order
 
 
+@pytest.mark.process
 def test_an_unmigrated_database_fails_runs_and_sensors_in_one_line(
         sim: Simulator, tmp_path: Any) -> None:
     pipeline = Pipeline(settings_for(f"sqlite:///{tmp_path / 'empty.sqlite'}", sim.url))
