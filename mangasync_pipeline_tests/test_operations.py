@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 from dagster import (
     DagsterInstance,
@@ -18,12 +19,17 @@ from dagster import (
     instance_for_test,
     materialize,
 )
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 
 from mangasync_pipeline.config import ConfigError, Settings
+from mangasync_pipeline.db.engine import make_engine
+from mangasync_pipeline.db.tables import sync_metrics
 from mangasync_pipeline.definitions import build_definitions
 from mangasync_pipeline.defs.alerts import run_failure_alert_sensor
 from mangasync_pipeline.defs.assets import MANGA_CATALOGUE, catalogue
 from mangasync_pipeline.mangadex.simulator import Simulator, SimulatorAdmin
+from mangasync_pipeline.notify.app import ServerHandle
 from mangasync_pipeline_tests.sync_helpers import settings_for
 
 
@@ -63,6 +69,17 @@ def webhook() -> Iterator[Webhook]:
 MISSING = "5b0a4f1e-0000-4000-8000-00000000dead"
 
 
+def errors_counted(db_url: str) -> dict[str, float]:
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(sync_metrics.c.labels, sync_metrics.c.value).where(
+                sync_metrics.c.name == "mangadex_sync_errors_total")).all()
+    finally:
+        engine.dispose()
+    return {labels: float(value) for labels, value in rows}
+
+
 def _failed_sync(defs_settings: Settings, instance: DagsterInstance):  # type: ignore[no-untyped-def]
     defs = build_definitions(defs_settings)
     result = defs.resolve_job_def("sync_manga_job").execute_in_process(
@@ -80,10 +97,13 @@ def test_a_failed_run_is_one_line_at_the_webhook_with_its_id_and_reason(
         context = build_run_status_sensor_context(
             sensor_name="run_failure_alert_sensor", dagster_instance=instance,
             dagster_run=result.dagster_run, dagster_event=result.get_run_failure_event(),
-            resources={"alert_webhook": defs.resources["alert_webhook"]},
+            resources={"alert_webhook": defs.resources["alert_webhook"],
+                       "mangahub": defs.resources["mangahub"]},
         ).for_run_failure()
         run_failure_alert_sensor(context)
     assert len(webhook.bodies) == 1
+    # Counted once, by its job and the failure's kind, for /metrics.
+    assert errors_counted(db_url) == {"error_code=mangadex_error,type=sync_manga": 1}
     text = webhook.bodies[0]["text"]
     assert isinstance(text, str) and "\n" not in text
     assert text.startswith(f"mangasync: run {result.run_id} of sync_manga_job failed: "
@@ -99,11 +119,17 @@ def test_a_webhook_that_refuses_fails_the_tick_so_the_run_is_told_again(
         context = build_run_status_sensor_context(
             sensor_name="run_failure_alert_sensor", dagster_instance=instance,
             dagster_run=result.dagster_run, dagster_event=result.get_run_failure_event(),
-            resources={"alert_webhook": defs.resources["alert_webhook"]},
+            resources={"alert_webhook": defs.resources["alert_webhook"],
+                       "mangahub": defs.resources["mangahub"]},
         ).for_run_failure()
         with pytest.raises(Exception, match="500"):
             run_failure_alert_sensor(context)
-    assert len(webhook.bodies) == 1
+        assert len(webhook.bodies) == 1
+        assert errors_counted(db_url) == {}  # the next tick posts and counts it
+        webhook.status = 200
+        run_failure_alert_sensor(context)
+    assert len(webhook.bodies) == 2
+    assert errors_counted(db_url) == {"error_code=mangadex_error,type=sync_manga": 1}
 
 
 def test_alert_and_retention_settings_are_checked_in_one_line() -> None:
@@ -163,3 +189,30 @@ def test_a_retention_set_in_the_launchpad_is_checked_before_anything_is_deleted(
         assert failure is not None and failure.description is not None
         assert failure.description.startswith("MANGASYNC_RUN_RETENTION='soon': not an interval")
         assert kept <= {r.run_id for r in instance.get_runs()}
+
+
+def test_a_runs_figures_reach_metrics_with_the_seeds_names_and_types(
+        make_simulator, db_url: str, server: ServerHandle) -> None:  # type: ignore[no-untyped-def]
+    sim = make_simulator(manga_count=0)
+    with SimulatorAdmin(sim.url) as admin:
+        admin.add_manga(title="Made", contentRating="safe", createdAt="2025-09-02T01:00:00+00:00")
+    defs = build_definitions(settings_for(db_url, sim.url))
+    with instance_for_test() as instance:
+        for _ in range(2):
+            assert materialize([catalogue], selection=[MANGA_CATALOGUE], instance=instance,
+                               resources=defs.resources, partition_key="2025-09-02").success
+    text = httpx.get(f"{server.http_url}/metrics").text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    runs = families["mangasync_mangadex_sync_runs"]
+    assert runs.type == "counter"
+    assert [(s.labels, s.value) for s in runs.samples] == [({"type": "catalogue"}, 2.0)]
+    duration = families["mangasync_mangadex_sync_duration_seconds"]
+    assert duration.type == "histogram"
+    count = [s for s in duration.samples if s.name.endswith("_count")]
+    assert [(s.labels, s.value) for s in count] == [({"type": "catalogue"}, 2.0)]
+    inf = [s for s in duration.samples if s.labels.get("le") == "+Inf"]
+    assert [s.value for s in inf] == [2.0]
+    requests = families["mangasync_mangadex_api_requests"]
+    assert requests.type == "counter"
+    assert {s.labels["status_code"] for s in requests.samples} == {"200"}
+    assert families["mangasync_mangadex_manga_synced"].samples[0].value == 1.0  # once: new

@@ -1,4 +1,5 @@
-"""Telling an operator: one line per failed run to a Slack-compatible webhook.
+"""Telling an operator: one line per failed run to a Slack-compatible webhook, and every
+failed run counted in `mangadex_sync_errors_total{type, error_code}` for /metrics.
 
 A sync that fails all night must reach someone who is not looking at the UI. The sensor
 posts `{"text": ...}` (Slack's incoming-webhook body, which Mattermost, Rocket.Chat and
@@ -16,7 +17,8 @@ from dagster import (
     run_failure_sensor,
 )
 
-from mangasync_pipeline.defs.resources import AlertWebhook
+from mangasync_pipeline.defs.reporting import record_errors
+from mangasync_pipeline.defs.resources import AlertWebhook, MangaHubDatabase
 
 
 def _first_line(text: str | None) -> str:
@@ -32,6 +34,16 @@ def _step_reason(event: DagsterEvent) -> str:
     if not reason and data.error is not None:
         reason = _first_line(data.error.message)
     return f"step {event.step_key}: {reason or 'failed'}"
+
+
+def error_code(event: DagsterEvent) -> str:
+    """The failure's kind (`mangadex_unavailable`, `transient`, `mangadex_error`, `schema`,
+    `unexpected`: defs/failures.py), else the exception's class."""
+    data = event.step_failure_data
+    user = data.user_failure_data
+    if user is not None and "kind" in user.metadata:
+        return str(user.metadata["kind"].value)
+    return data.error.cls_name if data.error is not None and data.error.cls_name else "failure"
 
 
 def failure_line(context: RunFailureSensorContext) -> str:
@@ -53,15 +65,26 @@ def failure_line(context: RunFailureSensorContext) -> str:
     name="run_failure_alert_sensor",
     default_status=DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
-    description="Posts one line per failed run (run id, job, partition, the failed step's "
-                "reason) to MANGASYNC_ALERT_WEBHOOK. A webhook that fails fails the tick, so the "
-                "same run is posted again at the next one and nothing is lost.")
-def run_failure_alert_sensor(context: RunFailureSensorContext,
-                             alert_webhook: AlertWebhook) -> SkipReason | None:
+    description="Counts each failed run in mangadex_sync_errors_total and posts one line "
+                "(run id, job, partition, the failed step's reason) to MANGASYNC_ALERT_WEBHOOK. "
+                "A webhook that fails fails the tick, so the same run is posted again at the "
+                "next one and nothing is lost.")
+def run_failure_alert_sensor(context: RunFailureSensorContext, alert_webhook: AlertWebhook,
+                             mangahub: MangaHubDatabase) -> SkipReason | None:
     line = failure_line(context)
+    # Posted first: a refusing webhook fails the tick before anything is counted, so the
+    # retry at the next tick neither loses the alert nor counts the run twice.
+    if alert_webhook.url:
+        alert_webhook.post(line)
+        context.log.info(f"posted: {line}")
+    codes = [error_code(e) for e in context.get_step_failure_events()] or ["run_failure"]
+    record_errors(mangahub.engine(), sync_type(context.dagster_run.job_name), codes)
     if not alert_webhook.url:
-        context.log.debug(f"no MANGASYNC_ALERT_WEBHOOK: not posted: {line}")
-        return SkipReason("MANGASYNC_ALERT_WEBHOOK is not set")
-    alert_webhook.post(line)
-    context.log.info(f"posted: {line}")
+        return SkipReason(f"counted; MANGASYNC_ALERT_WEBHOOK is not set: {line}")
     return None
+
+
+def sync_type(job_name: str) -> str:
+    """The `type` label, as the runs' own counters have it: the job without `_job`
+    (`catalogue`, `new_chapters`, ...); `assets` for a run of the UI's asset job."""
+    return "assets" if job_name.startswith("__ASSET_JOB") else job_name.removesuffix("_job")

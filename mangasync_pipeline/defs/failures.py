@@ -48,10 +48,13 @@ def one_line_failures(what: str) -> Iterator[None]:
         raise Failure(description=f"{what}: {exc}", metadata=metadata,
                       allow_retries=False) from None
     except TRANSIENT as exc:
-        raise Failure(description=f"{what}: {_one_line(exc)}", allow_retries=True) from None
+        raise Failure(description=f"{what}: {_one_line(exc)}", metadata={"kind": "transient"},
+                      allow_retries=True) from None
     except (MangaDexError, SchemaError) as exc:
-        raise Failure(description=f"{what}: {exc}", allow_retries=False) from None
+        kind = "schema" if isinstance(exc, SchemaError) else "mangadex_error"
+        raise Failure(description=f"{what}: {exc}", metadata={"kind": kind},
+                      allow_retries=False) from None
     except Exception as exc:
         # Not an outage but a bug: keep its traceback.
         raise Failure(description=f"{what}: {type(exc).__name__}: {_one_line(exc)}",
-                      allow_retries=False) from exc
+                      metadata={"kind": "unexpected"}, allow_retries=False) from exc

@@ -144,7 +144,7 @@ def refresh_manga(context: OpExecutionContext, config: RefreshMangaConfig,
                   notifier: NotifierResource) -> Output:
     """Re-reads changed catalogued manga (100 per request); status or title changes notify."""
     engine, client = mangahub.engine(), mangadex.client()
-    meter = RunMeter(engine, client, "manga_updates")
+    meter = RunMeter(engine, client, "refresh_manga")
     with one_line_failures(f"refresh of {len(config.mangadex_ids)} manga"):
         report = import_ids(engine, client, config.mangadex_ids,
                             policy=NotifyPolicy(new_manga=False, updates=True))

@@ -94,17 +94,45 @@ def table_metadata(table_def: Table) -> dict[str, Any]:
             "dagster/column_schema": TableSchema(columns=columns)}
 
 
+# The seed's sync metrics (exported with the `mangasync_` prefix by the notification server):
+# counters end in `_total`; the duration is a histogram with these upper bounds in seconds.
+DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
+
+
+def histogram_values(name: str, labels: dict[str, str], seconds: float
+                     ) -> dict[tuple[str, str], float]:
+    """One observation as additions to a Prometheus histogram's cumulative rows."""
+    values = {(f"{name}_bucket", metrics.labels_text({**labels, "le": repr(bound)})):
+              float(seconds <= bound) for bound in DURATION_BUCKETS}
+    values[(f"{name}_bucket", metrics.labels_text({**labels, "le": "+Inf"}))] = 1.0
+    values[(f"{name}_sum", metrics.labels_text(labels))] = seconds
+    values[(f"{name}_count", metrics.labels_text(labels))] = 1.0
+    return values
+
+
 def record_metrics(engine: Engine, sync: str, spent: StatsSnapshot, duration: float,
                    counts: dict[str, int]) -> None:
+    kind = {"type": sync}
     values: dict[tuple[str, str], float] = {}
     for (endpoint, status), n in spent.requests.items():
-        key = ("mangadex_requests_total", metrics.labels_text(
-            {"endpoint": endpoint, "status": status}))
+        key = ("mangadex_api_requests_total", metrics.labels_text(
+            {"endpoint": endpoint, "status_code": status}))
         values[key] = values.get(key, 0) + n
     values[("mangadex_rate_limit_wait_seconds_total", "")] = spent.rate_limit_wait_s
-    values[("sync_duration_seconds_total", metrics.labels_text({"sync": sync}))] = duration
-    values[("sync_runs_total", metrics.labels_text({"sync": sync}))] = 1
-    for name, n in counts.items():
-        values[(f"{name}_total", metrics.labels_text({"sync": sync}))] = n
+    values.update(histogram_values("mangadex_sync_duration_seconds", kind, duration))
+    values[("mangadex_sync_runs_total", metrics.labels_text(kind))] = 1
+    for name, n in counts.items():  # manga_synced, chapters_synced
+        values[(f"mangadex_{name}_total", metrics.labels_text(kind))] = n
+    with engine.begin() as conn:
+        metrics.add(conn, values)
+
+
+def record_errors(engine: Engine, sync: str, error_codes: list[str]) -> None:
+    """`mangadex_sync_errors_total{type, error_code}`, one per failed step (or run)."""
+    values: dict[tuple[str, str], float] = {}
+    for code in error_codes:
+        key = ("mangadex_sync_errors_total",
+               metrics.labels_text({"type": sync, "error_code": code}))
+        values[key] = values.get(key, 0) + 1
     with engine.begin() as conn:
         metrics.add(conn, values)

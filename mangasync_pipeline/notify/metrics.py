@@ -64,16 +64,46 @@ class _DatabaseCollector(Collector):
                        "Notifications not yet acknowledged by any device", "gauge")
         gauge.add_sample("mangasync_notifications_pending", {}, pending)
         yield gauge
-        families: dict[str, Metric] = {}
-        for name, labels, value in rows:
-            full = "mangasync_" + _NAME_BAD.sub("_", name.removeprefix("mangasync_"))
-            if full in self._own:
-                continue
-            family = families.get(full)
-            if family is None:
-                family = families[full] = Metric(full, f"sync metric {name}", "gauge")
-            family.add_sample(full, parse_labels(labels), value)
-        yield from families.values()
+        yield from database_families(rows, self._own)
+
+
+def _family_of(sample: str, histograms: set[str]) -> tuple[str, str]:
+    """(family name, type) of one sample name from `sync_metrics`: `x_total` is counter x;
+    `x_bucket`, `x_sum`, `x_count` are histogram x where x has buckets; anything else is a
+    gauge (a value the writer sets, such as the records in quarantine)."""
+    for suffix in ("_bucket", "_sum", "_count"):
+        base = sample.removesuffix(suffix)
+        if base != sample and base in histograms:
+            return base, "histogram"
+    if sample.endswith("_total"):
+        return sample.removesuffix("_total"), "counter"
+    return sample, "gauge"
+
+
+def database_families(rows: Iterable[tuple[str, str, float]], own: set[str]) -> list[Metric]:
+    """The rows of `sync_metrics`, written by sync runs in any process, as typed families
+    named `mangasync_<row name>`."""
+    named = [("mangasync_" + _NAME_BAD.sub("_", name.removeprefix("mangasync_")), labels, value)
+             for name, labels, value in rows]
+    histograms = {name.removesuffix("_bucket") for name, _, _ in named
+                  if name.endswith("_bucket")}
+    families: dict[str, Metric] = {}
+    for sample, labels, value in named:
+        if sample in own:
+            continue
+        family_name, kind = _family_of(sample, histograms)
+        family = families.get(family_name)
+        if family is None:
+            family = families[family_name] = Metric(family_name, f"sync metric {family_name}",
+                                                    kind)
+        family.add_sample(sample, parse_labels(labels), value)
+    for family in families.values():
+        if family.type == "histogram":
+            # Prometheus wants a histogram's buckets in ascending order of `le`.
+            family.samples.sort(key=lambda s: (
+                tuple(sorted((k, v) for k, v in s.labels.items() if k != "le")),
+                s.name != family.name + "_bucket", float(s.labels.get("le", "inf"))))
+    return list(families.values())
 
 
 class NotifyMetrics:
