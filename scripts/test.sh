@@ -16,6 +16,15 @@ if [ ! -x "${MANGASYNC_CHROMIUM:-/usr/bin/chromium}" ]; then
     echo "test.sh: the browser test needs Debian's Chromium: sudo apt-get install -y chromium" >&2
   fi
 fi
+# The alert rules are checked and unit-tested with promtool, from Debian's prometheus package.
+if ! command -v promtool >/dev/null; then
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      --no-install-recommends prometheus >/dev/null
+  else
+    echo "test.sh: the alert-rule test needs promtool: sudo apt-get install -y prometheus" >&2
+  fi
+fi
 VIRTUAL_ENV="$PWD/.venv" .venv/bin/dg check defs >/dev/null  # the code location loads, as dg sees it
 # Six workers on two cores: most tests wait (sockets, subprocesses, timeouts), so more workers
 # than cores finish sooner; MANGASYNC_TEST_WORKERS overrides it. One test handed out at a time:

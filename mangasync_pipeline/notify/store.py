@@ -485,11 +485,34 @@ class NotifyStore:
         }
 
     def metric_rows(self) -> tuple[int, list[tuple[str, str, float]]]:
-        """(unread notifications, rows of sync_metrics)."""
+        """(unread notifications, rows of sync_metrics and the gauges alerts watch)."""
         n = t.notifications
         with self.engine.connect() as conn:
             pending = conn.execute(select(func.count()).select_from(n)
                                    .where(n.c.read.is_(False))).scalar_one()
             rows = conn.execute(select(t.sync_metrics.c.name, t.sync_metrics.c.labels,
                                        t.sync_metrics.c.value)).all()
-        return int(pending), [(r.name, r.labels or "", float(r.value)) for r in rows]
+            gauges = _alert_gauges(conn, utcnow())
+        return int(pending), [(r.name, r.labels or "", float(r.value)) for r in rows] + gauges
+
+
+def _alert_gauges(conn: Connection, now: datetime) -> list[tuple[str, str, float]]:
+    """What deploy/prometheus/alerts.yml watches, read from the tables at scrape time: the
+    breaker (1 while not closed: open, or half-open waiting on its probe), the outbox the
+    pipeline has not handed over yet, and each sync's last success."""
+    gauges: list[tuple[str, str, float]] = []
+    for name, state in conn.execute(select(t.mangadex_circuit.c.name,
+                                           t.mangadex_circuit.c.state)):
+        gauges.append(("mangadex_breaker_open", f"name={name}", float(state != "closed")))
+    o = t.notification_outbox
+    count, oldest = conn.execute(select(func.count(), func.min(o.c.created_at))
+                                 .where(o.c.status == "pending")).one()
+    gauges.append(("outbox_pending", "", float(count)))
+    age = (now - oldest).total_seconds() if oldest is not None else 0.0
+    gauges.append(("outbox_oldest_pending_age_seconds", "", max(0.0, age)))
+    for sync_type, success in conn.execute(select(t.sync_state.c.sync_type,
+                                                  t.sync_state.c.last_success_at)):
+        if success is not None:
+            gauges.append(("sync_last_success_timestamp_seconds", f"type={sync_type}",
+                           success.timestamp()))
+    return gauges
