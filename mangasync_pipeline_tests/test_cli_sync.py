@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -102,3 +103,22 @@ def test_backfill_of_a_month_is_one_keyset_pass_with_counts_per_day(
     assert {d: n for d, n in printed.items() if n} == {
         d: n for d, n in stored.items() if d.startswith("2022-03")}
     assert f"31 days: {expected} manga read ({expected} new)" in filled.stdout
+
+
+@pytest.mark.process
+def test_backfill_refuses_days_without_a_partition_before_any_request(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'hub.sqlite'}"
+    upgrade(url)
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+    with Simulator(seed=5, manga_count=5, rate_limit=None, chapters_per_manga=0) as sim:
+        env = {"DATABASE_URL": url, "MANGADEX_API_URL": sim.url,
+               "MANGASYNC_PARTITIONS_START": "2020-01-01", "UDP_SERVER_URL": "http://127.0.0.1:9"}
+        for args, said in (
+                (["--from", "2025-01-01", "--to", tomorrow], f"--to {tomorrow} is in the future"),
+                (["--from", "2019-12-31"], "--from 2019-12-31 is before the first partition "
+                                           "(MANGASYNC_PARTITIONS_START=2020-01-01)")):
+            refused = _run(["backfill", *args], env, tmp_path)
+            assert refused.returncode == 1
+            assert refused.stderr.strip().startswith(f"Error: {said}")
+            assert len(refused.stderr.strip().splitlines()) == 1
+        assert httpx.get(f"{sim.url}/_sim/stats").json()["total"] == 0

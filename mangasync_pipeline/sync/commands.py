@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import click
 from sqlalchemy import Engine
@@ -82,6 +82,16 @@ def initial_sync_command(force: bool) -> None:
                f"{client.stats.snapshot().total_requests} requests; cursor {result.cursor}")
 
 
+def _check_days(first: date, last: date, partitions_start: date) -> None:
+    """A day with no partition is a mistake, not something to spend requests on."""
+    today = datetime.now(UTC).date()
+    if last > today:
+        raise click.ClickException(f"--to {last} is in the future (today is {today} UTC)")
+    if first < partitions_start:
+        raise click.ClickException(f"--from {first} is before the first partition "
+                                   f"(MANGASYNC_PARTITIONS_START={partitions_start})")
+
+
 @click.command("backfill")
 @click.option("--from", "first", required=True, type=click.DateTime(["%Y-%m-%d"]),
               help="First day (UTC), YYYY-MM-DD.")
@@ -103,6 +113,7 @@ def backfill(first: object, last: object | None, what: str) -> None:
     chapters_by_day: dict[str, int] = {}
     totals = {"manga": 0, "new_manga": 0, "chapters": 0, "notifications": 0}
     with _session() as (settings, client):
+        _check_days(start_day, end_day, settings.partitions_start)  # before any request
         engine = shared_engine(settings.database_url)
         if what in ("catalogue", "both"):
             report = _backfill_catalogue(engine, client, days, settings.content_ratings)
