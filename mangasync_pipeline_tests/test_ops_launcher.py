@@ -72,3 +72,35 @@ def test_supervise_reports_a_service_that_stops(tmp_path: Path) -> None:
                                output=tmp_path / "short.log"))
         with pytest.raises(LaunchError, match=r"short stopped unexpectedly \(exit code 2\)"):
             launcher.supervise()
+
+
+# A service that needs a while to stop cleanly, as the Dagster webserver and daemon do.
+SLOW_TO_STOP = (
+    "import signal, sys, time\n"
+    "def stop(*_):\n"
+    "    print('term', time.time(), flush=True)\n"
+    "    time.sleep(1.5)\n"
+    "    sys.exit(0)\n"
+    "signal.signal(signal.SIGTERM, stop)\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(300)\n"
+)
+
+
+def test_services_stop_together_and_each_says_when_it_is_gone(tmp_path: Path) -> None:
+    said: list[str] = []
+    launcher = Launcher(echo=said.append)
+    names = [f"slow{n}" for n in range(3)]
+    for name in names:
+        launcher.start(Service(name, [sys.executable, "-c", SLOW_TO_STOP],
+                               output=tmp_path / f"{name}.log"))
+    for name in names:
+        wait_for_text(tmp_path / f"{name}.log", "ready")
+    launcher.stop_all()
+    stopped = [line for line in said if " stopped (" in line]
+    assert sorted(line.split()[0] for line in stopped) == names
+    # All signalled at once: the last was asked to stop before the first was done stopping
+    # (one after the other, they would be 1.5 s apart).
+    asked = [float((tmp_path / f"{name}.log").read_text().split("term ")[1].split()[0])
+             for name in names]
+    assert max(asked) - min(asked) < 1.5

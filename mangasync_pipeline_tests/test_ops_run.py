@@ -146,6 +146,10 @@ def test_demo_shows_notifications_and_ctrl_c_stops_all(
     token_line = next(line for line in session.seen if "demo user" in line)
     assert "token " in token_line
     assert any(f"Dagster UI           http://127.0.0.1:{ports[2]}" in s for s in session.seen)
+    # Another terminal is told how to reach the demo's simulator, never the real MangaDex.
+    export = next(line for line in session.seen if "export " in line)
+    assert f"MANGADEX_API_URL=http://127.0.0.1:{ports[3]}" in export
+    assert f"UDP_SERVER_URL=http://127.0.0.1:{ports[0]}" in export
 
     # Within a minute on an idle machine; the margin is for CI runners busy with other tests.
     first = session.wait_for(("NEW_MANGA", "NEW_CHAPTER"), 150)
@@ -156,5 +160,7 @@ def test_demo_shows_notifications_and_ctrl_c_stops_all(
     assert (workdir / "logs" / "dagster.log").exists()
 
     assert session.ctrl_c() == 0
-    assert "all stopped" in "\n".join(session.seen)
+    said = "\n".join(session.seen)
+    assert "all stopped" in said
+    assert "mangadex stopped (" in said and "server stopped (" in said  # while it stops
     assert session.leftovers() == []

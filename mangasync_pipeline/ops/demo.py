@@ -41,6 +41,8 @@ from mangasync_pipeline.ops.system import (
 )
 
 DEMO_USER = "demo"
+OTHER_TERMINAL = ("DATABASE_URL", "MANGADEX_API_URL", "UDP_SERVER_URL", "MANGASYNC_HTTP_PORT",
+                  "MANGASYNC_UDP_PORT")
 MINUTE = timedelta(minutes=1)
 
 
@@ -208,7 +210,11 @@ def demo(workdir: Path, manga_count: int, seed: int, publish_every: float, poll_
             f"  MangaDex simulator   {settings.mangadex_api_url}",
             f"  demo user            {DEMO_USER}, token {token}",
             f"  library              {', '.join(titles) or '(empty)'}, and every new manga",
-            f"  status               DATABASE_URL={settings.database_url} mangasync status",
+            # Every command of another terminal must reach the demo's database, simulator and
+            # server, never the real MangaDex (a backfill there would open the breaker).
+            "  another terminal     export " + " ".join(
+                f"{name}={env[name]}" for name in OTHER_TERMINAL),
+            "                       then: mangasync status, mangasync backfill --from DAY",
             f"  logs                 {logs}",
             "",
             f"Notifications for {DEMO_USER} appear below as they arrive "

@@ -184,22 +184,38 @@ class Launcher:
             time.sleep(0.5)
 
     def stop_all(self) -> None:
-        while self.running:
-            self._stop(self.running.pop())
+        """Signal every service at once, then wait for each: stopping takes the slowest
+        service's time, not the sum, and each one says when it is gone."""
+        stopping, self.running = list(reversed(self.running)), []
+        started = time.monotonic()
+        alive = [running for running in stopping if self._alive(running)]
+        for running in alive:
+            _signal_group(running.pid, running.service.stop_signal)
+        for running in stopping:
+            self._wait_stopped(running, started, say=running in alive)
 
     def _stop(self, running: Running) -> None:
-        pgid = running.pid  # leader of its own session
+        started, alive = time.monotonic(), self._alive(running)
+        if alive:
+            _signal_group(running.pid, running.service.stop_signal)
+        self._wait_stopped(running, started, say=alive)
+
+    @staticmethod
+    def _alive(running: Running) -> bool:
+        # The pid leads its own session: the group outlives the leader in a grandchild.
+        return running.process.poll() is None or _group_alive(running.pid)
+
+    def _wait_stopped(self, running: Running, started: float, *, say: bool) -> None:
         service = running.service
-        if running.process.poll() is None or _group_alive(pgid):
-            _signal_group(pgid, service.stop_signal)
-            deadline = time.monotonic() + service.stop_timeout
-            while time.monotonic() < deadline and (
-                    running.process.poll() is None or _group_alive(pgid)):
-                time.sleep(0.1)
-            if running.process.poll() is None or _group_alive(pgid):
-                self.echo(f"{service.name} did not stop within {service.stop_timeout:.0f}s: "
-                          "killing it")
-                _signal_group(pgid, signal.SIGKILL)
+        deadline = started + service.stop_timeout
+        while time.monotonic() < deadline and self._alive(running):
+            time.sleep(0.1)
+        if self._alive(running):
+            self.echo(f"{service.name} did not stop within {service.stop_timeout:.0f}s: "
+                      "killing it")
+            _signal_group(running.pid, signal.SIGKILL)
+        elif say:
+            self.echo(f"{service.name} stopped ({time.monotonic() - started:.1f}s)")
         with suppress(subprocess.TimeoutExpired):
             running.process.wait(timeout=5)
         if running.pump is not None:
