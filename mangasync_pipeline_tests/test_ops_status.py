@@ -124,6 +124,13 @@ def test_empty_database_is_healthy(db_url: str) -> None:
 
 @pytest.mark.process
 def test_unmigrated_or_unreachable_database_is_one_line(tmp_path: Path) -> None:
+    result = run_status_process(f"sqlite:///{tmp_path / 'nowhere' / 'hub.sqlite'}")
+    assert result.returncode == 3
+    assert "no MangaHub database at" in result.stderr and "mangasync migrate" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "nowhere").exists(), "status must not create the database"
+
+    (tmp_path / "empty.sqlite").touch()  # a file, but never migrated
     result = run_status_process(f"sqlite:///{tmp_path / 'empty.sqlite'}")
     assert result.returncode == 3
     assert "mangasync migrate" in result.stderr

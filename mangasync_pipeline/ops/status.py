@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db import tables as t
 from mangasync_pipeline.db.circuit import displayed_state
-from mangasync_pipeline.db.engine import describe, make_engine
+from mangasync_pipeline.db.engine import describe, make_engine, sqlite_file
 from mangasync_pipeline.db.migrate import SchemaError, check_schema
 
 SYNC_TYPES = ("initial_sync", "new_manga_poll", "chapter_check")
@@ -258,6 +258,11 @@ def status(as_json: bool) -> None:
         settings = load_settings()
     except click.ClickException as exc:
         raise StatusUnknown(exc.message) from None
+    missing = sqlite_file(settings.database_url)
+    if missing is not None and not missing.exists():
+        # Reading status must not leave an empty database (and its folder) behind.
+        raise StatusUnknown(f"no MangaHub database at {missing}: run `mangasync migrate` "
+                            "first, or set DATABASE_URL")
     engine = make_engine(settings.database_url)
     try:
         check_schema(engine)
