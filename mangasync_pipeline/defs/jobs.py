@@ -162,6 +162,3 @@ def refresh_manga(context: OpExecutionContext, config: RefreshMangaConfig,
 def refresh_manga_job() -> None:
     refresh_manga()
 
-
-JOBS = [catalogue_job, new_chapters_job, initial_sync_job, sync_manga_job, refresh_manga_job,
-        deliver_notifications_job]

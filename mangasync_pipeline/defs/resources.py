@@ -41,11 +41,6 @@ class MangaHubDatabase(ConfigurableResource):  # type: ignore[type-arg]
         # The raw variable may say postgres:// (Heroku-style); SQLAlchemy needs the driver.
         return database_url(self.url)
 
-    @property
-    def backend(self) -> str:
-        """`postgres` or `sqlite`: the asset kind the UI shows."""
-        return "sqlite" if self.sqlalchemy_url.startswith("sqlite") else "postgres"
-
     def engine_or_skip(self) -> Engine | SkipReason:
         """For a sensor tick: the engine, or the one-line reason the tick cannot use the
         database (e.g. not migrated) as the tick's skip."""

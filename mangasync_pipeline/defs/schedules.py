@@ -77,5 +77,3 @@ def new_chapters_schedule(context: ScheduleEvaluationContext) -> list[RunRequest
         context.log.info(f"not polling again: {'; '.join(busy)}")
     return requests or SkipReason(f"{'; '.join(busy)}: not requesting another poll")
 
-
-SCHEDULES = [new_chapters_schedule]
