@@ -122,6 +122,15 @@ def _schedule_interval(value: str) -> timedelta:
     return interval
 
 
+def _notify_server_url(get: Callable[[str], str | None]) -> str | None:
+    """NOTIFY_SERVER_URL, else its older name UDP_SERVER_URL (still read: deployments set it,
+    though it is the server's HTTP trigger URL, not a UDP address)."""
+    for name in ("NOTIFY_SERVER_URL", "UDP_SERVER_URL"):
+        if (v := get(name)) is not None:
+            return _url(name, v)
+    return None
+
+
 def _day(name: str, value: str) -> date:
     try:
         return date.fromisoformat(value)
@@ -279,8 +288,8 @@ class Settings:
         if (v := get("CHAPTER_BATCH_SIZE")) is not None:
             kwargs["chapter_batch_size"] = int(
                 _positive_number("CHAPTER_BATCH_SIZE", v, integer=True))
-        if (v := get("UDP_SERVER_URL")) is not None:
-            kwargs["udp_server_url"] = _url("UDP_SERVER_URL", v)
+        if (v := _notify_server_url(get)) is not None:
+            kwargs["udp_server_url"] = v
         kwargs["notify_trigger_token"] = get("NOTIFY_TRIGGER_TOKEN")
         kwargs["notify_metrics_token"] = get("NOTIFY_METRICS_TOKEN")
         if (v := get("MANGASYNC_HTTP_PORT")) is not None:

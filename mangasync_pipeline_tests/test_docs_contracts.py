@@ -93,3 +93,11 @@ def test_every_run_config_example_validates_against_its_job() -> None:
         job = defs().resolve_job_def(job_name)
         result = validate_run_config(job, run_config)
         assert result, f"{job_name}: {run_config}"
+
+
+def test_the_notify_server_url_has_a_clearer_name_and_the_old_one_still_works() -> None:
+    old = Settings.from_env({"UDP_SERVER_URL": "http://notify:8085"})
+    new = Settings.from_env({"NOTIFY_SERVER_URL": "http://notify:8085"})
+    assert old.udp_server_url == new.udp_server_url == "http://notify:8085"
+    both = Settings.from_env({"NOTIFY_SERVER_URL": "http://a:1", "UDP_SERVER_URL": "http://b:2"})
+    assert both.udp_server_url == "http://a:1"

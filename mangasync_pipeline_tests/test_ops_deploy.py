@@ -29,6 +29,7 @@ import yaml
 
 from mangasync_pipeline.cli import cli
 from mangasync_pipeline.ops.system import free_port
+from mangasync_pipeline_tests.test_docs_contracts import settings_variables
 
 ROOT = Path(__file__).resolve().parents[1]
 MANGASYNC_SERVICES = ("migrate", "code-location", "dagster-webserver", "dagster-daemon",
@@ -61,8 +62,7 @@ def manifests() -> list[dict[str, Any]]:
 
 
 def settings_read_by_code() -> set[str]:
-    return set(re.findall(r'get\("([A-Z][A-Z0-9_]*)"\)',
-                          (ROOT / "mangasync_pipeline" / "config.py").read_text()))
+    return settings_variables()
 
 
 def settings_read_by_dagster() -> set[str]:
@@ -218,7 +218,7 @@ def test_helm_values_run_the_project_image_with_k8s_runs_and_outside_postgres(
     config_map = kinds["ConfigMap"]
     assert [{"name": config_map["metadata"]["name"]}] == deployment["envConfigMaps"]
     assert set(config_map["data"]) <= settings_read_by_code(), "a setting the code never reads"
-    assert config_map["data"]["UDP_SERVER_URL"].startswith("http://mangasync-notify:")
+    assert config_map["data"]["NOTIFY_SERVER_URL"].startswith("http://mangasync-notify:")
     service_names = {m["metadata"]["name"] for m in manifests if m["kind"] == "Service"}
     assert "mangasync-notify" in service_names
     for kind in ("Job", "Deployment"):

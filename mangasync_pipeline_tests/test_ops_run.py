@@ -149,7 +149,7 @@ def test_demo_shows_notifications_and_ctrl_c_stops_all(
     # Another terminal is told how to reach the demo's simulator, never the real MangaDex.
     export = next(line for line in session.seen if "export " in line)
     assert f"MANGADEX_API_URL=http://127.0.0.1:{ports[3]}" in export
-    assert f"UDP_SERVER_URL=http://127.0.0.1:{ports[0]}" in export
+    assert f"NOTIFY_SERVER_URL=http://127.0.0.1:{ports[0]}" in export
 
     # Within a minute on an idle machine; the margin is for CI runners busy with other tests.
     first = session.wait_for(("NEW_MANGA", "NEW_CHAPTER"), 150)

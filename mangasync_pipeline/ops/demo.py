@@ -41,8 +41,8 @@ from mangasync_pipeline.ops.system import (
 )
 
 DEMO_USER = "demo"
-OTHER_TERMINAL = ("DATABASE_URL", "MANGADEX_API_URL", "UDP_SERVER_URL", "MANGASYNC_HTTP_PORT",
-                  "MANGASYNC_UDP_PORT")
+OTHER_TERMINAL = ("DATABASE_URL", "MANGADEX_API_URL", "NOTIFY_SERVER_URL",
+                  "MANGASYNC_HTTP_PORT", "MANGASYNC_UDP_PORT")
 MINUTE = timedelta(minutes=1)
 
 
@@ -58,7 +58,7 @@ def demo_environment(workdir: Path, *, mangadex_port: int, http_port: int, udp_p
         "CHAPTER_POLL_INTERVAL": (poll_interval if parse_interval(poll_interval) >= MINUTE
                                   else "1m"),
         "INITIAL_SYNC_LIMIT": str(initial_sync_limit),
-        "UDP_SERVER_URL": f"http://127.0.0.1:{http_port}",
+        "NOTIFY_SERVER_URL": f"http://127.0.0.1:{http_port}",
         "MANGASYNC_HTTP_PORT": str(http_port),
         "MANGASYNC_UDP_PORT": str(udp_port),
         "MANGASYNC_BIND": "127.0.0.1",
