@@ -8,14 +8,18 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx
 import pytest
 from dagster import (
+    AssetMaterialization,
     DagsterInstance,
+    MetadataValue,
     build_run_status_sensor_context,
+    build_sensor_context,
     instance_for_test,
     materialize,
 )
@@ -216,3 +220,36 @@ def test_a_runs_figures_reach_metrics_with_the_seeds_names_and_types(
     assert requests.type == "counter"
     assert {s.labels["status_code"] for s in requests.samples} == {"200"}
     assert families["mangasync_mangadex_manga_synced"].samples[0].value == 1.0  # once: new
+
+
+def _freshness(defs: Any, instance: DagsterInstance) -> bool:
+    """The catalogue's freshness check as the freshness sensor's run evaluates it."""
+    key = next(k for k in defs.resolve_asset_graph().asset_check_keys
+               if k.name == "freshness_check" and k.asset_key == MANGA_CATALOGUE)
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_check_selection={key}, asset_selection=set())
+    result = job.execute_in_process(instance=instance, resources=defs.resources)
+    return result.get_asset_check_evaluations()[0].passed
+
+
+def test_a_quiet_poll_keeps_the_catalogue_fresh_and_a_stopped_one_turns_it_red(
+        make_simulator, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    sim = make_simulator(manga_count=0)  # MangaDex has nothing new all along
+    defs = build_definitions(settings_for(db_url, sim.url))
+    sensor = defs.resolve_sensor_def("new_manga_sensor")
+    with instance_for_test() as instance:
+        # Last materialized an hour ago, more than three poll intervals: red, as when the
+        # sensor has stopped.
+        instance.report_runless_asset_event(AssetMaterialization(
+            asset_key=MANGA_CATALOGUE, partition="2025-09-02", metadata={
+                "dagster/last_updated_timestamp": MetadataValue.timestamp(
+                    datetime.now(UTC) - timedelta(hours=1))}))
+        assert _freshness(defs, instance) is False
+        # A poll that finds nothing requests no run but says the catalogue is current; the
+        # daemon records what the tick reports.
+        tick = sensor.evaluate_tick(build_sensor_context(
+            instance=instance, resources=defs.resources, definitions=defs))
+        assert not tick.run_requests
+        for event in tick.asset_events:
+            instance.report_runless_asset_event(event)
+        assert _freshness(defs, instance) is True

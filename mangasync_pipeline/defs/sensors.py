@@ -4,7 +4,9 @@ import math
 from datetime import date, timedelta
 
 from dagster import (
+    AssetObservation,
     DefaultSensorStatus,
+    MetadataValue,
     RunConfig,
     RunRequest,
     SensorEvaluationContext,
@@ -14,7 +16,7 @@ from dagster import (
 )
 
 from mangasync_pipeline.config import utcnow
-from mangasync_pipeline.defs.assets import CatalogueConfig
+from mangasync_pipeline.defs.assets import MANGA_CATALOGUE, CatalogueConfig
 from mangasync_pipeline.defs.inflight import describe_run, max_runtime_tags, run_in_flight
 from mangasync_pipeline.defs.jobs import (
     RefreshMangaConfig,
@@ -128,9 +130,14 @@ def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabas
                         metadata={"new": new_count, "updated": len(detection.updated),
                                   "seen": detection.seen})
     if not requests:
+        # MangaDex was read and nothing is new: the catalogue is current. Saying so keeps its
+        # freshness check green through a quiet hour; red then means MangaDex was not read.
+        current = AssetObservation(asset_key=MANGA_CATALOGUE, metadata={
+            "dagster/last_updated_timestamp": MetadataValue.timestamp(utcnow()),
+            "polled_since": cursor.since.isoformat(), "changes_seen": detection.seen})
         return SensorResult(skip_reason=SkipReason(
             f"nothing new since {cursor.since.isoformat()} ({detection.seen} changes seen)"),
-            cursor=new_cursor.encode())
+            cursor=new_cursor.encode(), asset_events=[current])
     context.log.info(f"{new_count} new manga in {sorted(by_partition)}, "
                      f"{len(detection.updated)} changed; cursor now "
                      f"{new_cursor.since.isoformat()}")
