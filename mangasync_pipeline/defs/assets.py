@@ -266,7 +266,7 @@ def _new_chapters(context: AssetExecutionContext, config: NewChaptersConfig,
                                          use_cursor=scheduled)
         for name, value in report.summary().items():
             per_day.setdefault(name, Counter())[partition] = value
-        _add_chapter_report(total, report)
+        total.add(report)
     delivery = notifier.deliver(engine)
     requests = meter.finish({"chapters_synced": total.stored})
     window = context.partition_time_window
@@ -282,9 +282,3 @@ def _new_chapters(context: AssetExecutionContext, config: NewChaptersConfig,
         "new_chapter_numbers": preview(total.new_numbers, column="new chapter"),
     })})
 
-
-def _add_chapter_report(total: ChapterReport, part: ChapterReport) -> None:
-    """Add one day's counts and lists to the range's."""
-    for name, value in vars(part).items():
-        if isinstance(value, int | list):
-            setattr(total, name, getattr(total, name) + value)

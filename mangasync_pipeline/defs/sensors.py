@@ -15,7 +15,12 @@ from dagster import (
 
 from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.defs.assets import CatalogueConfig
-from mangasync_pipeline.defs.inflight import describe_run, max_runtime_tags, run_in_flight
+from mangasync_pipeline.defs.inflight import (
+    describe_run,
+    fresh_run_key,
+    max_runtime_tags,
+    run_in_flight,
+)
 from mangasync_pipeline.defs.jobs import (
     RefreshMangaConfig,
     catalogue_job,
@@ -103,8 +108,10 @@ def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabas
         requests.append(RunRequest(
             job_name=catalogue_job.name,
             partition_key=partition,
-            # The digest covers (id, updatedAt): a later change of the same manga is a new run.
-            run_key=f"new-manga:{partition}:{detection.digest(ids)}",
+            # The digest covers (id, updatedAt): a later change of the same manga is a new run;
+            # after a failed run the same manga are a new attempt, not a duplicate.
+            run_key=fresh_run_key(context.instance,
+                                  f"new-manga:{partition}:{detection.digest(ids)}"),
             run_config=RunConfig(ops={"catalogue": CatalogueConfig(
                 mangadex_ids=sorted(ids), notify_new_manga=True)}),
             tags={**SENSOR_TAG, "mangasync/manga": str(len(ids)),
@@ -113,7 +120,8 @@ def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabas
     if detection.updated:
         requests.append(RunRequest(
             job_name=refresh_manga_job.name,
-            run_key=f"manga-updates:{detection.digest(detection.updated)}",
+            run_key=fresh_run_key(context.instance,
+                                  f"manga-updates:{detection.digest(detection.updated)}"),
             run_config=RunConfig(ops={"refresh_manga": RefreshMangaConfig(
                 mangadex_ids=sorted(detection.updated))}),
             tags={**SENSOR_TAG, "mangasync/manga": str(len(detection.updated)),

@@ -34,6 +34,7 @@ from mangasync_pipeline.mangadex.models import (
     Chapter,
     Manga,
     Page,
+    Rejection,
     Tag,
     parse_chapter,
     parse_collection,
@@ -139,7 +140,24 @@ class MangaDexClient:
         self._pause_lock = threading.Lock()
         # A sensor tick's deadline, per thread: ticks of different sensors share this client.
         self._deadline = threading.local()
+        # Items the boundary checks refused, per thread, until the sync that read them takes
+        # them (`take_rejections`) to quarantine.
+        self._rejected = threading.local()
         self._garbage_retry_after_logged = False
+
+    def _note(self, page: Page[Any]) -> None:
+        if page.rejected:
+            found = getattr(self._rejected, "items", None)
+            if found is None:
+                found = self._rejected.items = {}
+            for rejection in page.rejected:
+                found[(rejection.source, rejection.mangadex_id)] = rejection
+
+    def take_rejections(self) -> list[Rejection]:
+        """The records this thread's reads skipped since the last call, one per record."""
+        found = getattr(self._rejected, "items", None) or {}
+        self._rejected.items = {}
+        return list(found.values())
 
     def start_deadline(self, seconds: float | None) -> None:
         """Every request this thread makes from now on must finish within `seconds` in all
@@ -184,6 +202,7 @@ class MangaDexClient:
         payload = self._request(EP_TAGS, "/manga/tag", None)
         page = parse_collection(payload, EP_TAGS, parse_tag, logger=self.log)
         self.stats.add_skipped(page.skipped)
+        self._note(page)
         return page.items
 
     def get_manga(self, manga_id: str, includes: Sequence[str] = DEFAULT_INCLUDES) -> Manga:
@@ -205,6 +224,23 @@ class MangaDexClient:
             params += [("contentRating[]", r) for r in ALL_CONTENT_RATINGS]
             params += _includes(includes)
             found.extend(self._manga_list(params).items)
+        return found
+
+    def get_chapters_by_ids(self, ids: Iterable[str],
+                            languages: Sequence[str] | None = None) -> list[Chapter]:
+        """Chapters MangaDex still shows for the ids (absent ones are simply missing), 100 a
+        request: how quarantined chapters are read again."""
+        unique = list(dict.fromkeys(_manga_id(i) for i in ids))
+        found: list[Chapter] = []
+        for start in range(0, len(unique), CHAPTER_PAGE):
+            params: Params = [("ids[]", i) for i in unique[start : start + CHAPTER_PAGE]]
+            params += [("limit", str(CHAPTER_PAGE))] + _languages(languages)
+            params += _ratings(ALL_CONTENT_RATINGS)
+            payload = self._request(EP_CHAPTERS, "/chapter", params)
+            page = parse_collection(payload, EP_CHAPTERS, parse_chapter, logger=self.log)
+            self.stats.add_skipped(page.skipped)
+            self._note(page)
+            found.extend(page.items)
         return found
 
     def newest_manga(
@@ -325,6 +361,7 @@ class MangaDexClient:
             payload, path, lambda obj: parse_chapter(obj, manga_id=manga_id), logger=self.log
         )
         self.stats.add_skipped(page.skipped)
+        self._note(page)
         return page
 
     def cover_url(self, manga: Manga) -> str | None:
@@ -338,6 +375,7 @@ class MangaDexClient:
         payload = self._request(EP_MANGA_LIST, "/manga", params)
         page = parse_collection(payload, EP_MANGA_LIST, parse_manga, logger=self.log)
         self.stats.add_skipped(page.skipped)
+        self._note(page)
         return page
 
     def _keyset(
@@ -388,6 +426,7 @@ class MangaDexClient:
                 params.append((f"{key}Since", format_since(cursor)))
             payload = self._request(template, path, params)
             page = parse_collection(payload, path, parse, logger=self.log)
+            self._note(page)
             fetched = len(page.items) + page.skipped
             fresh_skips = tuple(i for i in page.skipped_ids if i not in skipped_seen)
             skipped_seen.update(page.skipped_ids)

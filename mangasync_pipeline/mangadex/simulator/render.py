@@ -96,6 +96,7 @@ def manga_attributes(m: Manga) -> dict[str, Any]:
         # Real bodies sometimes hold a null among the codes.
         "availableTranslatedLanguages": list(m.languages) + ([None] if m.null_language else []),
         "latestUploadedChapter": latest.id if latest else None,
+        **(m.raw or {}),
     }
 
 
@@ -198,6 +199,7 @@ def chapter_attributes(c: Chapter) -> dict[str, Any]:
         "updatedAt": iso(c.updated_at),
         "version": c.version,
         "pages": c.pages,
+        **(c.raw or {}),
     }
 
 
