@@ -167,3 +167,28 @@ def httpx_admin(url: str, method: str, path: str, body: Any = None) -> Any:
     response = httpx.request(method, f"{url}{path}", json=body, timeout=30)
     response.raise_for_status()
     return response.json()
+
+
+def test_an_innocent_manga_is_catalogued_after_its_run_once_failed(
+        make_simulator: Any, db_url: str, engine: Engine) -> None:
+    sim = make_simulator(manga_count=20, chapters_per_manga=0)
+    pipeline = Pipeline(settings_for(db_url, sim.url))
+    pipeline.run("initial_sync_job")
+    assert pipeline.evaluate_sensor("new_manga_sensor") == []
+    innocent = httpx_admin(sim.url, "POST", "/_sim/manga",
+                           {"contentRating": "safe", "title": {"en": "Unlucky"}})["ids"][0]
+    first = pipeline.evaluate_sensor("new_manga_sensor")
+    httpx_admin(sim.url, "POST", "/_sim/faults", {"error_rate": 1.0, "error_status": 500})
+    failed = pipeline.run_requests(first, raise_on_error=False)
+    assert failed and not failed[0].success
+    httpx_admin(sim.url, "DELETE", "/_sim/faults")
+
+    # The next tick finds the same manga again and asks under a key not spent yet.
+    again = pipeline.evaluate_sensor("new_manga_sensor")
+    assert [r.run_key for r in again] == [f"{first[0].run_key}:again-1"]
+    assert all(r.success for r in pipeline.run_requests(again))
+    with engine.connect() as conn:
+        assert conn.execute(select(manga.c.title).where(
+            manga.c.mangadex_id == innocent)).scalar() == "Unlucky"
+    # Once it succeeded, the work is done: nothing is asked for again.
+    assert pipeline.evaluate_sensor("new_manga_sensor") == []
