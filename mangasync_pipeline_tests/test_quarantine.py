@@ -192,3 +192,62 @@ def test_an_innocent_manga_is_catalogued_after_its_run_once_failed(
             manga.c.mangadex_id == innocent)).scalar() == "Unlucky"
     # Once it succeeded, the work is done: nothing is asked for again.
     assert pipeline.evaluate_sensor("new_manga_sensor") == []
+
+
+def test_a_trigger_the_server_refuses_is_marked_counted_and_fails_a_check(
+        server: Any, db_url: str, engine: Engine, make_simulator: Any) -> None:
+    from mangasync_pipeline.notify.testing import add_manga
+    from mangasync_pipeline.ops.status import collect_status
+    from mangasync_pipeline.sync import outbox
+
+    local = add_manga(engine, "Known")
+    now = datetime.now(UTC)
+    with engine.begin() as conn:  # one the server takes, one it refuses (no such manga)
+        outbox.enqueue(conn, outbox.NEW_MANGA, {"manga_id": local, "title": "Known"},
+                       "new-manga:known", now)
+        outbox.enqueue(conn, outbox.NEW_MANGA, {"manga_id": 999_999, "title": "Ghost"},
+                       "new-manga:ghost", now)
+    with Notifier(server.http_url) as notifier:
+        report = notifier.deliver(engine)
+    assert (report.delivered, report.rejected, report.pending) == (1, 1, 0)
+    rows = {r.dedup_key: r for r in outbox_rows(engine)}
+    assert rows["new-manga:ghost"].status == "rejected"
+    assert rows["new-manga:ghost"].delivered_at is None and rows["new-manga:ghost"].last_error
+    import httpx
+
+    scraped = httpx.get(f"{server.http_url}/metrics", timeout=10).text
+    assert 'mangasync_notifications_refused{kind="new-manga"} 1.0' in scraped
+
+    status = collect_status(engine)
+    assert status.outbox_refused == 1
+    assert any("refused by the server" in p for p in status.problems)
+
+    # The catalogue's asset checks show it, beside the quarantine (empty here).
+    sim = make_simulator(manga_count=5, chapters_per_manga=0)
+    pipeline = Pipeline(settings_for(db_url, sim.url, server.http_url))
+    run = pipeline.run("catalogue_job", partition_key=datetime.now(UTC).date().isoformat())
+    checks = {e.check_name: e for e in run.get_asset_check_evaluations()}
+    assert not checks["no_refused_notifications"].passed
+    assert checks["no_refused_notifications"].metadata["refused"].value == 1
+    assert checks["no_quarantined_manga"].passed
+
+
+def test_status_and_the_asset_check_show_the_quarantine(
+        world: World) -> None:  # noqa: F811
+    from mangasync_pipeline.ops.status import collect_status, render_table
+
+    mid = world.add_manga("Shown", last_chapter="")
+    time.sleep(1)
+    world.add_chapters(mid, [("NaN", datetime.now(UTC))])
+    world.poll()
+    status = collect_status(world.engine)
+    assert status.quarantined == 1 and not status.problems
+    text = render_table(status)
+    assert "quarantined:    1 MangaDex records" in text
+    assert "chapter: 'NaN' is not a non-negative decimal of ASCII digits" in text
+    pipeline = Pipeline(settings_for(world.db_url, world.sim.url))
+    run = pipeline.run("new_chapters_job", partition_key=datetime.now(UTC).date().isoformat())
+    assert run.success
+    checks = {e.check_name: e for e in run.get_asset_check_evaluations()}
+    assert not checks["no_quarantined_chapters"].passed
+    assert checks["no_quarantined_chapters"].metadata["quarantined"].value == 1
