@@ -385,7 +385,12 @@ class _Handler(BaseHTTPRequestHandler):
                 size = decision.size_mb * 1024 * 1024
                 chunk = b"[" + b"0," * (1024 * 1024 // 2 - 1) + b"0]"
                 prefix = b'{"result":"ok","response":"collection","data":'
-                self._send(status, b"", ctype, length=len(prefix) + size + 1)
+                # No Content-Length: the body runs until the connection closes, so only
+                # counting what arrives can stop it.
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Connection", "close")
+                self.end_headers()
                 self.wfile.write(prefix)
                 sent = 0
                 while sent < size:  # streamed: the simulator never holds the body
