@@ -100,3 +100,20 @@ def test_backfill_of_a_month_is_one_keyset_pass_with_counts_per_day(
     assert {d: n for d, n in printed.items() if n} == {
         d: n for d, n in stored.items() if d.startswith("2022-03")}
     assert f"31 days: {expected} manga read ({expected} new)" in filled.stdout
+
+
+def test_sync_manga_refuses_a_manga_outside_the_content_ratings(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'hub.sqlite'}"
+    upgrade(url)
+    with Simulator(seed=5, manga_count=20, rate_limit=None, chapters_per_manga=1) as sim:
+        mid = httpx.post(f"{sim.url}/_sim/manga", json={
+            "contentRating": "pornographic"}).json()["ids"][0]
+        env = {"DATABASE_URL": url, "MANGADEX_API_URL": sim.url, "MANGADEX_RATE_LIMIT": "200",
+               "UDP_SERVER_URL": "http://127.0.0.1:9",
+               "MANGASYNC_CONTENT_RATINGS": "safe,suggestive"}
+        refused = _run(["sync-manga", mid], env, tmp_path)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert (f"manga {mid} is rated 'pornographic', outside MANGASYNC_CONTENT_RATINGS "
+            "(safe, suggestive): not synced") in refused.stderr
+    with make_engine(url).connect() as conn:
+        assert conn.execute(select(func.count()).select_from(manga)).scalar() == 0
