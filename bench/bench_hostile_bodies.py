@@ -63,7 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip-drip", action="store_true", help="memory cases only")
     args = parser.parse_args()
-    cases = [("300 MB JSON body", {"oversized": 10, "oversized_mb": 300}, "run"),
+    cases = [("300 MB JSON body, no Content-Length", {"oversized": 10, "oversized_mb": 300}, "run"),
              ("gzip bomb (1 GB inflated)", {"gzip_bomb": 10, "bomb_mb": 1024}, "run")]
     if not args.skip_drip:
         cases += [("body dripped 1 byte / 10 s, a run", {"drip": 10, "drip_ms": 10_000}, "run"),
