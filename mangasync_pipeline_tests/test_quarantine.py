@@ -251,3 +251,28 @@ def test_status_and_the_asset_check_show_the_quarantine(
     checks = {e.check_name: e for e in run.get_asset_check_evaluations()}
     assert not checks["no_quarantined_chapters"].passed
     assert checks["no_quarantined_chapters"].metadata["quarantined"].value == 1
+
+
+def test_a_record_whose_storing_raises_is_quarantined_with_a_one_line_reason(
+        world: World) -> None:  # noqa: F811
+    from sqlalchemy import text
+
+    with world.engine.begin() as conn:  # the database refuses one record, as nothing else does
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("ALTER TABLE chapters ADD CONSTRAINT odd_label "
+                              "CHECK (label IS DISTINCT FROM '13')"))
+        else:
+            conn.execute(text("CREATE TRIGGER odd_label BEFORE INSERT ON chapters "
+                              "WHEN NEW.label = '13' BEGIN SELECT RAISE(ABORT, 'odd label'); "
+                              "END"))
+    mid = world.add_manga("Unlucky Thirteen", last_chapter="")
+    time.sleep(1)
+    now = datetime.now(UTC)
+    made = world.add_chapters(mid, [("12", now), ("13", now), ("14", now)])
+    report = world.poll()
+    assert sorted(p["label"] for p in world.payloads()) == ["12", "14"]
+    assert report.quarantined == 1 and report.stored == 2
+    [(field, reason)] = _quarantined(world.engine, "chapter").values()
+    assert field == "item" and reason.startswith("IntegrityError: ")
+    assert "\n" not in reason and len(reason) <= 300
+    assert set(_quarantined(world.engine, "chapter")) == {made[1]}

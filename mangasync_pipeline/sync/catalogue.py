@@ -20,7 +20,7 @@ from mangasync_pipeline.bounds import CLOCK_SKEW
 from mangasync_pipeline.config import DEFAULT_CONTENT_RATINGS, utcnow
 from mangasync_pipeline.db.tables import manga
 from mangasync_pipeline.mangadex.client import DEFAULT_INCLUDES, MangaDexClient
-from mangasync_pipeline.mangadex.mapping import manga_row
+from mangasync_pipeline.mangadex.mapping import MangaRow, manga_row
 from mangasync_pipeline.mangadex.models import Manga, Rejection
 from mangasync_pipeline.sync import quarantine, state
 from mangasync_pipeline.sync.catalogue_store import NotifyPolicy, UpsertResult, upsert_manga
@@ -122,23 +122,14 @@ def _store_page(engine: Engine, client: MangaDexClient, items: list[Manga],
                 raise
             rejected.append(Rejection("manga", item.id, "item", quarantine.reason_of(exc)))
     result = UpsertResult()
-    parts = [rows] if rows else []
-    while parts:
-        part = parts.pop(0)
-        try:
-            with engine.begin() as conn:
-                result.merge(upsert_manga(conn, part, utcnow(), policy))
-                quarantine.release(conn, quarantine.MANGA, (r.mangadex_id for r in part))
-        except Exception as exc:
-            if not quarantine.is_record_error(exc):
-                raise
-            if len(part) > 1:
-                log.warning("a page of %d manga failed to store (%s); storing them one by one",
-                            len(part), quarantine.reason_of(exc))
-                parts = [[row] for row in part] + parts
-                continue
-            rejected.append(Rejection("manga", part[0].mangadex_id, "item",
-                                      quarantine.reason_of(exc)))
+
+    def store(part: list[MangaRow]) -> None:
+        with engine.begin() as conn:
+            result.merge(upsert_manga(conn, part, utcnow(), policy))
+            quarantine.release(conn, quarantine.MANGA, (r.mangadex_id for r in part))
+
+    rejected += [Rejection("manga", row.mangadex_id, "item", quarantine.reason_of(exc))
+                 for row, exc in quarantine.isolate(rows, store, "manga")]
     if rejected:
         with engine.begin() as conn:
             report.quarantined += quarantine.record(conn, rejected, utcnow())

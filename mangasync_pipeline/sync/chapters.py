@@ -367,9 +367,7 @@ def sync_chapter_window(engine: Engine, client: MangaDexClient, languages: Seque
         for i in range(0, len(found), BATCH):
             rejected += process_isolated(engine, client, found[i:i + BATCH], languages, report)
         with engine.begin() as conn:
-            report.quarantined += quarantine.record(conn, _ours(conn, rejected), utcnow())
-            quarantine.release(conn, quarantine.CHAPTER,
-                               {c.id for c in found} - {r.mangadex_id for r in rejected})
+            report.quarantined += quarantine_chapters(conn, found, rejected)
             current = state.get_state(conn, state.CHAPTER_CHECK)
             cursors = advanced_cursors(current["last_cursor"] if current else None, reads)
             state.mark_success(conn, state.CHAPTER_CHECK, status="idle", cursor=cursors,
@@ -388,26 +386,24 @@ def process_isolated(engine: Engine, client: MangaDexClient | None, items: Seque
                      baselines: dict[Pair, Decimal | None] | None = None) -> list[Rejection]:
     """`process_chapters`, but a record whose storing raises costs only itself: the batch is
     stored chapter by chapter and the ones that raise come back as rejections."""
-    parts = [list(items)] if items else []
-    rejected: list[Rejection] = []
-    while parts:
-        part = parts.pop(0)
-        attempt = ChapterReport()
-        try:
-            process_chapters(engine, client, part, languages, attempt, baselines=baselines)
-        except Exception as exc:
-            if not quarantine.is_record_error(exc):
-                raise
-            if len(part) > 1:
-                log.warning("a batch of %d chapters failed to store (%s); storing them one "
-                            "by one", len(part), quarantine.reason_of(exc))
-                parts = [[c] for c in part] + parts
-                continue
-            rejected.append(Rejection("chapter", part[0].id, "item", quarantine.reason_of(exc),
-                                      part[0].manga_id))
-            continue
+
+    def store(part: list[Chapter]) -> None:
+        attempt = ChapterReport()  # counted only once the part is stored
+        process_chapters(engine, client, part, languages, attempt, baselines=baselines)
         report.add(attempt)
-    return rejected
+
+    return [Rejection("chapter", c.id, "item", quarantine.reason_of(exc), c.manga_id)
+            for c, exc in quarantine.isolate(items, store, "chapters")]
+
+
+def quarantine_chapters(conn: Connection, read: Sequence[Chapter],
+                        rejected: Sequence[Rejection]) -> int:
+    """Quarantine the rejected chapters of catalogued manga and release the ones read clean;
+    returns how many were not quarantined before."""
+    added = quarantine.record(conn, _ours(conn, rejected), utcnow())
+    quarantine.release(conn, quarantine.CHAPTER,
+                       {c.id for c in read} - {r.mangadex_id for r in rejected})
+    return added
 
 
 def _ours(conn: Connection, rejected: Sequence[Rejection]) -> list[Rejection]:

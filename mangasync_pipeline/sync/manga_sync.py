@@ -15,7 +15,12 @@ from mangasync_pipeline.ids import is_uuid
 from mangasync_pipeline.mangadex.client import DEFAULT_INCLUDES, MangaDexClient, open_client
 from mangasync_pipeline.mangadex.mapping import manga_row
 from mangasync_pipeline.sync.catalogue_store import NotifyPolicy, upsert_manga
-from mangasync_pipeline.sync.chapters import BASELINE_VIEWS, ChapterReport, process_chapters
+from mangasync_pipeline.sync.chapters import (
+    BASELINE_VIEWS,
+    ChapterReport,
+    process_isolated,
+    quarantine_chapters,
+)
 from mangasync_pipeline.sync.notifier import Notifier
 
 
@@ -75,11 +80,15 @@ def sync_one(engine: Engine, client: MangaDexClient, mangadex_id: str,
         upsert = upsert_manga(conn, [row], utcnow(),
                               NotifyPolicy(new_manga=False, updates=True))
     report = ChapterReport()
+    client.take_rejections()  # another caller's leftovers on this thread are not ours
     feed = [c for flags in BASELINE_VIEWS
             for page in client.iter_feed_pages(mangadex_id, tuple(languages), flags=flags)
             for c in page.items]
+    rejected = client.take_rejections()
     # The whole feed is at hand, so history before cataloguing is the baseline: no extra request.
-    process_chapters(engine, client, feed, languages, report, baselines={})
+    rejected += process_isolated(engine, client, feed, languages, report, baselines={})
+    with engine.begin() as conn:
+        report.quarantined += quarantine_chapters(conn, feed, rejected)
     spent = client.stats.snapshot() - before
     with engine.connect() as conn:
         row = conn.execute(select(manga.c.id, manga.c.slug, manga.c.title,
@@ -92,6 +101,7 @@ def sync_one(engine: Engine, client: MangaDexClient, mangadex_id: str,
                                                          else "unchanged"),
         "chapters_in_feed": report.seen, "chapters_stored": report.stored,
         "already_stored": report.already_stored, "new_chapters": report.new_numbers,
+        "chapters_quarantined": report.quarantined,
         "notifications_queued": report.notifications + upsert.notifications,
         "requests": spent.total_requests,
     }

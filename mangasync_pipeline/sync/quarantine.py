@@ -9,9 +9,11 @@ MangaDex no longer has them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -22,6 +24,8 @@ from mangasync_pipeline.mangadex.errors import MangaDexError
 from mangasync_pipeline.mangadex.models import Rejection
 from mangasync_pipeline.sync import metrics
 
+log = logging.getLogger("mangasync.quarantine")
+T = TypeVar("T")
 MANGA, CHAPTER = "manga", "chapter"
 RETRY_AFTER = timedelta(minutes=15)
 RETRY_BATCH = 100  # one MangaDex request's worth of ids
@@ -39,6 +43,29 @@ def reason_of(exc: BaseException) -> str:
     """An exception as the one line a quarantine row shows."""
     text = " ".join(str(exc).split()) or "no detail"
     return f"{type(exc).__name__}: {text}"[:300]
+
+
+def isolate(items: Sequence[T], store: Callable[[list[T]], None],
+            what: str) -> list[tuple[T, BaseException]]:
+    """`store(items)` at once; should a record make it raise, each record on its own. Returns
+    the records that raised by themselves, with what they raised, for the quarantine;
+    failures of the infrastructure are raised as they are."""
+    parts = [list(items)] if items else []
+    failed: list[tuple[T, BaseException]] = []
+    while parts:
+        part = parts.pop(0)
+        try:
+            store(part)
+        except Exception as exc:
+            if not is_record_error(exc):
+                raise
+            if len(part) == 1:
+                failed.append((part[0], exc))
+                continue
+            log.warning("%d %s failed to store together (%s); storing them one by one",
+                        len(part), what, reason_of(exc))
+            parts = [[item] for item in part] + parts
+    return failed
 
 
 @dataclass(frozen=True)
