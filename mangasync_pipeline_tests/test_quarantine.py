@@ -248,6 +248,9 @@ def test_status_and_the_asset_check_show_the_quarantine(
     pipeline = Pipeline(settings_for(world.db_url, world.sim.url))
     run = pipeline.run("new_chapters_job", partition_key=datetime.now(UTC).date().isoformat())
     assert run.success
+    meta = run.asset_materializations_for_node("new_chapters")[0].metadata
+    assert meta["quarantined_records"].value == 1
+    assert meta["items_quarantined"].value == 0  # quarantined by the earlier poll
     checks = {e.check_name: e for e in run.get_asset_check_evaluations()}
     assert not checks["no_quarantined_chapters"].passed
     assert checks["no_quarantined_chapters"].metadata["quarantined"].value == 1

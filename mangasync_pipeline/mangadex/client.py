@@ -231,15 +231,15 @@ class MangaDexClient:
             found.extend(self._manga_list(params).items)
         return found
 
-    def get_chapters_by_ids(self, ids: Iterable[str],
-                            languages: Sequence[str] | None = None) -> list[Chapter]:
-        """Chapters MangaDex still shows for the ids (absent ones are simply missing), 100 a
-        request: how quarantined chapters are read again."""
+    def get_chapters_by_ids(self, ids: Iterable[str], languages: Sequence[str] | None = None,
+                            flags: dict[str, int] | None = None) -> list[Chapter]:
+        """Chapters MangaDex still shows for the ids in the view `flags` select (absent ones
+        are simply missing), 100 a request: how quarantined chapters are read again."""
         unique = list(dict.fromkeys(_manga_id(i) for i in ids))
         found: list[Chapter] = []
         for start in range(0, len(unique), CHAPTER_PAGE):
             params: Params = [("ids[]", i) for i in unique[start : start + CHAPTER_PAGE]]
-            params += [("limit", str(CHAPTER_PAGE))] + _languages(languages)
+            params += [("limit", str(CHAPTER_PAGE))] + _languages(languages) + _flags(flags)
             params += _ratings(ALL_CONTENT_RATINGS)
             payload = self._request(EP_CHAPTERS, "/chapter", params)
             page = parse_collection(payload, EP_CHAPTERS, parse_chapter, logger=self.log)

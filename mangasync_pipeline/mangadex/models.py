@@ -66,11 +66,12 @@ class ItemError(ValueError):
     `parent_id` is the manga of a chapter."""
 
     def __init__(self, reason: str, *, field: str = "item", item_id: str | None = None,
-                 parent_id: str | None = None) -> None:
+                 parent_id: str | None = None, created_at: datetime | None = None) -> None:
         super().__init__(reason)
         self.field = field
         self.item_id = item_id
         self.parent_id = parent_id
+        self.created_at = created_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,8 @@ class Rejection:
     field: str
     reason: str
     parent_id: str | None = None
+    # The record's createdAt when it could be read: whether a manga would have been new.
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,7 +359,8 @@ def _check(model: type[BaseModel], values: dict[str, Any], item_id: str,
         else:
             what = f"{str(err['input'])[:40]!r}: {err['msg'].lower()}"
         raise ItemError(f"{attribute}: {' '.join(what.split())}"[:300], field=attribute,
-                        item_id=item_id, parent_id=parent_id) from None
+                        item_id=item_id, parent_id=parent_id,
+                        created_at=values.get("created_at")) from None
 
 
 # --- item parsers --------------------------------------------------------------------------
@@ -581,15 +585,16 @@ def parse_collection(
             raw_id = _raw_id(obj)
             skipped.append(raw_id)
             if isinstance(exc, ItemError):
-                field, reason, parent = exc.field, str(exc), exc.parent_id
+                field, reason, parent, created = (exc.field, str(exc), exc.parent_id,
+                                                  exc.created_at)
             else:
-                field, parent = "item", None
+                field, parent, created = "item", None, None
                 reason = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
             if is_uuid(raw_id):
                 source = obj.get("type") if isinstance(obj, dict) else None
                 rejected.append(Rejection(
                     source if source in ("manga", "chapter", "tag") else "item",
-                    raw_id.lower(), field, reason, parent))
+                    raw_id.lower(), field, reason, parent, created))
             (logger or log).warning("skipped item %s from %s: %s", raw_id, endpoint, reason)
 
     def _count(key: str, default: int) -> int:

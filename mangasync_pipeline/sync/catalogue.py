@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Connection, Engine, select, text
 
 from mangasync_pipeline.bounds import CLOCK_SKEW
 from mangasync_pipeline.config import DEFAULT_CONTENT_RATINGS, utcnow
@@ -336,13 +336,26 @@ def _classify(engine: Engine, items: list[Manga], cursor: PollCursor,
     return idle
 
 
+def _ours(conn: Connection, rejected: list[Rejection], cursor: PollCursor) -> list[Rejection]:
+    """The scan's refused manga that are ours: catalogued ones, and ones that would be new
+    (or whose createdAt could not be read). Other manga MangaDex updated are not our business,
+    odd or not."""
+    manga_rejected = [r for r in rejected if r.source == "manga"]
+    if not manga_rejected:
+        return []
+    known = set(conn.execute(select(manga.c.mangadex_id).where(
+        manga.c.mangadex_id.in_([r.mangadex_id for r in manga_rejected]))).scalars())
+    return [r for r in manga_rejected if r.mangadex_id in known or r.created_at is None
+            or r.created_at >= cursor.new_after]
+
+
 def _retry_quarantined(engine: Engine, client: MangaDexClient, cursor: PollCursor,
                        detection: Detection, now: datetime) -> None:
     """Quarantine what the scan refused; read quarantined manga again once they are due (one
     request per 100, none while the quarantine is empty or recently read). A manga MangaDex
     fixed reads clean and is handed on like any other; one it removed is forgotten."""
     with engine.begin() as conn:
-        quarantine.record(conn, client.take_rejections(), now)
+        quarantine.record(conn, _ours(conn, client.take_rejections(), cursor), now)
         due = quarantine.due(conn, quarantine.MANGA, now)
         if due:
             quarantine.touch(conn, quarantine.MANGA, due, now)

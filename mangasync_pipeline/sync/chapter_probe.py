@@ -129,6 +129,7 @@ def probe_new_chapters(engine: Engine, client: MangaDexClient, languages: Sequen
             advanced[key] = max(since, now)
         # Never past now plus the skew, whatever a record says.
         advanced[key] = min(advanced[key], now + CLOCK_SKEW)
+    client.take_rejections()  # what the checks refused is the run's to quarantine
     probe.new = _not_stored_of_catalogued(engine, list(found.values()), languages)
     if probe.new:
         floor = now - hold_until

@@ -34,6 +34,7 @@ from mangasync_pipeline.sync.chapter_reads import (
     EDGE,
     LATE,
     PARKED,
+    QUERIES,
     advanced_cursors,
     load_cursors,
     plan_reads,
@@ -429,11 +430,19 @@ def _read_quarantined(engine: Engine, client: MangaDexClient, languages: Sequenc
     if not due:
         return []
     before = client.stats.snapshot().total_requests
-    read = client.get_chapters_by_ids(due, languages)
+    read: list[Chapter] = []
+    seen = {c.id for c in found}
+    # The default view first; ids it does not show are asked for again in the view of
+    # link-only chapters parked in the future, and forgotten only when neither shows them.
+    for flags in (None, QUERIES[PARKED]):
+        ask = [i for i in due if i not in seen]
+        if not ask:
+            break
+        read += client.get_chapters_by_ids(ask, languages, flags)
+        again = client.take_rejections()
+        rejected += again
+        seen |= {c.id for c in read} | {r.mangadex_id for r in again}
     report.retry_requests += client.stats.snapshot().total_requests - before
-    again = client.take_rejections()
-    rejected += again
-    seen = {c.id for c in found} | {c.id for c in read} | {r.mangadex_id for r in again}
     with engine.begin() as conn:
         quarantine.release(conn, quarantine.CHAPTER, [i for i in due if i not in seen])
     have = {c.id for c in found}
