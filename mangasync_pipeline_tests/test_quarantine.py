@@ -279,3 +279,21 @@ def test_a_record_whose_storing_raises_is_quarantined_with_a_one_line_reason(
     assert field == "item" and reason.startswith("IntegrityError: ")
     assert "\n" not in reason and len(reason) <= 300
     assert set(_quarantined(world.engine, "chapter")) == {made[1]}
+
+
+def test_a_cursor_poisoned_before_the_fix_recovers(
+        make_simulator: Any, db_url: str, engine: Engine) -> None:
+    sim = make_simulator(manga_count=20, chapters_per_manga=0)
+    pipeline = Pipeline(settings_for(db_url, sim.url))
+    pipeline.run("initial_sync_job")
+    # What the sensor stored before the fix, after reading one manga stamped in year 9999.
+    poisoned = PollCursor(datetime(9999, 12, 31, tzinfo=UTC),
+                          datetime.now(UTC) - timedelta(minutes=5))
+    pipeline.sensor_cursor = poisoned.encode()
+    fresh = httpx_admin(sim.url, "POST", "/_sim/manga", {"contentRating": "safe"})["ids"][0]
+    requests = pipeline.evaluate_sensor("new_manga_sensor")
+    assert [r.run_config["ops"]["catalogue"]["config"]["mangadex_ids"] for r in requests] == [
+        [fresh]]
+    cursor = PollCursor.decode(pipeline.sensor_cursor)
+    assert cursor is not None and cursor.since.year == datetime.now(UTC).year
+

@@ -292,8 +292,14 @@ def detect_changes(engine: Engine, client: MangaDexClient, cursor: PollCursor, *
     createdAt); a catalogued manga with a newer updatedAt than stored has changed. Everything
     else MangaDex updated is none of our business.
     """
-    detection = Detection(cursor=cursor)
     now = utcnow()
+    if cursor.since > now + CLOCK_SKEW:
+        # Stored by an earlier version from a record stamped in the future: start again
+        # from now rather than wait for that date.
+        log.warning("new-manga cursor %s is in the future: scanning from now",
+                    cursor.since.isoformat())
+        cursor = PollCursor(now.replace(microsecond=0), min(cursor.new_after, now))
+    detection = Detection(cursor=cursor)
     newest = cursor.since
     client.take_rejections()  # another caller's leftovers on this thread are not this scan's
     pages = client.iter_manga_pages("updatedAt", since=cursor.since - SCAN_LOOKBACK, includes=(),
