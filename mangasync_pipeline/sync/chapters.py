@@ -376,9 +376,6 @@ def sync_chapter_window(engine: Engine, client: MangaDexClient, languages: Seque
     except BaseException as exc:  # a run stopped from outside leaves no state "running"
         state.mark_error(engine, state.CHAPTER_CHECK, f"{type(exc).__name__}: {exc}")
         raise
-    for r in rejected:
-        log.warning("chapter %s of manga %s quarantined: %s", r.mangadex_id, r.parent_id,
-                    r.reason)
     return report
 
 
@@ -401,7 +398,11 @@ def quarantine_chapters(conn: Connection, read: Sequence[Chapter],
                         rejected: Sequence[Rejection]) -> int:
     """Quarantine the rejected chapters of catalogued manga and release the ones read clean;
     returns how many were not quarantined before."""
-    added = quarantine.record(conn, _ours(conn, rejected), utcnow())
+    ours = _ours(conn, rejected)
+    added = quarantine.record(conn, ours, utcnow())
+    for r in ours:
+        log.warning("chapter %s of manga %s quarantined: %s", r.mangadex_id, r.parent_id,
+                    r.reason)
     quarantine.release(conn, quarantine.CHAPTER,
                        {c.id for c in read} - {r.mangadex_id for r in rejected})
     return added
