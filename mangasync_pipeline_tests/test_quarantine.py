@@ -304,3 +304,28 @@ def test_a_cursor_poisoned_before_the_fix_recovers(
     cursor = PollCursor.decode(pipeline.sensor_cursor)
     assert cursor is not None and cursor.since.year == datetime.now(UTC).year
 
+
+
+def test_manga_of_a_failed_run_are_asked_for_again_once_the_cursor_passed_them(
+        make_simulator: Any, db_url: str, engine: Engine) -> None:
+    sim = make_simulator(manga_count=20, chapters_per_manga=0)
+    pipeline = Pipeline(settings_for(db_url, sim.url))
+    pipeline.run_requests(pipeline.evaluate_sensor("new_manga_sensor"))  # the starting point
+    half_hour_ago = (datetime.now(UTC) - timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%S")
+    older = httpx_admin(sim.url, "POST", "/_sim/manga", {
+        "contentRating": "safe", "createdAt": half_hour_ago})["ids"][0]
+    newer = httpx_admin(sim.url, "POST", "/_sim/manga", {"contentRating": "safe"})["ids"][0]
+    first = pipeline.evaluate_sensor("new_manga_sensor")
+    assert {older, newer} <= {i for r in first for i in
+                              r.run_config["ops"]["catalogue"]["config"]["mangadex_ids"]}
+    httpx_admin(sim.url, "POST", "/_sim/faults", {"error_rate": 1.0, "error_status": 500})
+    assert not any(r.success for r in pipeline.run_requests(first, raise_on_error=False))
+    httpx_admin(sim.url, "DELETE", "/_sim/faults")
+
+    # The cursor is now at `newer`: a scan no longer reaches `older`, the failed run does.
+    again = pipeline.evaluate_sensor("new_manga_sensor")
+    assert all(r.success for r in pipeline.run_requests(again))
+    with engine.connect() as conn:
+        stored = set(conn.execute(select(manga.c.mangadex_id)).scalars())
+    assert {older, newer} <= stored
+    assert pipeline.evaluate_sensor("new_manga_sensor") == []  # done: not asked for again
