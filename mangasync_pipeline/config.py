@@ -156,6 +156,9 @@ class ClientPolicy:
     breaker_threshold: int = 10
     breaker_open_seconds: float = 300.0
     sensor_deadline: float = 40.0
+    # The most a response body may inflate to: a 300 MB body or a gzip bomb ends here, within
+    # a run's memory budget, instead of in the process's memory.
+    max_body_bytes: int = 16 * 1024 * 1024
 
     def backoff_waits(self) -> list[float]:
         """The longest wait before each retry (the client adds up to 25 % jitter)."""
@@ -185,6 +188,9 @@ def _client_policy(get: Callable[[str], str | None]) -> ClientPolicy:
     if (v := get("MANGADEX_BREAKER_THRESHOLD")) is not None:
         values["breaker_threshold"] = int(
             _positive_number("MANGADEX_BREAKER_THRESHOLD", v, integer=True))
+    if (v := get("MANGADEX_MAX_BODY_MB")) is not None:
+        values["max_body_bytes"] = int(
+            _positive_number("MANGADEX_MAX_BODY_MB", v, integer=True)) * 1024 * 1024
     for name, attr in (("MANGADEX_BACKOFF_BASE", "backoff_base"),
                        ("MANGADEX_BACKOFF_MAX", "backoff_max"),
                        ("MANGADEX_CONNECT_TIMEOUT", "connect_timeout"),

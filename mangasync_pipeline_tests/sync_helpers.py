@@ -61,8 +61,8 @@ class Pipeline:
             instance=self.instance, partition_key=partition_key,
             run_config=run_config or {}, raise_on_error=raise_on_error, tags=tags)
 
-    def run_requests(self, requests: list[RunRequest], job_name: str | None = None
-                     ) -> list[Any]:
+    def run_requests(self, requests: list[RunRequest], job_name: str | None = None,
+                     *, raise_on_error: bool = True) -> list[Any]:
         """Run what a sensor requested, skipping run keys already used, as the daemon does."""
         results = []
         for r in requests:
@@ -70,8 +70,10 @@ class Pipeline:
                 if r.run_key in self.used_run_keys:
                     continue
                 self.used_run_keys.add(r.run_key)
+            tags = {**r.tags, **({"dagster/run_key": r.run_key} if r.run_key else {})}
             results.append(self.run(r.job_name or job_name or "", partition_key=r.partition_key,
-                                    run_config=r.run_config, tags=dict(r.tags)))
+                                    run_config=r.run_config, tags=tags,
+                                    raise_on_error=raise_on_error))
         return results
 
 

@@ -122,3 +122,57 @@ def test_backfill_refuses_days_without_a_partition_before_any_request(tmp_path: 
             assert refused.stderr.strip().startswith(f"Error: {said}")
             assert len(refused.stderr.strip().splitlines()) == 1
         assert httpx.get(f"{sim.url}/_sim/stats").json()["total"] == 0
+
+
+@pytest.mark.process
+def test_sync_manga_refuses_a_manga_outside_the_content_ratings(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'hub.sqlite'}"
+    upgrade(url)
+    with Simulator(seed=5, manga_count=20, rate_limit=None, chapters_per_manga=1) as sim:
+        mid = httpx.post(f"{sim.url}/_sim/manga", json={
+            "contentRating": "pornographic"}).json()["ids"][0]
+        env = {"DATABASE_URL": url, "MANGADEX_API_URL": sim.url, "MANGADEX_RATE_LIMIT": "200",
+               "UDP_SERVER_URL": "http://127.0.0.1:9",
+               "MANGASYNC_CONTENT_RATINGS": "safe,suggestive"}
+        refused = _run(["sync-manga", mid], env, tmp_path)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert (f"manga {mid} is rated 'pornographic', outside MANGASYNC_CONTENT_RATINGS "
+            "(safe, suggestive): not synced") in refused.stderr
+    with make_engine(url).connect() as conn:
+        assert conn.execute(select(func.count()).select_from(manga)).scalar() == 0
+
+
+@pytest.mark.process
+def test_an_initial_sync_stopped_from_outside_leaves_no_state_running(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from mangasync_pipeline.sync import state
+
+    url = f"sqlite:///{tmp_path / 'hub.sqlite'}"
+    upgrade(url)
+    with Simulator(seed=5, manga_count=20, rate_limit=None) as sim:
+        httpx.post(f"{sim.url}/_sim/faults", json={"drip": 10, "drip_ms": 500})
+        env = {"DATABASE_URL": url, "MANGADEX_API_URL": sim.url, "MANGADEX_RATE_LIMIT": "200",
+               "UDP_SERVER_URL": "http://127.0.0.1:9"}
+        proc = subprocess.Popen([sys.executable, "-m", "mangasync_pipeline.cli", "initial-sync"],
+                                env={**os.environ, **env}, cwd=tmp_path, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        engine = make_engine(url)
+
+        def status() -> str | None:
+            with engine.connect() as conn:
+                row = state.get_state(conn, state.INITIAL_SYNC)
+            return row["status"] if row else None
+
+        deadline = time.monotonic() + 60
+        while status() != "running" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert status() == "running"
+        proc.send_signal(signal.SIGINT)  # what an operator's Ctrl-C (or a stop) does
+        proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    with engine.connect() as conn:
+        row = state.get_state(conn, state.INITIAL_SYNC)
+    assert row is not None and row["status"] == "error"
+    assert row["error_message"].startswith("KeyboardInterrupt")

@@ -124,8 +124,6 @@ def chapter_obj(**attrs: Any) -> dict[str, Any]:
         ("EXTRA", None),
         ("", None),
         (None, None),
-        ("NaN", None),
-        ("1e3", None),
         # MangaDex's label pattern allows a letter after the number: "12a" orders as 12.
         ("12a", Decimal("12")),
         ("10.5b", Decimal("10.5")),

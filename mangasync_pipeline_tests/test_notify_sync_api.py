@@ -110,3 +110,40 @@ def test_manual_sync_of_an_unknown_manga_is_404_and_records_nothing(
         uuid = "0b6f0a61-8d3c-4b5e-9f53-6f3f5ac3b1f0"
         r = httpx.post(f"{server.http_url}/api/manga/{uuid}/sync")
         assert r.status_code == 202 and r.json()["manga_id"] is None
+
+
+def test_manual_sync_outside_the_content_ratings_is_refused_with_its_reason(
+        db_url: str, engine: Engine) -> None:
+    with Simulator(seed=2, manga_count=3, rate_limit=None, chapters_per_manga=0) as sim:
+        admin = f"{sim.url}/_sim"
+        # One catalogued while the operator still took erotica, one never catalogued.
+        known = httpx.post(f"{admin}/manga", json={"contentRating": "erotica"}).json()["ids"][0]
+        unknown = httpx.post(f"{admin}/manga",
+                             json={"contentRating": "pornographic"}).json()["ids"][0]
+        with client_for(settings_for(db_url, sim.url)) as client:
+            import_ids(engine, client, [known], policy=SILENT)
+        settings = settings_for(db_url, sim.url, content_ratings=("safe", "suggestive"))
+        with ServerHandle(server_settings(db_url), fast_options()) as server:
+            asked = {mid: httpx.post(f"{server.http_url}/api/manga/{mid}/sync").json()
+                     for mid in (known, unknown)}
+            defs = build_definitions(settings)
+            instance = DagsterInstance.ephemeral()
+            served = sim.stats.total
+            # The catalogued one is refused by its stored rating, without a run or a request.
+            [request] = _tick(defs, instance)
+            assert request.run_config["ops"]["sync_one_manga"]["config"]["mangadex_id"] == \
+                unknown
+            assert sim.stats.total == served
+            # The other one's run learns its rating from MangaDex and refuses it.
+            result = _run(defs, instance, request)
+            assert result.success
+            assert _tick(defs, instance) == []
+            shown = {mid: httpx.get(f"{server.http_url}{a['follow']}").json()
+                     for mid, a in asked.items()}
+    for mid, rating in ((known, "erotica"), (unknown, "pornographic")):
+        assert shown[mid]["status"] == "refused"
+        assert shown[mid]["error"] == (
+            f"manga {mid} is rated {rating!r}, outside MANGASYNC_CONTENT_RATINGS "
+            "(safe, suggestive): not synced")
+    with engine.connect() as conn:
+        assert set(conn.execute(select(manga.c.mangadex_id)).scalars()) == {known}

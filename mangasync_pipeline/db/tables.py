@@ -21,6 +21,21 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from mangasync_pipeline.bounds import (
+    CONTENT_RATING_LEN,
+    GENRE_NAME_LEN,
+    LABEL_LEN,
+    LANGUAGE_LEN,
+    MANGADEX_ID_LEN,
+    NUMBER_PRECISION,
+    NUMBER_SCALE,
+    SLUG_LEN,
+    STATUS_LEN,
+    TRIGGER_CHAPTER_LEN,
+    TRIGGER_DEDUP_KEY_LEN,
+    TRIGGER_LABEL_LEN,
+    VOLUME_LEN,
+)
 from mangasync_pipeline.db.types import UTCDateTime
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; BigInteger elsewhere.
@@ -39,13 +54,13 @@ manga = Table(
     "manga",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("mangadex_id", String(36), nullable=False, unique=True),
-    Column("slug", String(100), nullable=False, unique=True),
+    Column("mangadex_id", String(MANGADEX_ID_LEN), nullable=False, unique=True),
+    Column("slug", String(SLUG_LEN), nullable=False, unique=True),
     Column("title", Text, nullable=False),
     Column("author", Text),
-    Column("status", String(20)),
+    Column("status", String(STATUS_LEN)),
     # MangaDex's contentRating (safe, suggestive, erotica, pornographic).
-    Column("content_rating", String(16)),
+    Column("content_rating", String(CONTENT_RATING_LEN)),
     Column("total_chapters", Integer),
     Column("description", Text),
     Column("cover_url", Text),
@@ -64,7 +79,7 @@ genres = Table(
     "genres",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("name", String(100), nullable=False, unique=True),
+    Column("name", String(GENRE_NAME_LEN), nullable=False, unique=True),
 )
 
 manga_genres = Table(
@@ -81,14 +96,14 @@ chapters = Table(
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("manga_id", BigId, ForeignKey("manga.id", ondelete="CASCADE"), nullable=False),
-    Column("mangadex_chapter_id", String(36), nullable=False, unique=True),
+    Column("mangadex_chapter_id", String(MANGADEX_ID_LEN), nullable=False, unique=True),
     # Null for oneshots and for labels that are not numbers ("EXTRA"); `label` keeps the raw text.
-    Column("chapter_number", Numeric(12, 3)),
-    Column("label", String(16)),
+    Column("chapter_number", Numeric(NUMBER_PRECISION, NUMBER_SCALE)),
+    Column("label", String(LABEL_LEN)),
     Column("title", Text),
-    Column("volume", String(16)),
+    Column("volume", String(VOLUME_LEN)),
     Column("pages", Integer),
-    Column("translated_language", String(8), nullable=False),
+    Column("translated_language", String(LANGUAGE_LEN), nullable=False),
     Column("external_url", Text),
     Column("scanlation_group", String(36)),
     Column("published_at", UTCDateTime),
@@ -107,8 +122,8 @@ chapter_baselines = Table(
     "chapter_baselines",
     metadata,
     Column("manga_id", BigId, ForeignKey("manga.id", ondelete="CASCADE"), primary_key=True),
-    Column("translated_language", String(8), primary_key=True),
-    Column("max_number", Numeric(12, 3)),
+    Column("translated_language", String(LANGUAGE_LEN), primary_key=True),
+    Column("max_number", Numeric(NUMBER_PRECISION, NUMBER_SCALE)),
     Column("checked_at", UTCDateTime, nullable=False),
 )
 
@@ -169,11 +184,11 @@ notifications = Table(
     # checking two more keys per row was most of its database time on PostgreSQL. The trigger
     # that created the rows validated the manga once.
     Column("manga_id", BigId, nullable=False),
-    Column("chapter", String(32)),
+    Column("chapter", String(TRIGGER_CHAPTER_LEN)),
     Column("title", Text, nullable=False),
     Column("message", Text),
     # MangaDex's chapter label as text ("12a", "10.5"); `chapter` is the number for ordering.
-    Column("label", String(32)),
+    Column("label", String(TRIGGER_LABEL_LEN)),
     Column("read", Boolean, nullable=False, default=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("delivered_at", UTCDateTime),
@@ -189,7 +204,7 @@ notification_triggers = Table(
     "notification_triggers",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("dedup_key", String(200), unique=True),
+    Column("dedup_key", String(TRIGGER_DEDUP_KEY_LEN), unique=True),
     Column("type", String(20), nullable=False),
     Column("manga_id", BigId, nullable=False),
     Column("payload", JSON, nullable=False),
@@ -203,7 +218,7 @@ notification_outbox = Table(
     "notification_outbox",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("dedup_key", String(200), nullable=False, unique=True),
+    Column("dedup_key", String(TRIGGER_DEDUP_KEY_LEN), nullable=False, unique=True),
     Column("kind", String(20), nullable=False),  # new-manga, new-chapter, manga-update
     Column("payload", JSON, nullable=False),
     Column("status", String(20), nullable=False, default="pending"),  # pending, delivered
@@ -257,4 +272,22 @@ sync_metrics = Table(
     Column("labels", String(200), primary_key=True, default=""),
     Column("value", Numeric(20, 3), nullable=False, default=0),
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# MangaDex records that failed the checks of `mangadex/models.py` (or whose storing raised):
+# skipped, not failed on, and read again on a later poll. One row per record and field.
+quarantined_records = Table(
+    "quarantined_records",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("source", String(20), nullable=False),  # manga, chapter
+    Column("mangadex_id", String(MANGADEX_ID_LEN), nullable=False),
+    # The MangaDex manga a chapter belongs to, so it is read again only while catalogued.
+    Column("parent_id", String(MANGADEX_ID_LEN)),
+    Column("field", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("first_seen", UTCDateTime, nullable=False),
+    Column("last_seen", UTCDateTime, nullable=False),
+    UniqueConstraint("source", "mangadex_id", name="uq_quarantined_records_source"),
+    Index("ix_quarantined_records_last_seen", "source", "last_seen"),
 )

@@ -41,6 +41,7 @@ from mangasync_pipeline.defs.resources import (
 )
 from mangasync_pipeline.defs.settings import DAILY, MANGADEX_POOL, RUN_RETRY, SETTINGS
 from mangasync_pipeline.mangadex.client import MangaDexClient
+from mangasync_pipeline.sync import quarantine
 from mangasync_pipeline.sync.catalogue import (
     SILENT,
     day_bounds,
@@ -181,6 +182,7 @@ def _catalogue(context: AssetExecutionContext, config: CatalogueConfig,
         "notifications_queued": summary["notifications_queued"], **requests,
         **delivery_metadata(delivery), "preview": manga_preview(report.changes),
         "content_ratings": ", ".join(sync_settings.rating_list),
+        "quarantined_records": _quarantined(engine, quarantine.MANGA),
     })})
     if GENRE_LINKS in selected:
         own = _per_partition(context, GENRE_LINKS, keys,
@@ -266,7 +268,7 @@ def _new_chapters(context: AssetExecutionContext, config: NewChaptersConfig,
                                          use_cursor=scheduled)
         for name, value in report.summary().items():
             per_day.setdefault(name, Counter())[partition] = value
-        _add_chapter_report(total, report)
+        total.add(report)
     delivery = notifier.deliver(engine)
     requests = meter.finish({"chapters_synced": total.stored})
     window = context.partition_time_window
@@ -277,14 +279,14 @@ def _new_chapters(context: AssetExecutionContext, config: NewChaptersConfig,
     totals = total.summary() if len(keys) > 1 else {}
     return MaterializeResult(metadata={**own, **run_scope(keys, {
         **totals, **requests, **delivery_metadata(delivery),
+        "quarantined_records": _quarantined(engine, quarantine.CHAPTER),
         "read": (f"from {since.isoformat()} (chapter sensor)" if since else
                  "from the cursor (scheduled poll)" if scheduled else "whole partitions"),
         "new_chapter_numbers": preview(total.new_numbers, column="new chapter"),
     })})
 
 
-def _add_chapter_report(total: ChapterReport, part: ChapterReport) -> None:
-    """Add one day's counts and lists to the range's."""
-    for name, value in vars(part).items():
-        if isinstance(value, int | list):
-            setattr(total, name, getattr(total, name) + value)
+def _quarantined(engine: Engine, source: str) -> int:
+    """Records of `source` in quarantine now (this run's new ones are `items_quarantined`)."""
+    with engine.connect() as conn:
+        return quarantine.counts(conn).get(source, 0)

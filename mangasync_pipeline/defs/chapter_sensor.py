@@ -20,6 +20,7 @@ from dagster import (
     sensor,
 )
 
+from mangasync_pipeline.bounds import CLOCK_SKEW
 from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.defs.assets import NewChaptersConfig
 from mangasync_pipeline.defs.inflight import run_in_flight
@@ -40,7 +41,9 @@ def _start(context: SensorEvaluationContext, cursors: dict[str, datetime], now: 
     lookback ago: older gaps are the schedule's and the backfill's)."""
     own = ProbeCursor.decode(context.cursor)
     if own is not None:
-        return own
+        # A cursor an earlier version stored past now plus the skew waits for no one.
+        return ProbeCursor({k: min(v, now) if v > now + CLOCK_SKEW else v
+                            for k, v in own.since.items()})
     floor = (now - lookback).replace(microsecond=0)
     return ProbeCursor({k: max(cursors.get(k, floor), floor) for k in ProbeCursor.starting_at(
         now).since})

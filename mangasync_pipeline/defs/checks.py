@@ -9,8 +9,9 @@ from sqlalchemy import and_, func, select
 from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db.tables import chapters, genres, manga, manga_genres
 from mangasync_pipeline.defs.assets import GENRE_LINKS, MANGA_CATALOGUE, NEW_CHAPTERS
+from mangasync_pipeline.defs.reporting import table
 from mangasync_pipeline.defs.resources import MangaHubDatabase
-from mangasync_pipeline.sync import outbox
+from mangasync_pipeline.sync import outbox, quarantine
 
 
 def _count(mangahub: MangaHubDatabase, stmt: object) -> int:
@@ -82,6 +83,46 @@ def one_notification_per_chapter_number(mangahub: MangaHubDatabase) -> AssetChec
     return AssetCheckResult(passed=n == 0, metadata={"duplicate_numbers": n})
 
 
+def _quarantine(mangahub: MangaHubDatabase, source: str) -> AssetCheckResult:
+    with mangahub.engine().connect() as conn:
+        n = quarantine.counts(conn).get(source, 0)
+        shown = [r for r in quarantine.listing(conn, 50) if r.source == source][:10]
+    rows = [{"mangadex_id": r.mangadex_id, "field": r.field, "reason": r.reason,
+             "first_seen": r.first_seen.isoformat(timespec="seconds"),
+             "last_seen": r.last_seen.isoformat(timespec="seconds")} for r in shown]
+    return AssetCheckResult(
+        passed=n == 0, severity=AssetCheckSeverity.WARN,
+        metadata={"quarantined": n, "latest": table(rows, {
+            "mangadex_id": "string", "field": "string", "reason": "string",
+            "first_seen": "string", "last_seen": "string"})})
+
+
+@asset_check(asset=MANGA_CATALOGUE, description="No MangaDex manga is quarantined (skipped "
+             "by the boundary checks; read again every 15 minutes until it passes).")
+def no_quarantined_manga(mangahub: MangaHubDatabase) -> AssetCheckResult:
+    return _quarantine(mangahub, quarantine.MANGA)
+
+
+@asset_check(asset=NEW_CHAPTERS, description="No chapter of a catalogued manga is quarantined "
+             "(skipped by the boundary checks; read again every 15 minutes until it passes).")
+def no_quarantined_chapters(mangahub: MangaHubDatabase) -> AssetCheckResult:
+    return _quarantine(mangahub, quarantine.CHAPTER)
+
+
+@asset_check(asset=MANGA_CATALOGUE, description="The notification server refused no "
+             "notification for good (a refused one is never delivered: see its last_error "
+             "in notification_outbox).")
+def no_refused_notifications(mangahub: MangaHubDatabase) -> AssetCheckResult:
+    with mangahub.engine().connect() as conn:
+        refused = outbox.refused(conn, 10)
+        n = outbox.refused_count(conn)
+    return AssetCheckResult(passed=n == 0, metadata={
+        "refused": n, "latest": table(
+            [{"dedup_key": e.dedup_key, "reason": e.last_error} for e in refused],
+            {"dedup_key": "string", "reason": "string"})})
+
+
 CHECKS = [manga_have_titles_and_slugs, genre_links_point_at_rows, notification_outbox_backlog,
           chapters_of_catalogued_manga, total_chapters_not_below_stored,
-          one_notification_per_chapter_number]
+          one_notification_per_chapter_number, no_quarantined_manga, no_quarantined_chapters,
+          no_refused_notifications]

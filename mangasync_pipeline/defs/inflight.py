@@ -48,3 +48,23 @@ def max_runtime_tags(requests: int, rate_limit: float, failure_bound: float) -> 
     Run monitoring fails a run that passes it, so a hung run cannot hold its slot forever."""
     seconds = requests / max(rate_limit, 0.1) * RATE_SHARE + failure_bound + RUN_OVERHEAD_SECONDS
     return {MAX_RUNTIME_SECONDS_TAG: str(math.ceil(seconds))}
+
+
+# Finished without doing their work: the same request may be asked for again.
+UNSUCCESSFUL = [DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
+
+
+def fresh_run_key(instance: DagsterInstance, key: str) -> str:
+    """`key`, or `key` with an attempt number once runs of it failed or were cancelled.
+
+    A sensor's run key is spent once any run carried it, whatever became of that run: the same
+    work asked for again after a failure would be dropped as a duplicate, and the manga of a
+    failed catalogue run would never be catalogued. A succeeded run keeps its key, so a
+    repeated tick stays harmless."""
+    candidate, attempt = key, 0
+    while True:
+        runs = instance.get_runs(RunsFilter(tags={"dagster/run_key": candidate}), limit=1)
+        if not runs or runs[0].status not in UNSUCCESSFUL:
+            return candidate
+        attempt += 1
+        candidate = f"{key}:again-{attempt}"

@@ -31,7 +31,10 @@ from mangasync_pipeline.defs.resources import (
 from mangasync_pipeline.defs.settings import MANGADEX_POOL, RUN_RETRY
 from mangasync_pipeline.sync.catalogue import import_ids, initial_sync
 from mangasync_pipeline.sync.catalogue_store import NotifyPolicy
-from mangasync_pipeline.sync.manga_sync import sync_one
+from mangasync_pipeline.sync.manga_sync import OutsideRatings, refuse_requests, sync_one
+
+# The tag naming the manual sync request a `sync_manga_job` run serves.
+REQUEST_TAG = "mangasync/sync_request"
 
 # One step and its checks: a subprocess per step would cost more than the steps themselves.
 catalogue_job = define_asset_job(
@@ -100,8 +103,16 @@ def sync_one_manga(context: OpExecutionContext, config: SyncMangaConfig,
                    notifier: NotifierResource, sync_settings: SyncSettings) -> Output:
     engine, client = mangahub.engine(), mangadex.client()
     with one_line_failures(f"sync of manga {config.mangadex_id}"):
-        found = sync_one(engine, client, config.mangadex_id.strip().lower(),
-                         sync_settings.language_list)
+        try:
+            found = sync_one(engine, client, config.mangadex_id.strip().lower(),
+                             sync_settings.language_list, sync_settings.rating_list)
+        except OutsideRatings as exc:
+            # Not a failure of the run: the operator's setting says no. The caller of the
+            # HTTP route reads the reason on its request.
+            request = context.run.tags.get(REQUEST_TAG)
+            refuse_requests(engine, [int(request)] if request else [], str(exc))
+            context.log.warning(str(exc))
+            return Output(None, metadata={"refused": str(exc)})
     delivery = notifier.deliver(engine)
     context.log.info(f"manga {found['manga_id']} ({config.mangadex_id}): {found}")
     return Output(None, metadata={

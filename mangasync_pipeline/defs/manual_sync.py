@@ -21,13 +21,13 @@ from dagster import (
 from sqlalchemy import bindparam, select, update
 
 from mangasync_pipeline.config import utcnow
-from mangasync_pipeline.db.tables import manual_sync_requests
+from mangasync_pipeline.db.tables import manga, manual_sync_requests
 from mangasync_pipeline.defs.inflight import max_runtime_tags
-from mangasync_pipeline.defs.jobs import SyncMangaConfig, sync_manga_job
-from mangasync_pipeline.defs.resources import MangaHubDatabase
+from mangasync_pipeline.defs.jobs import REQUEST_TAG, SyncMangaConfig, sync_manga_job
+from mangasync_pipeline.defs.resources import MangaHubDatabase, SyncSettings
 from mangasync_pipeline.defs.settings import SETTINGS
+from mangasync_pipeline.sync.manga_sync import rating_refusal, refuse_requests
 
-REQUEST_TAG = "mangasync/sync_request"
 ACTIVE = ("pending", "requested", "running")
 PER_TICK = 50  # requests looked at per tick: each costs one run-storage query
 
@@ -47,14 +47,16 @@ SYNC_RUNTIME = max_runtime_tags(20, SETTINGS.mangadex_rate_limit,
                 "(POST /api/manga/{ref}/sync) into sync_manga_job runs and records each run's "
                 "id and outcome for the caller.",
 )
-def manual_sync_sensor(context: SensorEvaluationContext,
-                       mangahub: MangaHubDatabase) -> SensorResult | SkipReason:
+def manual_sync_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabase,
+                       sync_settings: SyncSettings) -> SensorResult | SkipReason:
     engine = mangahub.engine_or_skip()
     if isinstance(engine, SkipReason):
         return engine
     r = manual_sync_requests
     with engine.connect() as conn:
-        active = conn.execute(select(r.c.id, r.c.mangadex_id, r.c.status, r.c.run_id)
+        active = conn.execute(select(r.c.id, r.c.mangadex_id, r.c.status, r.c.run_id,
+                                     manga.c.id.label("catalogued"), manga.c.content_rating)
+                              .outerjoin(manga, manga.c.mangadex_id == r.c.mangadex_id)
                               .where(r.c.status.in_(ACTIVE)).order_by(r.c.id)
                               .limit(PER_TICK)).all()
     if not active:
@@ -62,6 +64,14 @@ def manual_sync_sensor(context: SensorEvaluationContext,
     requests: list[RunRequest] = []
     changes: list[dict[str, object]] = []
     for row in active:
+        # A catalogued manga's stored rating answers without a run; one not catalogued yet
+        # is refused by its run once MangaDex says how it is rated.
+        refusal = rating_refusal(row.mangadex_id, row.content_rating, sync_settings.rating_list)
+        if row.status == "pending" and row.catalogued is not None and \
+                row.content_rating is not None and refusal:
+            refuse_requests(engine, [row.id], refusal)
+            context.log.info(f"manual sync request {row.id} refused: {refusal}")
+            continue
         tags = {REQUEST_TAG: str(row.id)}
         runs = context.instance.get_runs(filters=RunsFilter(tags=tags), limit=1)
         if runs:
@@ -83,9 +93,10 @@ def manual_sync_sensor(context: SensorEvaluationContext,
                             "error": None})
     if changes:
         with engine.begin() as conn:
-            conn.execute(update(r).where(r.c.id == bindparam("rid")).values(
-                status=bindparam("status"), run_id=bindparam("run_id"),
-                error=bindparam("error"), updated_at=utcnow()), changes)
+            # Only requests still open: a run may have closed one meanwhile (refused).
+            conn.execute(update(r).where(r.c.id == bindparam("rid"), r.c.status.in_(ACTIVE))
+                         .values(status=bindparam("status"), run_id=bindparam("run_id"),
+                                 error=bindparam("error"), updated_at=utcnow()), changes)
     if requests:
         context.log.info(f"{len(requests)} manual sync request(s) handed to sync_manga_job: "
                          f"{[rq.tags[REQUEST_TAG] for rq in requests]}")

@@ -98,6 +98,9 @@ class MangaDexResource(ConfigurableResource):  # type: ignore[type-arg]
     sensor_deadline_seconds: float = Field(default=_POLICY.sensor_deadline,
                                            description="MANGADEX_SENSOR_DEADLINE: all MangaDex "
                                            "work of one sensor tick (Dagster's limit is 60 s)")
+    max_body_mb: int = Field(default=_POLICY.max_body_bytes // (1024 * 1024),
+                             description="MANGADEX_MAX_BODY_MB: the most one response body "
+                             "may inflate to")
     state_url: str = Field(default=DEFAULT_DATABASE_URL, description="DATABASE_URL: where the "
                            "shared rate limit and breaker state live (the MangaHub database)")
 
@@ -107,7 +110,8 @@ class MangaDexResource(ConfigurableResource):  # type: ignore[type-arg]
             backoff_max=self.backoff_max_seconds, connect_timeout=self.connect_timeout_seconds,
             read_timeout=self.read_timeout_seconds, breaker_threshold=self.breaker_threshold,
             breaker_open_seconds=self.breaker_open_seconds,
-            sensor_deadline=self.sensor_deadline_seconds)
+            sensor_deadline=self.sensor_deadline_seconds,
+            max_body_bytes=self.max_body_mb * 1024 * 1024)
 
     def failure_bound(self) -> float:
         """Seconds from a run's first failed request to its failure, at worst."""
@@ -150,6 +154,7 @@ class MangaDexResource(ConfigurableResource):  # type: ignore[type-arg]
             read_timeout_seconds=policy.read_timeout, breaker_threshold=policy.breaker_threshold,
             breaker_open_seconds=policy.breaker_open_seconds,
             sensor_deadline_seconds=policy.sensor_deadline,
+            max_body_mb=policy.max_body_bytes // (1024 * 1024),
             state_url=_database_url_source(settings))
 
 

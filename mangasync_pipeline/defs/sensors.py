@@ -1,23 +1,33 @@
 """Sensors detect and hand work to runs; they never do the work (60 s tick limit)."""
 
 import math
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from dagster import (
     AssetObservation,
+    DagsterRunStatus,
     DefaultSensorStatus,
     MetadataValue,
     RunConfig,
     RunRequest,
+    RunsFilter,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
     sensor,
 )
+from sqlalchemy import Engine, select
 
 from mangasync_pipeline.config import utcnow
+from mangasync_pipeline.db.tables import manga
 from mangasync_pipeline.defs.assets import MANGA_CATALOGUE, CatalogueConfig
-from mangasync_pipeline.defs.inflight import describe_run, max_runtime_tags, run_in_flight
+from mangasync_pipeline.defs.inflight import (
+    UNSUCCESSFUL,
+    describe_run,
+    fresh_run_key,
+    max_runtime_tags,
+    run_in_flight,
+)
 from mangasync_pipeline.defs.jobs import (
     RefreshMangaConfig,
     catalogue_job,
@@ -31,7 +41,44 @@ from mangasync_pipeline.sync import outbox, state
 from mangasync_pipeline.sync.catalogue import PollCursor, detect_changes, start_cursor
 
 SENSOR_TAG = {"mangasync/trigger": "new_manga_sensor"}
+# How far back failed catalogue runs are looked at for manga still to catalogue.
+RETRY_FAILED_FOR = timedelta(hours=24)
+RETRIED = datetime(1970, 1, 1, tzinfo=UTC)  # the version of a manga asked for again
 
+
+def _left_by_failed_runs(context: SensorEvaluationContext,
+                         engine: Engine) -> dict[str, list[str]]:
+    """Per partition, the manga named by this sensor's catalogue runs that failed or were
+    cancelled lately, still not catalogued, and not named by a later run that succeeded (a
+    manga that run did not store was quarantined or is gone: asking again would not help)."""
+    since = utcnow() - RETRY_FAILED_FOR
+    records = context.instance.get_run_records(RunsFilter(
+        job_name=catalogue_job.name, tags=SENSOR_TAG, updated_after=since,
+        statuses=[*UNSUCCESSFUL, DagsterRunStatus.SUCCESS]), limit=50)
+    failed: dict[str, tuple[str, datetime]] = {}  # id -> (partition, when its run failed)
+    succeeded: dict[str, datetime] = {}  # id -> when a run naming it last started
+    for record in records:
+        run = record.dagster_run
+        config = (run.run_config or {}).get("ops", {}).get("catalogue", {}).get("config", {})
+        partition = run.tags.get("dagster/partition")
+        for mangadex_id in config.get("mangadex_ids") or []:
+            if run.status == DagsterRunStatus.SUCCESS:
+                succeeded[mangadex_id] = max(record.create_timestamp,
+                                             succeeded.get(mangadex_id, record.create_timestamp))
+            elif partition:
+                failed.setdefault(mangadex_id, (partition, record.create_timestamp))
+    wanted = {i: p for i, (p, when) in failed.items()
+              if i not in succeeded or succeeded[i] < when}
+    if not wanted:
+        return {}
+    with engine.connect() as conn:
+        stored = set(conn.execute(select(manga.c.mangadex_id).where(
+            manga.c.mangadex_id.in_(sorted(wanted)))).scalars())
+    left: dict[str, list[str]] = {}
+    for mangadex_id, partition in sorted(wanted.items()):
+        if mangadex_id not in stored:
+            left.setdefault(partition, []).append(mangadex_id)
+    return left
 
 def _requests_for(manga: int) -> int:
     # Re-reading manga costs one request per 100; a new manga's chapter baseline, up to two.
@@ -91,6 +138,14 @@ def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabas
     by_partition: dict[str, list[str]] = {}
     for day, ids in detection.new_by_day.items():
         by_partition.setdefault(_partition_for(day), []).extend(ids)
+    # The manga of a catalogue run that failed may be behind the cursor by now: ask for them
+    # again until they are catalogued, whatever the scan finds.
+    for partition, ids in _left_by_failed_runs(context, engine).items():
+        wanted = by_partition.setdefault(partition, [])
+        for mangadex_id in ids:
+            if mangadex_id not in wanted:
+                wanted.append(mangadex_id)
+                detection.versions.setdefault(mangadex_id, RETRIED)
     for partition in sorted(by_partition):
         busy = run_in_flight(context.instance, catalogue_job.name, partition_key=partition)
         if busy is not None:
@@ -105,8 +160,10 @@ def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabas
         requests.append(RunRequest(
             job_name=catalogue_job.name,
             partition_key=partition,
-            # The digest covers (id, updatedAt): a later change of the same manga is a new run.
-            run_key=f"new-manga:{partition}:{detection.digest(ids)}",
+            # The digest covers (id, updatedAt): a later change of the same manga is a new run;
+            # after a failed run the same manga are a new attempt, not a duplicate.
+            run_key=fresh_run_key(context.instance,
+                                  f"new-manga:{partition}:{detection.digest(ids)}"),
             run_config=RunConfig(ops={"catalogue": CatalogueConfig(
                 mangadex_ids=sorted(ids), notify_new_manga=True)}),
             tags={**SENSOR_TAG, "mangasync/manga": str(len(ids)),
@@ -115,7 +172,8 @@ def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabas
     if detection.updated:
         requests.append(RunRequest(
             job_name=refresh_manga_job.name,
-            run_key=f"manga-updates:{detection.digest(detection.updated)}",
+            run_key=fresh_run_key(context.instance,
+                                  f"manga-updates:{detection.digest(detection.updated)}"),
             run_config=RunConfig(ops={"refresh_manga": RefreshMangaConfig(
                 mangadex_ids=sorted(detection.updated))}),
             tags={**SENSOR_TAG, "mangasync/manga": str(len(detection.updated)),

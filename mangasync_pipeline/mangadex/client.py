@@ -6,11 +6,14 @@ Plain Python; the Dagster resource wraps it.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
 import random
+import socket
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Literal, TypeVar
@@ -34,6 +37,7 @@ from mangasync_pipeline.mangadex.models import (
     Chapter,
     Manga,
     Page,
+    Rejection,
     Tag,
     parse_chapter,
     parse_collection,
@@ -117,7 +121,9 @@ class MangaDexClient:
         self.max_retry_after = max_retry_after
         self.log = logger or logging.getLogger("mangasync.mangadex")
         self.stats = ClientStats()
-        headers = {"User-Agent": f"mangasync/{__version__}", "Accept": "application/json"}
+        # Only the encodings `_read_bounded` inflates itself, within the body cap.
+        headers = {"User-Agent": f"mangasync/{__version__}", "Accept": "application/json",
+                   "Accept-Encoding": "gzip, deflate"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         self._http = httpx.Client(
@@ -139,7 +145,24 @@ class MangaDexClient:
         self._pause_lock = threading.Lock()
         # A sensor tick's deadline, per thread: ticks of different sensors share this client.
         self._deadline = threading.local()
+        # Items the boundary checks refused, per thread, until the sync that read them takes
+        # them (`take_rejections`) to quarantine.
+        self._rejected = threading.local()
         self._garbage_retry_after_logged = False
+
+    def _note(self, page: Page[Any]) -> None:
+        if page.rejected:
+            found = getattr(self._rejected, "items", None)
+            if found is None:
+                found = self._rejected.items = {}
+            for rejection in page.rejected:
+                found[(rejection.source, rejection.mangadex_id)] = rejection
+
+    def take_rejections(self) -> list[Rejection]:
+        """The records this thread's reads skipped since the last call, one per record."""
+        found = getattr(self._rejected, "items", None) or {}
+        self._rejected.items = {}
+        return list(found.values())
 
     def start_deadline(self, seconds: float | None) -> None:
         """Every request this thread makes from now on must finish within `seconds` in all
@@ -184,6 +207,7 @@ class MangaDexClient:
         payload = self._request(EP_TAGS, "/manga/tag", None)
         page = parse_collection(payload, EP_TAGS, parse_tag, logger=self.log)
         self.stats.add_skipped(page.skipped)
+        self._note(page)
         return page.items
 
     def get_manga(self, manga_id: str, includes: Sequence[str] = DEFAULT_INCLUDES) -> Manga:
@@ -205,6 +229,23 @@ class MangaDexClient:
             params += [("contentRating[]", r) for r in ALL_CONTENT_RATINGS]
             params += _includes(includes)
             found.extend(self._manga_list(params).items)
+        return found
+
+    def get_chapters_by_ids(self, ids: Iterable[str], languages: Sequence[str] | None = None,
+                            flags: dict[str, int] | None = None) -> list[Chapter]:
+        """Chapters MangaDex still shows for the ids in the view `flags` select (absent ones
+        are simply missing), 100 a request: how quarantined chapters are read again."""
+        unique = list(dict.fromkeys(_manga_id(i) for i in ids))
+        found: list[Chapter] = []
+        for start in range(0, len(unique), CHAPTER_PAGE):
+            params: Params = [("ids[]", i) for i in unique[start : start + CHAPTER_PAGE]]
+            params += [("limit", str(CHAPTER_PAGE))] + _languages(languages) + _flags(flags)
+            params += _ratings(ALL_CONTENT_RATINGS)
+            payload = self._request(EP_CHAPTERS, "/chapter", params)
+            page = parse_collection(payload, EP_CHAPTERS, parse_chapter, logger=self.log)
+            self.stats.add_skipped(page.skipped)
+            self._note(page)
+            found.extend(page.items)
         return found
 
     def newest_manga(
@@ -325,6 +366,7 @@ class MangaDexClient:
             payload, path, lambda obj: parse_chapter(obj, manga_id=manga_id), logger=self.log
         )
         self.stats.add_skipped(page.skipped)
+        self._note(page)
         return page
 
     def cover_url(self, manga: Manga) -> str | None:
@@ -338,6 +380,7 @@ class MangaDexClient:
         payload = self._request(EP_MANGA_LIST, "/manga", params)
         page = parse_collection(payload, EP_MANGA_LIST, parse_manga, logger=self.log)
         self.stats.add_skipped(page.skipped)
+        self._note(page)
         return page
 
     def _keyset(
@@ -388,6 +431,7 @@ class MangaDexClient:
                 params.append((f"{key}Since", format_since(cursor)))
             payload = self._request(template, path, params)
             page = parse_collection(payload, path, parse, logger=self.log)
+            self._note(page)
             fetched = len(page.items) + page.skipped
             fresh_skips = tuple(i for i in page.skipped_ids if i not in skipped_seen)
             skipped_seen.update(page.skipped_ids)
@@ -528,11 +572,23 @@ class MangaDexClient:
                 min(self.policy.read_timeout, remaining),
                 connect=min(self.policy.connect_timeout, remaining),
             )
+        # The whole attempt is bounded, not only each wait between bytes: a body dripped a
+        # byte at a time ends at MANGADEX_CONNECT_TIMEOUT + MANGADEX_READ_TIMEOUT, the figure
+        # the failure bound of docs/CONTRACTS.md counts per attempt (or at the tick's end).
+        budget = self.policy.connect_timeout + self.policy.read_timeout
+        if remaining is not None:
+            budget = min(budget, remaining)
         try:
-            response = self._http.get(path, params=params, timeout=timeout)
+            response = self._fetch(path, params, timeout, time.monotonic() + budget)
+        except _BodyTooLarge as exc:
+            self.stats.add_request(template, "too_large")
+            reason = str(exc)
+            self.breaker.record_failure(f"{reason} on GET {path}")
+            raise _Retry(reason, status=-1) from None
         except httpx.TimeoutException as exc:
             self.stats.add_request(template, "timeout")
-            reason = f"timeout ({type(exc).__name__})"
+            reason = (f"timeout ({exc}: {budget:.1f} s)" if isinstance(exc, _AttemptDeadline)
+                      else f"timeout ({type(exc).__name__})")
             self.breaker.record_failure(f"{reason} on GET {path}")
             raise _Retry(reason) from None
         except httpx.TransportError as exc:
@@ -566,6 +622,24 @@ class MangaDexClient:
         self.breaker.record_success()
         return payload
 
+    def _fetch(self, path: str, params: Params | None, timeout: Any,
+               deadline: float) -> httpx.Response:
+        """GET with the body read in full, but never past `deadline` nor past
+        `policy.max_body_bytes` once inflated; the response comes back detached."""
+        request = self._http.build_request("GET", path, params=params, timeout=timeout)
+        response = self._http.send(request, stream=True)
+        watchdog = _Watchdog(response, deadline)
+        try:
+            body = _read_bounded(response, self.policy.max_body_bytes, deadline, watchdog)
+        finally:
+            watchdog.cancel()
+            response.close()
+        headers = [(k, v) for k, v in response.headers.multi_items()
+                   if k.lower() not in ("content-encoding", "content-length",
+                                        "transfer-encoding")]
+        return httpx.Response(response.status_code, headers=headers, content=body,
+                              request=request)
+
     def _retry_after(self, response: httpx.Response) -> float | None:
         delay, garbage = _retry_after(response)
         if garbage is not None and not self._garbage_retry_after_logged:
@@ -580,6 +654,82 @@ class MangaDexClient:
         message = f"MangaDex GET {path} failed: HTTP {status}: {detail} (x-request-id {rid})"
         cls = MangaNotFoundError if status == 404 and template == EP_MANGA else MangaDexHTTPError
         return cls(message, endpoint=template, status=status, detail=detail, request_id=rid)
+
+
+# -- bounded bodies -------------------------------------------------------------------------
+
+
+class _AttemptDeadline(httpx.ReadTimeout):
+    """The whole answer took longer than its attempt may (a body dripped a byte at a time)."""
+
+
+class _BodyTooLarge(Exception):
+    """The body inflates past the cap (a huge answer, a gzip bomb) or cannot be inflated."""
+
+
+class _Watchdog:
+    """Shuts the response's socket down at `deadline`, so a read blocked on a drip returns."""
+
+    def __init__(self, response: httpx.Response, deadline: float) -> None:
+        self.fired = False
+        stream = response.extensions.get("network_stream")
+        self._sock = stream.get_extra_info("socket") if stream is not None else None
+        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        self.fired = True
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _inflater(encoding: str) -> Any:
+    if encoding in ("", "identity"):
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj()
+    raise _BodyTooLarge(f"body in an encoding not asked for ({_one_line(encoding, 40)})")
+
+
+def _read_bounded(response: httpx.Response, limit: int, deadline: float,
+                  watchdog: _Watchdog) -> bytes:
+    """The body, inflated here (never by httpx, which would inflate a bomb whole), in at most
+    `limit` bytes; a timeout once `deadline` passes."""
+    inflater = _inflater(response.headers.get("content-encoding", "").strip().lower())
+    declared = response.headers.get("content-length", "")
+    if inflater is None and declared.isdigit() and int(declared) > limit:
+        raise _BodyTooLarge(f"body of {int(declared):,} bytes, over the {limit:,}-byte cap")
+    out = bytearray()
+    try:
+        for chunk in response.iter_raw(64 * 1024):
+            if time.monotonic() >= deadline:
+                break
+            if inflater is not None:
+                chunk = inflater.decompress(chunk, limit + 1 - len(out))
+                if inflater.unconsumed_tail:
+                    raise _BodyTooLarge(f"body inflates past the {limit:,}-byte cap")
+            out += chunk
+            if len(out) > limit:
+                raise _BodyTooLarge(f"body past the {limit:,}-byte cap")
+        if inflater is not None:
+            out += inflater.flush()
+    except zlib.error as exc:
+        raise _BodyTooLarge(f"body does not inflate ({exc})") from None
+    except httpx.TransportError:
+        if not watchdog.fired:
+            raise
+    if watchdog.fired or time.monotonic() >= deadline:
+        raise _AttemptDeadline("the whole answer took longer than its attempt's deadline")
+    if len(out) > limit:
+        raise _BodyTooLarge(f"body inflates past the {limit:,}-byte cap")
+    return bytes(out)
 
 
 # -- helpers --------------------------------------------------------------------------------

@@ -3,6 +3,12 @@
 Every documented field is treated as optional (the live API drifts from its spec). An item
 missing what we cannot do without (id, attributes, its timestamps) raises `ItemError`, and
 the page parser skips it instead of failing the page.
+
+This is the one boundary: every field that reaches the database or a reader is checked here,
+by the pydantic models `MangaBounds` and `ChapterBounds`, against the bounds of
+`mangasync_pipeline.bounds` (the schema's columns and the server's trigger limits come from the
+same numbers). A record that fails is skipped with the field and a one-line reason
+(`Page.rejected`), for the sync to quarantine; the rest of the page goes on.
 """
 
 from __future__ import annotations
@@ -15,6 +21,20 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from mangasync_pipeline.bounds import (
+    CLOCK_SKEW,
+    CONTENT_RATING_LEN,
+    EXTERNAL_URL_LEN,
+    GENRE_NAME_LEN,
+    INT_MAX,
+    LABEL_LEN,
+    LANGUAGE_LEN,
+    NUMBER_LIMIT,
+    STATUS_LEN,
+    VOLUME_LEN,
+)
 from mangasync_pipeline.ids import is_uuid
 from mangasync_pipeline.mangadex.dates import parse_optional_timestamp, parse_timestamp
 from mangasync_pipeline.mangadex.errors import MalformedResponseError
@@ -32,12 +52,39 @@ log = logging.getLogger("mangasync.mangadex")
 T = TypeVar("T")
 
 # MangaDex's label pattern is `^((0|[1-9]\d*)(\.\d+)?[a-z]?)?$`: "12a" is chapter 12's sibling.
-_NUMBER = re.compile(r"^(\d+(?:\.\d+)?)[a-z]?$", re.IGNORECASE)
-_SHORT = 64  # status, language codes, volume labels and other short enumerations
+# ASCII digits only: `\d` alone takes "٩٩٩" (Arabic-Indic) and Decimal reads it as 999.
+_NUMBER = re.compile(r"^(\d+(?:\.\d+)?)[a-z]?$", re.IGNORECASE | re.ASCII)
+_SHORT = 64  # enumerations that are read but never stored (original language, state)
+# Longer than any bound: a value this long is refused by its check, never cut to fit it.
+_UNCUT = 1000
 
 
 class ItemError(ValueError):
-    """One item of a response cannot be used; the rest of the page can."""
+    """One item of a response cannot be used; the rest of the page can.
+
+    `field` names what failed (MangaDex's attribute name) when the item itself was readable;
+    `parent_id` is the manga of a chapter."""
+
+    def __init__(self, reason: str, *, field: str = "item", item_id: str | None = None,
+                 parent_id: str | None = None, created_at: datetime | None = None) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.item_id = item_id
+        self.parent_id = parent_id
+        self.created_at = created_at
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """An item skipped by the checks: what the sync quarantines."""
+
+    source: str  # "manga", "chapter", "tag"
+    mangadex_id: str
+    field: str
+    reason: str
+    parent_id: str | None = None
+    # The record's createdAt when it could be read: whether a manga would have been new.
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +172,7 @@ class Page(Generic[T]):
     offset: int
     skipped: int = 0
     skipped_ids: tuple[str, ...] = ()
+    rejected: tuple[Rejection, ...] = ()
 
 
 # --- field helpers -------------------------------------------------------------------------
@@ -150,14 +198,14 @@ def _timestamp(attrs: Mapping[str, Any], key: str, item_id: str) -> datetime:
     try:
         return parse_timestamp(attrs.get(key))
     except ValueError as exc:
-        raise ItemError(f"item {item_id}: {key} unparsable ({exc})") from None
+        raise ItemError(f"{key}: unparsable ({exc})", field=key, item_id=item_id) from None
 
 
 def _optional_timestamp(attrs: Mapping[str, Any], key: str, item_id: str) -> datetime | None:
     try:
         return parse_optional_timestamp(attrs.get(key))
     except ValueError as exc:
-        raise ItemError(f"item {item_id}: {key} unparsable ({exc})") from None
+        raise ItemError(f"{key}: unparsable ({exc})", field=key, item_id=item_id) from None
 
 
 def _int_or_none(value: object) -> int | None:
@@ -201,6 +249,120 @@ def parse_chapter_number(label: str | None) -> Decimal | None:
     return Decimal(match.group(1))
 
 
+# --- the boundary checks -------------------------------------------------------------------
+
+
+def _not_future(value: datetime | None, info: ValidationInfo) -> datetime | None:
+    now: datetime = (info.context or {}).get("now") or datetime.now(UTC)
+    if value is not None and value > now + CLOCK_SKEW:
+        raise ValueError(f"{value.isoformat()} is later than now plus "
+                         f"{CLOCK_SKEW.total_seconds():.0f} s")
+    return value
+
+
+def _numeric_text(label: str) -> bool:
+    """Whether a label reads as a number to something (float: "NaN", "-1", "1e308", "٩٩٩")."""
+    try:
+        float(label)
+    except ValueError:
+        return False
+    return True
+
+
+def check_label(label: str | None) -> str | None:
+    """A chapter label is a non-negative ASCII decimal ("12", "10.5", "12a") below
+    NUMBER_LIMIT, or text that reads as no number at all ("EXTRA"); anything that reads as
+    a number some other way is refused rather than shown as another chapter."""
+    if label is None:
+        return None
+    if len(label) > LABEL_LEN:
+        raise ValueError(f"{len(label)} characters, over {LABEL_LEN}")
+    number = parse_chapter_number(label)
+    if number is None and (_numeric_text(label)
+                           or any(ch.isdigit() and not ch.isascii() for ch in label)):
+        raise ValueError(f"{label!r} is not a non-negative decimal of ASCII digits")
+    if number is not None and number >= NUMBER_LIMIT:
+        raise ValueError(f"{label!r} is not below {NUMBER_LIMIT:,}")
+    return label
+
+
+class _Bounds(BaseModel):
+    model_config = ConfigDict(frozen=True, strict=True, arbitrary_types_allowed=True)
+
+    created_at: datetime
+    updated_at: datetime
+
+    _future = field_validator("created_at", "updated_at")(_not_future)
+
+
+class ChapterBounds(_Bounds):
+    """What a chapter row and its NEW_CHAPTER trigger hold (`chapters`, PROTOCOL.md)."""
+
+    chapter: str | None
+    volume: str | None = Field(max_length=VOLUME_LEN)
+    translated_language: str | None = Field(max_length=LANGUAGE_LEN)
+    pages: int = Field(ge=0, le=INT_MAX)
+    external_url: str | None = Field(max_length=EXTERNAL_URL_LEN)
+
+    @field_validator("chapter")
+    @classmethod
+    def _label(cls, value: str | None) -> str | None:
+        return check_label(value)
+
+
+class MangaBounds(_Bounds):
+    """What a `manga` row and its genre links hold."""
+
+    status: str | None = Field(max_length=STATUS_LEN)
+    content_rating: str | None = Field(max_length=CONTENT_RATING_LEN)
+    last_chapter: str | None
+    genres: tuple[str, ...]
+
+    @field_validator("last_chapter")
+    @classmethod
+    def _count(cls, value: str | None) -> str | None:
+        number = parse_chapter_number(value)
+        if number is not None and number > INT_MAX:
+            raise ValueError(f"{value!r} is beyond {INT_MAX:,} chapters")
+        return value
+
+    @field_validator("genres")
+    @classmethod
+    def _genres(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if len(name) > GENRE_NAME_LEN:
+                raise ValueError(f"genre {name[:40]!r}... is {len(name)} characters, over "
+                                 f"{GENRE_NAME_LEN}")
+        return value
+
+
+# MangaDex's attribute names, so a reason names what an operator finds in MangaDex's JSON.
+_ATTRIBUTE = {"created_at": "createdAt", "updated_at": "updatedAt", "volume": "volume",
+              "translated_language": "translatedLanguage", "external_url": "externalUrl",
+              "content_rating": "contentRating", "last_chapter": "lastChapter",
+              "genres": "tags", "status": "status", "pages": "pages", "chapter": "chapter"}
+
+
+def _check(model: type[BaseModel], values: dict[str, Any], item_id: str,
+           now: datetime | None, parent_id: str | None = None) -> None:
+    try:
+        model.model_validate(values, context={"now": now})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else "item"
+        attribute = _ATTRIBUTE.get(name, name)
+        ctx = err.get("ctx") or {}
+        if err["type"] == "value_error":
+            what = str(ctx.get("error", err["msg"]))
+        elif err["type"] == "string_too_long":
+            what = f"{len(str(err['input']))} characters, over {ctx.get('max_length')}"
+        else:
+            what = f"{str(err['input'])[:40]!r}: {err['msg'].lower()}"
+        raise ItemError(f"{attribute}: {' '.join(what.split())}"[:300], field=attribute,
+                        item_id=item_id, parent_id=parent_id,
+                        created_at=values.get("created_at")) from None
+
+
 # --- item parsers --------------------------------------------------------------------------
 
 
@@ -235,7 +397,7 @@ def _cover(rel: Mapping[str, Any]) -> Cover:
     )
 
 
-def parse_manga(obj: object) -> Manga:
+def parse_manga(obj: object, *, now: datetime | None = None) -> Manga:
     manga_id, attrs = _attributes(obj)
     assert isinstance(obj, dict)
     alt_titles: list[tuple[str, str]] = []
@@ -257,17 +419,27 @@ def parse_manga(obj: object) -> Manga:
     covers = [_cover(r) for r in rels if r.get("type") == "cover_art"]
     langs = attrs.get("availableTranslatedLanguages")
     latest = attrs.get("latestUploadedChapter")
+    created_at = _timestamp(attrs, "createdAt", manga_id)
+    updated_at = _timestamp(attrs, "updatedAt", manga_id)
+    status = clean_optional(attrs.get("status"), _UNCUT)
+    content_rating = clean_optional(attrs.get("contentRating"), _UNCUT)
+    last_chapter = clean_optional(attrs.get("lastChapter"), _UNCUT)
+    _check(MangaBounds, {
+        "created_at": created_at, "updated_at": updated_at, "status": status,
+        "content_rating": content_rating, "last_chapter": last_chapter,
+        "genres": tuple(t.names.get("en") or t.name for t in tags if t.group == "genre"),
+    }, manga_id, now)
     return Manga(
         id=manga_id,
         title=clean_localized(attrs.get("title"), TITLE_MAX),
         alt_titles=tuple(alt_titles),
         description=clean_localized(attrs.get("description"), DESCRIPTION_MAX),
-        status=clean_optional(attrs.get("status"), _SHORT),
-        content_rating=clean_optional(attrs.get("contentRating"), _SHORT),
+        status=status,
+        content_rating=content_rating,
         original_language=clean_optional(attrs.get("originalLanguage"), _SHORT),
         publication_demographic=clean_optional(attrs.get("publicationDemographic"), _SHORT),
         year=_int_or_none(attrs.get("year")),
-        last_chapter=clean_optional(attrs.get("lastChapter"), _SHORT),
+        last_chapter=last_chapter,
         last_volume=clean_optional(attrs.get("lastVolume"), _SHORT),
         latest_uploaded_chapter=(
             latest.lower() if isinstance(latest, str) and is_uuid(latest) else None
@@ -281,8 +453,8 @@ def parse_manga(obj: object) -> Manga:
         authors=authors,
         artists=artists,
         cover=covers[0] if covers else None,
-        created_at=_timestamp(attrs, "createdAt", manga_id),
-        updated_at=_timestamp(attrs, "updatedAt", manga_id),
+        created_at=created_at,
+        updated_at=updated_at,
         version=_int_or_none(attrs.get("version")),
         state=clean_optional(attrs.get("state"), _SHORT),
     )
@@ -298,10 +470,11 @@ def parse_chapter(
     manga_ids = [r["id"].lower() for r in rels if r.get("type") == "manga"]
     owner = manga_ids[0] if manga_ids else manga_id
     if owner is None:
-        raise ItemError(f"chapter {chapter_id} has no manga relationship")
+        raise ItemError(f"chapter {chapter_id} has no manga relationship", field="manga",
+                        item_id=chapter_id)
     label = attrs.get("chapter")
-    label = clean_text(label, _SHORT) if isinstance(label, str) else None
-    external_url = clean_optional(attrs.get("externalUrl"), 512)
+    label = clean_text(label, _UNCUT) if isinstance(label, str) else None
+    external_url = clean_optional(attrs.get("externalUrl"), _UNCUT)
     created_at = _timestamp(attrs, "createdAt", chapter_id)
     updated_at = _timestamp(attrs, "updatedAt", chapter_id)
     publish_at = _timestamp(attrs, "publishAt", chapter_id)
@@ -312,16 +485,22 @@ def parse_chapter(
         now = now or datetime.now(UTC)
         readable_at = created_at if (publish_at > now and external_url) else publish_at
     pages = _int_or_none(attrs.get("pages"))
+    volume = clean_optional(attrs.get("volume"), _UNCUT)
+    language = clean_optional(attrs.get("translatedLanguage"), _UNCUT)
+    _check(ChapterBounds, {
+        "created_at": created_at, "updated_at": updated_at, "chapter": label or None,
+        "volume": volume, "translated_language": language, "pages": pages or 0,
+        "external_url": external_url}, chapter_id, now, owner)
     uploaders = [r["id"].lower() for r in rels if r.get("type") == "user"]
     return Chapter(
         id=chapter_id,
         manga_id=owner,
         chapter=label or None,
         number=parse_chapter_number(label),
-        volume=clean_optional(attrs.get("volume"), _SHORT),
+        volume=volume,
         title=clean_optional(attrs.get("title"), TITLE_MAX),
-        translated_language=clean_optional(attrs.get("translatedLanguage"), _SHORT),
-        pages=max(pages or 0, 0),
+        translated_language=language,
+        pages=pages or 0,
         external_url=external_url,
         is_unavailable=attrs.get("isUnavailable") is True,
         publish_at=publish_at,
@@ -398,12 +577,25 @@ def parse_collection(
         )
     items: list[T] = []
     skipped: list[str] = []
+    rejected: list[Rejection] = []
     for obj in data:
         try:
             items.append(parse(obj))
-        except ItemError as exc:
-            skipped.append(_raw_id(obj))
-            (logger or log).warning("skipped malformed item from %s: %s", endpoint, exc)
+        except Exception as exc:  # one odd item, whatever went wrong, costs only itself
+            raw_id = _raw_id(obj)
+            skipped.append(raw_id)
+            if isinstance(exc, ItemError):
+                field, reason, parent, created = (exc.field, str(exc), exc.parent_id,
+                                                  exc.created_at)
+            else:
+                field, parent, created = "item", None, None
+                reason = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
+            if is_uuid(raw_id):
+                source = obj.get("type") if isinstance(obj, dict) else None
+                rejected.append(Rejection(
+                    source if source in ("manga", "chapter", "tag") else "item",
+                    raw_id.lower(), field, reason, parent, created))
+            (logger or log).warning("skipped item %s from %s: %s", raw_id, endpoint, reason)
 
     def _count(key: str, default: int) -> int:
         value = body.get(key)
@@ -416,4 +608,5 @@ def parse_collection(
         offset=_count("offset", 0),
         skipped=len(skipped),
         skipped_ids=tuple(skipped),
+        rejected=tuple(rejected),
     )

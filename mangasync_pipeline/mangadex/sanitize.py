@@ -5,9 +5,13 @@ from __future__ import annotations
 import re
 import unicodedata
 
-TITLE_MAX = 500
-NAME_MAX = 200
-DESCRIPTION_MAX = 10_000
+from mangasync_pipeline.bounds import DESCRIPTION_LEN, NAME_LEN, SLUG_LEN, TITLE_LEN
+
+# Free text is cut to these (a longer title is still the same manga); short fields that make a
+# record's identity are checked, not cut (models.py).
+TITLE_MAX = TITLE_LEN
+NAME_MAX = NAME_LEN
+DESCRIPTION_MAX = DESCRIPTION_LEN
 
 # Unicode category Cc (C0 and C1 controls, NUL included) except tab and newline, and Cs:
 # lone surrogates, which JSON allows but UTF-8 (and PostgreSQL) rejects.
@@ -52,7 +56,7 @@ def clean_localized(value: object, max_len: int) -> dict[str, str]:
 
 
 _NON_SLUG = re.compile(r"[^a-z0-9]+")
-SLUG_MAX = 80
+SLUG_MAX = SLUG_LEN - 20  # room for an id suffix that makes it unique
 
 
 def slugify(text: str, fallback: str) -> str:

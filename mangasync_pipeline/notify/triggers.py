@@ -26,14 +26,25 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from mangasync_pipeline.bounds import (
+    TRIGGER_CHAPTER_LEN,
+    TRIGGER_DEDUP_KEY_LEN,
+    TRIGGER_LABEL_LEN,
+    TRIGGER_LANGUAGE_LEN,
+    TRIGGER_MESSAGE_LEN,
+    TRIGGER_TITLE_LEN,
+)
+
 MAX_BODY = 64 * 1024
 MAX_BATCH_BODY = 1024 * 1024
 MAX_BATCH = 500
-MAX_TITLE = 500
-MAX_MESSAGE = 4000
-MAX_DEDUP_KEY = 200
-MAX_CHAPTER = 32
-MAX_LABEL = 32
+# Shared with the schema and the pipeline's checks, so the pipeline never sends what is refused.
+MAX_TITLE = TRIGGER_TITLE_LEN
+MAX_MESSAGE = TRIGGER_MESSAGE_LEN
+MAX_DEDUP_KEY = TRIGGER_DEDUP_KEY_LEN
+MAX_CHAPTER = TRIGGER_CHAPTER_LEN
+MAX_LABEL = TRIGGER_LABEL_LEN
+MAX_LANGUAGE = TRIGGER_LANGUAGE_LEN
 MAX_ID = 2**63 - 1
 
 KINDS = {"new-manga": "NEW_MANGA", "new-chapter": "NEW_CHAPTER", "manga-update": "MANGA_UPDATE"}
@@ -128,7 +139,7 @@ class NewChapter(Trigger):
     label: _text(MAX_LABEL, blank=False) | None = Field(  # type: ignore[valid-type]
         None, description='the chapter label as MangaDex shows it ("12a", "10.5")')
     chapter_title: _text(MAX_TITLE) | None = None  # type: ignore[valid-type]
-    language: _text(16) | None = None  # type: ignore[valid-type]
+    language: _text(MAX_LANGUAGE) | None = None  # type: ignore[valid-type]
 
     def payload(self) -> dict[str, Any]:
         shown = self.label or self.chapter

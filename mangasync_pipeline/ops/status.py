@@ -21,6 +21,7 @@ from mangasync_pipeline.db import tables as t
 from mangasync_pipeline.db.circuit import displayed_state
 from mangasync_pipeline.db.engine import describe, make_engine, sqlite_file
 from mangasync_pipeline.db.migrate import SchemaError, check_schema
+from mangasync_pipeline.sync.quarantine import RETRY_AFTER
 
 SYNC_TYPES = ("initial_sync", "new_manga_poll", "chapter_check")
 
@@ -70,6 +71,12 @@ class StatusReport:
     users: int
     breakers: list[BreakerStatus] = field(default_factory=list)
     content_ratings: tuple[str, ...] = ()  # MANGASYNC_CONTENT_RATINGS: what the catalogue holds
+    # MangaDex records skipped by the boundary checks (read again later), newest first.
+    quarantined: int = 0
+    quarantined_latest: list[dict[str, Any]] = field(default_factory=list)
+    # Notifications the server refused for good: never delivered, kept for review.
+    outbox_refused: int = 0
+    outbox_refused_latest: str | None = None
 
     @property
     def outbox_oldest_age_seconds(self) -> float | None:
@@ -90,6 +97,9 @@ class StatusReport:
                 until = f" until {_when(b.opened_until)}" if b.opened_until else ""
                 found.append(f"MangaDex breaker {b.name} is {b.state}{until}: {b.last_error or ''}"
                              .rstrip(": "))
+        if self.outbox_refused:
+            found.append(f"{self.outbox_refused} notifications refused by the server, never "
+                         f"delivered; latest: {_short(self.outbox_refused_latest, 120)}")
         age = self.outbox_oldest_age_seconds
         if age is not None and age > 600:
             found.append(f"{self.outbox_pending} notifications pending delivery, oldest "
@@ -140,6 +150,15 @@ def collect_status(engine: Engine) -> StatusReport:
         def count(table: Any, *where: Any) -> int:
             return conn.scalar(select(func.count()).select_from(table).where(*where)) or 0
 
+        q = t.quarantined_records
+        latest = [{"source": r.source, "mangadex_id": r.mangadex_id, "field": r.field,
+                   "reason": r.reason, "first_seen": r.first_seen, "last_seen": r.last_seen}
+                  for r in conn.execute(select(q).order_by(q.c.last_seen.desc(), q.c.id.desc())
+                                        .limit(5))]
+        refused = t.notification_outbox.c.status == "rejected"
+        refused_latest = conn.execute(
+            select(t.notification_outbox.c.dedup_key, t.notification_outbox.c.last_error)
+            .where(refused).order_by(t.notification_outbox.c.id.desc()).limit(1)).first()
         now = utcnow()
         breakers = [
             BreakerStatus(
@@ -166,6 +185,11 @@ def collect_status(engine: Engine) -> StatusReport:
             notifications_unread=count(t.notifications, t.notifications.c.read.is_(False)),
             users=count(t.users),
             breakers=breakers,
+            quarantined=count(q),
+            quarantined_latest=latest,
+            outbox_refused=count(t.notification_outbox, refused),
+            outbox_refused_latest=(f"{refused_latest.dedup_key}: {refused_latest.last_error}"
+                                   if refused_latest else None),
         )
 
 
@@ -224,8 +248,16 @@ def render_table(report: StatusReport) -> str:
         )
     else:
         breaker = "closed (no MangaDex failures recorded)"
+    if report.outbox_refused:
+        outbox += f"; {report.outbox_refused} refused by the server"
+    retry = int(RETRY_AFTER.total_seconds() // 60)
+    quarantined = (f"{report.quarantined} MangaDex records (read again every {retry} min "
+                   "until they pass)" if report.quarantined else "none")
     lines += [
         f"outbox:         {outbox}",
+        f"quarantined:    {quarantined}",
+        *(f"  {r['source']} {r['mangadex_id']} {r['field']}: {_short(r['reason'], 70)}"
+          for r in report.quarantined_latest),
         f"manga:          {report.manga}"
         + (f" (content ratings {', '.join(report.content_ratings)})"
            if report.content_ratings else ""),

@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Connection, Engine, select, text
 
+from mangasync_pipeline.bounds import CLOCK_SKEW
 from mangasync_pipeline.config import DEFAULT_CONTENT_RATINGS, utcnow
 from mangasync_pipeline.db.tables import manga
 from mangasync_pipeline.mangadex.client import DEFAULT_INCLUDES, MangaDexClient
-from mangasync_pipeline.mangadex.mapping import manga_row
-from mangasync_pipeline.mangadex.models import Manga
-from mangasync_pipeline.sync import state
+from mangasync_pipeline.mangadex.mapping import MangaRow, manga_row
+from mangasync_pipeline.mangadex.models import Manga, Rejection
+from mangasync_pipeline.sync import quarantine, state
 from mangasync_pipeline.sync.catalogue_store import NotifyPolicy, UpsertResult, upsert_manga
 
 log = logging.getLogger("mangasync.catalogue")
@@ -50,6 +51,7 @@ class CatalogueReport:
     pages: int = 0
     seen: int = 0
     skipped_items: int = 0
+    quarantined: int = 0  # records newly quarantined by this run
     titles: list[str] = field(default_factory=list)  # the first inserted or updated ones
     # The first inserted or updated manga, (local id, MangaDex id, title, "inserted"/"updated").
     changes: list[tuple[int, str, str, str]] = field(default_factory=list)
@@ -96,7 +98,8 @@ class CatalogueReport:
                 "genre_links_added": self.genre_links_added,
                 "genre_links_removed": self.genre_links_removed,
                 "genres_created": self.genres_created, "notifications_queued": self.notifications,
-                "items_skipped_malformed": self.skipped_items, "pages": self.pages}
+                "items_skipped_malformed": self.skipped_items,
+                "items_quarantined": self.quarantined, "pages": self.pages}
 
 
 def day_bounds(day: date) -> tuple[datetime, datetime]:
@@ -106,9 +109,34 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
 
 def _store_page(engine: Engine, client: MangaDexClient, items: list[Manga],
                 policy: NotifyPolicy, report: CatalogueReport, skipped: int = 0) -> None:
-    rows = [manga_row(m, client.uploads_url, client.title_language) for m in items]
-    with engine.begin() as conn:
-        result = upsert_manga(conn, rows, utcnow(), policy)
+    """Store a page in one transaction. Should one record make it raise, every record is
+    stored on its own and the ones that raise are quarantined: the page goes on without them.
+    The page's records the checks refused are quarantined, the stored ones released."""
+    rejected = [r for r in client.take_rejections() if r.source == "manga"]
+    rows = []
+    for item in items:
+        try:
+            rows.append(manga_row(item, client.uploads_url, client.title_language))
+        except Exception as exc:
+            if not quarantine.is_record_error(exc):
+                raise
+            rejected.append(Rejection("manga", item.id, "item", quarantine.reason_of(exc)))
+    result = UpsertResult()
+
+    def store(part: list[MangaRow]) -> None:
+        with engine.begin() as conn:
+            result.merge(upsert_manga(conn, part, utcnow(), policy))
+            quarantine.release(conn, quarantine.MANGA, (r.mangadex_id for r in part))
+
+    rejected += [Rejection("manga", row.mangadex_id, "item", quarantine.reason_of(exc))
+                 for row, exc in quarantine.isolate(rows, store, "manga")]
+    if rejected:
+        with engine.begin() as conn:
+            report.quarantined += quarantine.record(conn, rejected, utcnow())
+        for r in rejected:
+            log.warning("manga %s quarantined: %s", r.mangadex_id, r.reason)
+    failed = {r.mangadex_id for r in rejected}
+    items = [m for m in items if m.id not in failed]
     report.add(result, items, skipped)
     if engine.dialect.name == "postgresql" and report.pages in (10, 100, 1000):
         # A table that grew within this run has no statistics yet, and PostgreSQL's planner
@@ -191,7 +219,7 @@ def initial_sync(engine: Engine, client: MangaDexClient, limit: int, *,
             state.mark_success(conn, state.INITIAL_SYNC,
                                cursor=cursor.isoformat() if cursor else None,
                                metadata=report.summary())
-    except Exception as exc:
+    except BaseException as exc:  # a run stopped from outside leaves no state "running"
         state.mark_error(engine, state.INITIAL_SYNC, f"{type(exc).__name__}: {exc}")
         raise
     log.info("initial sync imported %d manga (%d new), cursor %s", report.seen,
@@ -264,29 +292,88 @@ def detect_changes(engine: Engine, client: MangaDexClient, cursor: PollCursor, *
     createdAt); a catalogued manga with a newer updatedAt than stored has changed. Everything
     else MangaDex updated is none of our business.
     """
+    now = utcnow()
+    if cursor.since > now + CLOCK_SKEW:
+        # Stored by an earlier version from a record stamped in the future: start again
+        # from now rather than wait for that date.
+        log.warning("new-manga cursor %s is in the future: scanning from now",
+                    cursor.since.isoformat())
+        cursor = PollCursor(now.replace(microsecond=0), min(cursor.new_after, now))
     detection = Detection(cursor=cursor)
     newest = cursor.since
+    client.take_rejections()  # another caller's leftovers on this thread are not this scan's
     pages = client.iter_manga_pages("updatedAt", since=cursor.since - SCAN_LOOKBACK, includes=(),
                                     content_ratings=content_ratings)
     for n, page in enumerate(pages):
         if page.items:
-            with engine.connect() as conn:
-                known = dict(conn.execute(
-                    select(manga.c.mangadex_id, manga.c.mangadex_updated_at).where(
-                        manga.c.mangadex_id.in_([m.id for m in page.items]))).all())
-            for item in page.items:
-                if item.id in known:
-                    stored = known[item.id]
-                    if stored is None or item.updated_at > stored:
-                        detection.updated.append(item.id)
-                        detection.versions[item.id] = item.updated_at
-                elif item.created_at >= cursor.new_after:
-                    detection.new_by_day[item.created_at.date().isoformat()].append(item.id)
-                    detection.versions[item.id] = item.updated_at
+            _classify(engine, page.items, cursor, detection)
             detection.seen += len(page.items)
-            newest = max(newest, *(m.updated_at for m in page.items))
+            # Never past what was read, nor past now plus the skew: one record stamped in
+            # year 9999 is quarantined by the checks, and this is the second line behind them.
+            newest = min(max(newest, *(m.updated_at for m in page.items)), now + CLOCK_SKEW)
         if n + 1 >= max_pages:
             detection.truncated = True
             break
     detection.cursor = PollCursor(newest, cursor.new_after)
+    _retry_quarantined(engine, client, cursor, detection, now)
     return detection
+
+
+def _classify(engine: Engine, items: list[Manga], cursor: PollCursor,
+              detection: Detection) -> list[Manga]:
+    """File read manga as new or updated; returns the ones that are neither."""
+    with engine.connect() as conn:
+        known = dict(conn.execute(
+            select(manga.c.mangadex_id, manga.c.mangadex_updated_at).where(
+                manga.c.mangadex_id.in_([m.id for m in items]))).all())
+    idle = []
+    for item in items:
+        if item.id in known:
+            stored = known[item.id]
+            if stored is None or item.updated_at > stored:
+                detection.updated.append(item.id)
+                detection.versions[item.id] = item.updated_at
+                continue
+        elif item.created_at >= cursor.new_after:
+            detection.new_by_day[item.created_at.date().isoformat()].append(item.id)
+            detection.versions[item.id] = item.updated_at
+            continue
+        idle.append(item)
+    return idle
+
+
+def _ours(conn: Connection, rejected: list[Rejection], cursor: PollCursor) -> list[Rejection]:
+    """The scan's refused manga that are ours: catalogued ones, and ones that would be new
+    (or whose createdAt could not be read). Other manga MangaDex updated are not our business,
+    odd or not."""
+    manga_rejected = [r for r in rejected if r.source == "manga"]
+    if not manga_rejected:
+        return []
+    known = set(conn.execute(select(manga.c.mangadex_id).where(
+        manga.c.mangadex_id.in_([r.mangadex_id for r in manga_rejected]))).scalars())
+    return [r for r in manga_rejected if r.mangadex_id in known or r.created_at is None
+            or r.created_at >= cursor.new_after]
+
+
+def _retry_quarantined(engine: Engine, client: MangaDexClient, cursor: PollCursor,
+                       detection: Detection, now: datetime) -> None:
+    """Quarantine what the scan refused; read quarantined manga again once they are due (one
+    request per 100, none while the quarantine is empty or recently read). A manga MangaDex
+    fixed reads clean and is handed on like any other; one it removed is forgotten."""
+    with engine.begin() as conn:
+        quarantine.record(conn, _ours(conn, client.take_rejections(), cursor), now)
+        due = quarantine.due(conn, quarantine.MANGA, now)
+        if due:
+            quarantine.touch(conn, quarantine.MANGA, due, now)
+    if not due:
+        return
+    handed = set(detection.versions)
+    found = [m for m in client.get_manga_by_ids(due, includes=()) if m.id not in handed]
+    idle = _classify(engine, found, cursor, detection) if found else []
+    still_bad = client.take_rejections()
+    read = {m.id for m in found} | {r.mangadex_id for r in still_bad} | handed
+    with engine.begin() as conn:
+        quarantine.record(conn, still_bad, now)
+        # Read clean with nothing to do (stored already), or gone from MangaDex.
+        quarantine.release(conn, quarantine.MANGA,
+                           [m.id for m in idle] + [i for i in due if i not in read])

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, select, tuple_, update
 
+from mangasync_pipeline.bounds import SLUG_LEN
 from mangasync_pipeline.db.queries import insert_ignore
 from mangasync_pipeline.db.tables import genres, manga, manga_genres
 from mangasync_pipeline.mangadex.mapping import MangaRow
@@ -170,8 +171,9 @@ def _choose_slugs(conn: Connection, rows: list[MangaRow], attempt: int) -> dict[
     def candidates(row: MangaRow) -> list[str]:
         base = row.slug_base[:80]
         suffix = row.mangadex_id.replace("-", "")
-        return [base, f"{base}-{suffix[:8]}", f"{base}-{suffix[:16]}", f"{base}-{suffix}"][
-            attempt:]
+        # The full id suffix is 33 characters: its base is cut so the slug fits its column.
+        return [base, f"{base}-{suffix[:8]}", f"{base}-{suffix[:16]}",
+                f"{base[:SLUG_LEN - 33].rstrip('-')}-{suffix}"][attempt:]
 
     wanted = {c for r in rows for c in candidates(r)}
     taken = set(conn.execute(select(manga.c.slug).where(manga.c.slug.in_(wanted))).scalars())

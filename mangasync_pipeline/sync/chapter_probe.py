@@ -17,9 +17,11 @@ from datetime import date, datetime, timedelta
 
 from sqlalchemy import Engine, select
 
+from mangasync_pipeline.bounds import CLOCK_SKEW
 from mangasync_pipeline.db.tables import chapters, manga
 from mangasync_pipeline.mangadex.client import ALL_CONTENT_RATINGS, MangaDexClient
-from mangasync_pipeline.mangadex.models import Chapter
+from mangasync_pipeline.mangadex.dates import to_second
+from mangasync_pipeline.mangadex.models import Chapter, Page
 from mangasync_pipeline.sync.chapter_reads import QUERIES
 
 log = logging.getLogger("mangasync.chapter_probe")
@@ -103,18 +105,31 @@ def probe_new_chapters(engine: Engine, client: MangaDexClient, languages: Sequen
                                           content_ratings=ALL_CONTENT_RATINGS)
         try:
             page = next(pages)
+            items = list(page.items)
+            # A page that holds one second only (more than a page of chapters share it) would
+            # be read again by the next tick, and the one after: read on through that second
+            # (MangaDex's keyset, up to its 10,000-result window). Any other page costs one
+            # request, as before.
+            while _more(page) and len({to_second(getattr(c, _ATTR[key])) for c in items}) < 2:
+                page = next(pages, None)
+                if page is None:
+                    break
+                items += page.items
         finally:
-            pages.close()  # one request: the rest of the window is the run's business
+            pages.close()  # the rest of the window is the run's business
         probe.requests += client.stats.snapshot().total_requests - before
-        probe.seen += len(page.items)
-        for c in page.items:
+        probe.seen += len(items)
+        for c in items:
             if c.readable_at <= now:  # a scheduled chapter is the publishAt query's, later
                 found.setdefault(c.id, c)
-        if page.total > page.offset + page.limit and page.items:
+        if page is not None and _more(page) and items:
             # More than a page since the cursor: step through, a page a tick, no overlap.
-            advanced[key] = max(getattr(c, _ATTR[key]) for c in page.items) + OVERLAP
+            advanced[key] = max(getattr(c, _ATTR[key]) for c in items) + OVERLAP
         else:
             advanced[key] = max(since, now)
+        # Never past now plus the skew, whatever a record says.
+        advanced[key] = min(advanced[key], now + CLOCK_SKEW)
+    client.take_rejections()  # what the checks refused is the run's to quarantine
     probe.new = _not_stored_of_catalogued(engine, list(found.values()), languages)
     if probe.new:
         floor = now - hold_until
@@ -127,6 +142,10 @@ def probe_new_chapters(engine: Engine, client: MangaDexClient, languages: Sequen
 
 
 _ATTR = {"publishAt": "publish_at", "createdAt": "created_at"}
+
+
+def _more(page: Page[Chapter]) -> bool:
+    return page.total > page.offset + page.limit
 
 
 def _not_stored_of_catalogued(engine: Engine, items: list[Chapter],

@@ -28,12 +28,13 @@ from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db.queries import insert_ignore
 from mangasync_pipeline.db.tables import chapter_baselines, chapters, manga
 from mangasync_pipeline.mangadex.client import MangaDexClient
-from mangasync_pipeline.mangadex.models import Chapter
-from mangasync_pipeline.sync import outbox, state
+from mangasync_pipeline.mangadex.models import Chapter, Rejection
+from mangasync_pipeline.sync import outbox, quarantine, state
 from mangasync_pipeline.sync.chapter_reads import (
     EDGE,
     LATE,
     PARKED,
+    QUERIES,
     advanced_cursors,
     load_cursors,
     plan_reads,
@@ -63,6 +64,8 @@ class ChapterReport:
     not_catalogued: int = 0
     other_language: int = 0
     skipped_items: int = 0
+    quarantined: int = 0  # records newly quarantined by this run
+    retry_requests: int = 0  # quarantined chapters read again by id
     baseline_requests: int = 0
     # `/chapter` requests by read: the edge from the cursor, the late re-read (the lookback)
     # and the parked-link read. A poll costs at least one of them.
@@ -78,12 +81,20 @@ class ChapterReport:
                 "skipped_not_catalogued": self.not_catalogued,
                 "skipped_other_language": self.other_language,
                 "items_skipped_malformed": self.skipped_items,
+                "items_quarantined": self.quarantined,
+                "quarantine_retry_requests": self.retry_requests,
                 "baseline_feed_requests": self.baseline_requests,
                 "chapter_requests_edge": self.edge_requests,
                 "chapter_requests_late": self.late_requests,
                 "chapter_requests_parked": self.parked_requests,
                 "notifications_queued": self.notifications,
                 "new_numbers": len(self.new_numbers)}
+
+    def add(self, other: ChapterReport) -> None:
+        """Add another report's counts and lists to this one's."""
+        for name, value in vars(other).items():
+            if isinstance(value, int | list):
+                setattr(self, name, getattr(self, name) + value)
 
 
 def _manga_info(conn: Connection, mangadex_ids: Iterable[str]) -> dict[str, MangaInfo]:
@@ -346,19 +357,94 @@ def sync_chapter_window(engine: Engine, client: MangaDexClient, languages: Seque
                        use_cursor=use_cursor)
     state.mark_running(engine, state.CHAPTER_CHECK)
     try:
+        client.take_rejections()  # another caller's leftovers on this thread are not ours
         result = read_chapters(client, languages, reads)
         found, report.skipped_items = result.chapters, result.skipped
         report.edge_requests = result.requests[EDGE]
         report.late_requests = result.requests[LATE]
         report.parked_requests = result.requests[PARKED]
+        rejected = client.take_rejections()
+        found += _read_quarantined(engine, client, languages, found, rejected, report)
         for i in range(0, len(found), BATCH):
-            process_chapters(engine, client, found[i:i + BATCH], languages, report)
+            rejected += process_isolated(engine, client, found[i:i + BATCH], languages, report)
         with engine.begin() as conn:
+            report.quarantined += quarantine_chapters(conn, found, rejected)
             current = state.get_state(conn, state.CHAPTER_CHECK)
             cursors = advanced_cursors(current["last_cursor"] if current else None, reads)
             state.mark_success(conn, state.CHAPTER_CHECK, status="idle", cursor=cursors,
                                metadata=report.summary())
-    except Exception as exc:
+    except BaseException as exc:  # a run stopped from outside leaves no state "running"
         state.mark_error(engine, state.CHAPTER_CHECK, f"{type(exc).__name__}: {exc}")
         raise
     return report
+
+
+def process_isolated(engine: Engine, client: MangaDexClient | None, items: Sequence[Chapter],
+                     languages: Sequence[str], report: ChapterReport, *,
+                     baselines: dict[Pair, Decimal | None] | None = None) -> list[Rejection]:
+    """`process_chapters`, but a record whose storing raises costs only itself: the batch is
+    stored chapter by chapter and the ones that raise come back as rejections."""
+
+    def store(part: list[Chapter]) -> None:
+        attempt = ChapterReport()  # counted only once the part is stored
+        process_chapters(engine, client, part, languages, attempt, baselines=baselines)
+        report.add(attempt)
+
+    return [Rejection("chapter", c.id, "item", quarantine.reason_of(exc), c.manga_id)
+            for c, exc in quarantine.isolate(items, store, "chapters")]
+
+
+def quarantine_chapters(conn: Connection, read: Sequence[Chapter],
+                        rejected: Sequence[Rejection]) -> int:
+    """Quarantine the rejected chapters of catalogued manga and release the ones read clean;
+    returns how many were not quarantined before."""
+    ours = _ours(conn, rejected)
+    added = quarantine.record(conn, ours, utcnow())
+    for r in ours:
+        log.warning("chapter %s of manga %s quarantined: %s", r.mangadex_id, r.parent_id,
+                    r.reason)
+    quarantine.release(conn, quarantine.CHAPTER,
+                       {c.id for c in read} - {r.mangadex_id for r in rejected})
+    return added
+
+
+def _ours(conn: Connection, rejected: Sequence[Rejection]) -> list[Rejection]:
+    """The chapter rejections of catalogued manga: other manga's chapters are not ours."""
+    chapters_of = {r.parent_id for r in rejected if r.source == "chapter" and r.parent_id}
+    if not chapters_of:
+        return []
+    ours = set(conn.execute(select(manga.c.mangadex_id).where(
+        manga.c.mangadex_id.in_(sorted(chapters_of)))).scalars())
+    return [r for r in rejected if r.source == "chapter" and r.parent_id in ours]
+
+
+def _read_quarantined(engine: Engine, client: MangaDexClient, languages: Sequence[str],
+                      found: list[Chapter], rejected: list[Rejection],
+                      report: ChapterReport) -> list[Chapter]:
+    """Quarantined chapters due for another look, read by id (one request per 100; none
+    while the quarantine is empty or was read recently). Clean ones come back to be stored;
+    ones MangaDex no longer shows are forgotten; refused ones join `rejected` again."""
+    now = utcnow()
+    with engine.begin() as conn:
+        due = quarantine.due(conn, quarantine.CHAPTER, now)
+        quarantine.touch(conn, quarantine.CHAPTER, due, now)
+    if not due:
+        return []
+    before = client.stats.snapshot().total_requests
+    read: list[Chapter] = []
+    seen = {c.id for c in found}
+    # The default view first; ids it does not show are asked for again in the view of
+    # link-only chapters parked in the future, and forgotten only when neither shows them.
+    for flags in (None, QUERIES[PARKED]):
+        ask = [i for i in due if i not in seen]
+        if not ask:
+            break
+        read += client.get_chapters_by_ids(ask, languages, flags)
+        again = client.take_rejections()
+        rejected += again
+        seen |= {c.id for c in read} | {r.mangadex_id for r in again}
+    report.retry_requests += client.stats.snapshot().total_requests - before
+    with engine.begin() as conn:
+        quarantine.release(conn, quarantine.CHAPTER, [i for i in due if i not in seen])
+    have = {c.id for c in found}
+    return [c for c in read if c.id not in have]

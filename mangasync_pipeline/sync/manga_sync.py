@@ -6,16 +6,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, or_, select
+from sqlalchemy import Engine, or_, select, update
 
 from mangasync_pipeline.config import Settings, utcnow
 from mangasync_pipeline.db.engine import shared_engine
-from mangasync_pipeline.db.tables import manga
+from mangasync_pipeline.db.tables import manga, manual_sync_requests
 from mangasync_pipeline.ids import is_uuid
 from mangasync_pipeline.mangadex.client import DEFAULT_INCLUDES, MangaDexClient, open_client
 from mangasync_pipeline.mangadex.mapping import manga_row
 from mangasync_pipeline.sync.catalogue_store import NotifyPolicy, upsert_manga
-from mangasync_pipeline.sync.chapters import BASELINE_VIEWS, ChapterReport, process_chapters
+from mangasync_pipeline.sync.chapters import (
+    BASELINE_VIEWS,
+    ChapterReport,
+    process_isolated,
+    quarantine_chapters,
+)
 from mangasync_pipeline.sync.notifier import Notifier
 
 
@@ -35,21 +40,55 @@ def resolve_mangadex_id(engine: Engine, manga_ref: str) -> str:
     return found
 
 
+class OutsideRatings(LookupError):
+    """The manga's content rating is not one MANGASYNC_CONTENT_RATINGS lets in."""
+
+
+def rating_refusal(mangadex_id: str, rating: str | None, allowed: Sequence[str]) -> str | None:
+    """Why a manga of `rating` may not be synced, or None when it may."""
+    if rating in allowed:
+        return None
+    return (f"manga {mangadex_id} is rated {rating or 'without a rating'!r}, outside "
+            f"MANGASYNC_CONTENT_RATINGS ({', '.join(allowed)}): not synced")
+
+
+def refuse_requests(engine: Engine, request_ids: Sequence[int], reason: str) -> None:
+    """Close manual sync requests as refused, with the reason `GET /api/sync-requests/{id}`
+    shows."""
+    if request_ids:
+        r = manual_sync_requests
+        with engine.begin() as conn:
+            conn.execute(update(r).where(r.c.id.in_(list(request_ids)))
+                         .values(status="refused", error=reason[:2000], updated_at=utcnow()))
+
+
 def sync_one(engine: Engine, client: MangaDexClient, mangadex_id: str,
-             languages: Sequence[str]) -> dict[str, Any]:
-    """Upsert the manga (never a NEW_MANGA), then apply the chapter rules to its full feed."""
+             languages: Sequence[str],
+             content_ratings: Sequence[str] | None = None) -> dict[str, Any]:
+    """Upsert the manga (never a NEW_MANGA), then apply the chapter rules to its full feed.
+
+    With `content_ratings`, a manga rated otherwise raises `OutsideRatings` before anything
+    is stored."""
     before = client.stats.snapshot()
     item = client.get_manga(mangadex_id, includes=DEFAULT_INCLUDES)
+    if content_ratings is not None:
+        refusal = rating_refusal(mangadex_id, item.content_rating, content_ratings)
+        if refusal:
+            raise OutsideRatings(refusal)
     with engine.begin() as conn:
         row = manga_row(item, client.uploads_url, client.title_language)
         upsert = upsert_manga(conn, [row], utcnow(),
                               NotifyPolicy(new_manga=False, updates=True))
     report = ChapterReport()
+    client.take_rejections()  # another caller's leftovers on this thread are not ours
     feed = [c for flags in BASELINE_VIEWS
             for page in client.iter_feed_pages(mangadex_id, tuple(languages), flags=flags)
             for c in page.items]
+    rejected = client.take_rejections()
     # The whole feed is at hand, so history before cataloguing is the baseline: no extra request.
-    process_chapters(engine, client, feed, languages, report, baselines={})
+    rejected += process_isolated(engine, client, feed, languages, report, baselines={})
+    with engine.begin() as conn:
+        report.quarantined += quarantine_chapters(conn, feed, rejected)
     spent = client.stats.snapshot() - before
     with engine.connect() as conn:
         row = conn.execute(select(manga.c.id, manga.c.slug, manga.c.title,
@@ -62,6 +101,7 @@ def sync_one(engine: Engine, client: MangaDexClient, mangadex_id: str,
                                                          else "unchanged"),
         "chapters_in_feed": report.seen, "chapters_stored": report.stored,
         "already_stored": report.already_stored, "new_chapters": report.new_numbers,
+        "chapters_quarantined": report.quarantined,
         "notifications_queued": report.notifications + upsert.notifications,
         "requests": spent.total_requests,
     }
@@ -73,7 +113,8 @@ def sync_manga(settings: Settings, manga_ref: str) -> dict[str, Any]:
     engine = shared_engine(settings.database_url)
     mangadex_id = resolve_mangadex_id(engine, manga_ref)
     with open_client(settings) as client:
-        found = sync_one(engine, client, mangadex_id, settings.languages)
+        found = sync_one(engine, client, mangadex_id, settings.languages,
+                         settings.content_ratings)
     with Notifier(settings.udp_server_url, settings.notify_trigger_token) as notifier:
         delivery = notifier.deliver(engine)
     found["notifications_delivered"] = delivery.delivered

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, text
 
 from mangasync_pipeline import __version__
 from mangasync_pipeline.config import utcnow
-from mangasync_pipeline.sync import outbox
+from mangasync_pipeline.sync import metrics, outbox
 
 log = logging.getLogger("mangasync.notifier")
 
@@ -99,9 +99,16 @@ class Notifier:
             if verdicts is None:
                 verdicts = self._post_each(batch)
             done = [v for v in verdicts if v is not None]
+            refused: dict[tuple[str, str], float] = {}
+            for entry, verdict in zip(batch, done, strict=False):
+                if verdict:
+                    key = ("notifications_refused_total", metrics.labels_text({"kind": entry.kind}))
+                    refused[key] = refused.get(key, 0) + 1
             with engine.begin() as conn:
                 outbox.mark_settled(conn, [(e.id, v) for e, v in zip(batch, done, strict=False)],
                                     utcnow())
+                # /metrics shows them as the counter mangasync_notifications_refused_total{kind=...}.
+                metrics.add(conn, refused)
             for entry, verdict in zip(batch, done, strict=False):
                 if verdict == "":
                     report.delivered += 1

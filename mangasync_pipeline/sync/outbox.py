@@ -101,3 +101,22 @@ def backlog(conn: Connection) -> Backlog:
     head = conn.execute(select(t.c.next_attempt_at).where(t.c.status == PENDING)
                         .order_by(t.c.id).limit(1)).scalar()
     return Backlog(pending=count, oldest_created_at=oldest, next_attempt_at=head)
+
+
+@dataclass(frozen=True)
+class Refused:
+    dedup_key: str
+    last_error: str | None
+
+
+def refused_count(conn: Connection) -> int:
+    t = notification_outbox
+    return int(conn.execute(select(func.count()).where(t.c.status == REJECTED)).scalar() or 0)
+
+
+def refused(conn: Connection, limit: int) -> list[Refused]:
+    """The latest entries the server refused for good, newest first."""
+    t = notification_outbox
+    return [Refused(r.dedup_key, r.last_error) for r in conn.execute(
+        select(t.c.dedup_key, t.c.last_error).where(t.c.status == REJECTED)
+        .order_by(t.c.id.desc()).limit(limit))]

@@ -419,6 +419,7 @@ class Catalogue:
                 )
                 ch.updated_at = parse_iso(s["updatedAt"]) if "updatedAt" in s else created
                 ch.version = 1
+                ch.raw = _raw(s, f"chapters[{i}]")
                 if ch.id in self.chapters or any(c.id == ch.id for c in made):
                     raise ValueError(f"chapter {ch.id} already exists")
                 made.append(ch)
@@ -475,8 +476,18 @@ _SIMPLE_FIELDS = {
 }
 
 
+def _raw(spec: dict[str, Any], where: str) -> dict[str, Any] | None:
+    """`attributes`: MangaDex attributes served exactly as given, over the record's own."""
+    raw = spec.get("attributes")
+    if raw is not None and not isinstance(raw, dict):
+        raise ValueError(f"{where}.attributes must be an object")
+    return raw or None
+
+
 def _apply_fields(m: Manga, fields: dict[str, Any], keep_id: bool) -> None:
     """Admin-supplied MangaDex-style fields onto a record."""
+    if "attributes" in fields:
+        m.raw = _raw(fields, "manga")
     if "createdAt" in fields and keep_id:
         raise ValueError("createdAt cannot change on an existing manga")
     if "id" in fields and not keep_id:

@@ -102,6 +102,9 @@ class Chapter:
     groups: list[Group]
     uploader: Uploader
     json_cache: bytes | None = None  # rendered attributes; chapters never change
+    # Attributes rendered over the record's own, as given: hostile values (a 13-digit label,
+    # 10^12 pages, a float) that the typed fields above cannot hold.
+    raw: dict[str, Any] | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -132,6 +135,7 @@ class Manga:
     latest: Chapter | None = None
     languages: list[str] = field(default_factory=list)
     null_language: bool = False  # render a null inside availableTranslatedLanguages
+    raw: dict[str, Any] | None = None  # attributes rendered over the record's own, as given
     json_cache: dict[str, bytes] | None = None  # rendered parts; dropped on any change
 
     def note_chapter(self, ch: Chapter) -> None:

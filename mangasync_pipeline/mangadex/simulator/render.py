@@ -96,6 +96,7 @@ def manga_attributes(m: Manga) -> dict[str, Any]:
         # Real bodies sometimes hold a null among the codes.
         "availableTranslatedLanguages": list(m.languages) + ([None] if m.null_language else []),
         "latestUploadedChapter": latest.id if latest else None,
+        **(m.raw or {}),
     }
 
 
@@ -198,6 +199,7 @@ def chapter_attributes(c: Chapter) -> dict[str, Any]:
         "updatedAt": iso(c.updated_at),
         "version": c.version,
         "pages": c.pages,
+        **(c.raw or {}),
     }
 
 
@@ -252,3 +254,19 @@ def error_body(status: int, title: str, detail: str | None) -> bytes:
         "id": error_id(title), "status": status, "title": title, "detail": detail,
         "context": None,
     }]}).encode()
+
+
+_BOMBS: dict[int, bytes] = {}
+
+
+def gzip_bomb(inflated_mb: int) -> bytes:
+    """A gzip body of about 1 KB per MB that inflates to `inflated_mb` MB of zeros (built once
+    per size, in 1 MB steps, never whole in memory)."""
+    if inflated_mb not in _BOMBS:
+        import zlib
+
+        packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        zeros = bytes(1024 * 1024)
+        parts = [packer.compress(zeros) for _ in range(inflated_mb)]
+        _BOMBS[inflated_mb] = b"".join(parts) + packer.flush()
+    return _BOMBS[inflated_mb]

@@ -362,7 +362,42 @@ class _Handler(BaseHTTPRequestHandler):
             body, ctype = _MALFORMED, _JSON
         if decision.truncated:
             body = body[: len(body) // 2]
+        if decision.hostile is not None:
+            self._hostile(decision, status, body, ctype)
+            return
         self._finish(status, body, ctype)
+
+    def _hostile(self, decision: Any, status: int, body: bytes, ctype: str) -> None:
+        """A body no client should take whole: too big, a gzip bomb, or dripped."""
+        self.server.sim.stats.answered(status)
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            if decision.hostile == "drip":
+                self._send(status, b"", ctype, length=len(body))
+                for i in range(len(body)):
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(decision.drip_ms / 1000)
+            elif decision.hostile == "gzip_bomb":
+                bomb = render.gzip_bomb(decision.size_mb)
+                self._send(status, bomb, ctype, {"Content-Encoding": "gzip"})
+            else:
+                size = decision.size_mb * 1024 * 1024
+                chunk = b"[" + b"0," * (1024 * 1024 // 2 - 1) + b"0]"
+                prefix = b'{"result":"ok","response":"collection","data":'
+                # No Content-Length: the body runs until the connection closes, so only
+                # counting what arrives can stop it.
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(prefix)
+                sent = 0
+                while sent < size:  # streamed: the simulator never holds the body
+                    piece = chunk[: size - sent]
+                    self.wfile.write(piece)
+                    sent += len(piece)
+                self.wfile.write(b"}")
 
     def _finish(self, status: int, body: bytes, ctype: str,
                 headers: dict[str, str] | None = None) -> None:

@@ -99,6 +99,14 @@ class FaultState:
     bad_items: int = 0
     bad_item_kind: str = "no_attributes"
     shuffle_ties: int = 0
+    # Hostile bodies: the next N answers are `oversized_mb` MB of JSON, a gzip bomb that
+    # inflates to `bomb_mb` MB, or the real body one byte every `drip_ms` milliseconds.
+    oversized: int = 0
+    oversized_mb: int = 300
+    gzip_bomb: int = 0
+    bomb_mb: int = 1024
+    drip: int = 0
+    drip_ms: int = 10_000
 
 
 @dataclass
@@ -112,6 +120,9 @@ class Decision:
     latency_ms: int = 0
     malformed: bool = False
     truncated: bool = False
+    hostile: str | None = None  # "oversized", "gzip_bomb" or "drip"
+    size_mb: int = 0
+    drip_ms: int = 0
 
 
 class Faults:
@@ -174,6 +185,12 @@ class Faults:
             elif s.truncated > 0:
                 s.truncated -= 1
                 d.truncated = True
+            for kind, size in (("oversized", s.oversized_mb), ("gzip_bomb", s.bomb_mb),
+                               ("drip", 0)):
+                if getattr(s, kind) > 0:
+                    setattr(s, kind, getattr(s, kind) - 1)
+                    d.hostile, d.size_mb, d.drip_ms = kind, size, s.drip_ms
+                    break
         return d
 
     def take_shuffle(self) -> random.Random | None:
