@@ -224,6 +224,8 @@ def test_a_trigger_the_server_refuses_is_marked_counted_and_fails_a_check(
 
     scraped = httpx.get(f"{server.http_url}/metrics", timeout=10).text
     assert 'mangasync_notifications_refused_total{kind="new-manga"} 1.0' in scraped
+    # The accepted one is the seed's notifications-sent counter, by notification type.
+    assert 'mangasync_mangadex_notifications_sent_total{type="NEW_MANGA"} 1.0' in scraped
 
     status = collect_status(engine)
     assert status.outbox_refused == 1

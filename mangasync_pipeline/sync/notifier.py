@@ -99,16 +99,10 @@ class Notifier:
             if verdicts is None:
                 verdicts = self._post_each(batch)
             done = [v for v in verdicts if v is not None]
-            refused: dict[tuple[str, str], float] = {}
-            for entry, verdict in zip(batch, done, strict=False):
-                if verdict:
-                    key = ("notifications_refused_total", metrics.labels_text({"kind": entry.kind}))
-                    refused[key] = refused.get(key, 0) + 1
             with engine.begin() as conn:
                 outbox.mark_settled(conn, [(e.id, v) for e, v in zip(batch, done, strict=False)],
                                     utcnow())
-                # /metrics shows them as the counter mangasync_notifications_refused_total{kind=...}.
-                metrics.add(conn, refused)
+                metrics.add(conn, _settled_counts(batch, done))
             for entry, verdict in zip(batch, done, strict=False):
                 if verdict == "":
                     report.delivered += 1
@@ -192,6 +186,20 @@ class Notifier:
         permanent = response.status_code in (400, 413, 422) or (
             response.status_code == 404 and _server_error(response))
         return permanent, f"{path} answered {response.status_code}: {detail}"
+
+
+def _settled_counts(batch: list[outbox.OutboxEntry], verdicts: list[str]
+                    ) -> dict[tuple[str, str], float]:
+    """For /metrics: the seed's mangadex_notifications_sent_total{type} (NEW_MANGA, ...) for
+    what the server accepted, and notifications_refused_total{kind} for what it refused."""
+    counts: dict[tuple[str, str], float] = {}
+    for entry, verdict in zip(batch, verdicts, strict=False):
+        key = (("notifications_refused_total", metrics.labels_text({"kind": entry.kind}))
+               if verdict else
+               ("mangadex_notifications_sent_total",
+                metrics.labels_text({"type": entry.kind.upper().replace("-", "_")})))
+        counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def _fitting(entries: list[outbox.OutboxEntry]) -> list[outbox.OutboxEntry]:
