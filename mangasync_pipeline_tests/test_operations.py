@@ -31,7 +31,7 @@ from mangasync_pipeline.db.engine import make_engine
 from mangasync_pipeline.db.tables import sync_metrics
 from mangasync_pipeline.definitions import build_definitions
 from mangasync_pipeline.defs.alerts import run_failure_alert_sensor
-from mangasync_pipeline.defs.assets import MANGA_CATALOGUE, catalogue
+from mangasync_pipeline.defs.assets import GENRE_LINKS, MANGA_CATALOGUE, NEW_CHAPTERS, catalogue
 from mangasync_pipeline.mangadex.simulator import Simulator, SimulatorAdmin
 from mangasync_pipeline.notify.app import ServerHandle
 from mangasync_pipeline_tests.sync_helpers import settings_for
@@ -253,3 +253,37 @@ def test_a_quiet_poll_keeps_the_catalogue_fresh_and_a_stopped_one_turns_it_red(
         for event in tick.asset_events:
             instance.report_runless_asset_event(event)
         assert _freshness(defs, instance) is True
+
+
+def test_sync_and_refresh_jobs_put_what_they_wrote_on_the_asset_graph(
+        make_simulator, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    sim = make_simulator(manga_count=0)
+    with SimulatorAdmin(sim.url) as admin:
+        mid = admin.add_manga(title="Graph", contentRating="safe",
+                              createdAt="2025-09-02T01:00:00+00:00")["ids"][0]
+        admin.add_chapters([
+            {"manga": mid, "chapter": str(n), "language": "en",
+             "createdAt": f"2025-09-0{2 + n}T05:00:00+00:00",
+             "publishAt": f"2025-09-0{2 + n}T05:00:00+00:00"} for n in (1, 2)])
+    defs = build_definitions(settings_for(db_url, sim.url))
+    with instance_for_test() as instance:
+        synced = defs.resolve_job_def("sync_manga_job").execute_in_process(
+            run_config={"ops": {"sync_one_manga": {"config": {"mangadex_id": mid}}}},
+            instance=instance, resources=defs.resources)
+        assert synced.success
+        assert instance.get_materialized_partitions(MANGA_CATALOGUE) == {"2025-09-02"}
+        assert instance.get_materialized_partitions(GENRE_LINKS) == {"2025-09-02"}
+        assert instance.get_materialized_partitions(NEW_CHAPTERS) == {"2025-09-03",
+                                                                       "2025-09-04"}
+
+        with SimulatorAdmin(sim.url) as admin:
+            admin.update_manga(mid, status="completed")
+        refreshed = defs.resolve_job_def("refresh_manga_job").execute_in_process(
+            run_config={"ops": {"refresh_manga": {"config": {"mangadex_ids": [mid]}}}},
+            instance=instance, resources=defs.resources)
+        assert refreshed.success
+        latest = instance.fetch_materializations(MANGA_CATALOGUE, limit=1).records[0]
+        assert latest.run_id == refreshed.run_id
+        event = latest.asset_materialization
+        assert event is not None and event.partition == "2025-09-02"
+        assert event.metadata["manga_updated"].value == 1

@@ -14,6 +14,7 @@ from dagster import (
     AssetDep,
     AssetExecutionContext,
     AssetKey,
+    AssetMaterialization,
     AssetSpec,
     BackfillPolicy,
     Config,
@@ -28,6 +29,7 @@ from mangasync_pipeline.defs.failures import one_line_failures, partition_label
 from mangasync_pipeline.defs.reporting import (
     RunMeter,
     delivery_metadata,
+    figures,
     manga_preview,
     preview,
     run_scope,
@@ -134,7 +136,7 @@ def _by_partition(keys: list[str], by_day: Mapping[str, int], total: int) -> Cou
 def catalogue(context: AssetExecutionContext, config: CatalogueConfig,
               mangahub: MangaHubDatabase, mangadex: MangaDexResource,
               notifier: NotifierResource,
-              sync_settings: SyncSettings) -> Iterator[MaterializeResult]:
+              sync_settings: SyncSettings) -> Iterator[MaterializeResult | AssetMaterialization]:
     # Everything the step does fails in one line, and only a transient failure is retried: a
     # bug in reporting must not hold a run slot through the RetryPolicy's waits.
     with one_line_failures(f"catalogue {partition_label(context)}"):
@@ -144,7 +146,7 @@ def catalogue(context: AssetExecutionContext, config: CatalogueConfig,
 def _catalogue(context: AssetExecutionContext, config: CatalogueConfig,
                mangahub: MangaHubDatabase, mangadex: MangaDexResource,
                notifier: NotifierResource,
-               sync_settings: SyncSettings) -> Iterator[MaterializeResult]:
+               sync_settings: SyncSettings) -> Iterator[MaterializeResult | AssetMaterialization]:
     engine, client = mangahub.engine(), mangadex.client()
     keys = list(context.partition_keys)
     window = context.partition_time_window
@@ -169,8 +171,8 @@ def _catalogue(context: AssetExecutionContext, config: CatalogueConfig,
     delivery = notifier.deliver(engine)
     summary = report.summary()
     requests = meter.finish({"manga_synced": summary["manga_inserted"] + summary["manga_updated"]})
-    context.log.info(f"catalogue {context.partition_key_range}: {summary}; "
-                     f"{requests['mangadex_requests']} requests")
+    context.log.info(f"catalogue {partition_label(context)}: {figures(summary)}; "
+                     f"{requests['mangadex_requests']} MangaDex requests")
     rows = rows_per_day(engine, window.start, window.end)
     own = _per_partition(context, MANGA_CATALOGUE, keys, {
         "manga_seen": _by_partition(keys, report.days, report.seen),
@@ -184,14 +186,20 @@ def _catalogue(context: AssetExecutionContext, config: CatalogueConfig,
         "content_ratings": ", ".join(sync_settings.rating_list),
         "quarantined_records": _quarantined(engine, quarantine.MANGA),
     })})
+    links = {"genre_links_added": summary["genre_links_added"],
+             "genre_links_removed": summary["genre_links_removed"],
+             "genres_created": summary["genres_created"]}
     if GENRE_LINKS in selected:
         own = _per_partition(context, GENRE_LINKS, keys,
                              {"dagster/row_count": rows["genre_links"]})
-        yield MaterializeResult(asset_key=GENRE_LINKS, metadata={**run_scope(keys, {
-            "genre_links_added": summary["genre_links_added"],
-            "genre_links_removed": summary["genre_links_removed"],
-            "genres_created": summary["genres_created"],
-        }), **own})
+        yield MaterializeResult(asset_key=GENRE_LINKS,
+                                metadata={**run_scope(keys, links), **own})
+    else:
+        # Manga are written with their genre links in one transaction: materialized alone,
+        # the catalogue still wrote those partitions' links, and the graph says so.
+        for key in keys:
+            yield AssetMaterialization(asset_key=GENRE_LINKS, partition=key, metadata={
+                **run_scope(keys, links), "source": "manga_catalogue, materialized alone"})
 
 
 def _genre_links_alone(context: AssetExecutionContext, engine: Engine, client: MangaDexClient,
@@ -274,8 +282,8 @@ def _new_chapters(context: AssetExecutionContext, config: NewChaptersConfig,
     window = context.partition_time_window
     per_day["dagster/row_count"] = rows_per_day(engine, window.start, window.end)["chapters"]
     own = _per_partition(context, NEW_CHAPTERS, keys, per_day)
-    context.log.info(f"new_chapters {context.partition_key_range}: {total.summary()}; "
-                     f"{requests['mangadex_requests']} requests")
+    context.log.info(f"new_chapters {partition_label(context)}: {figures(total.summary())}; "
+                     f"{requests['mangadex_requests']} MangaDex requests")
     totals = total.summary() if len(keys) > 1 else {}
     return MaterializeResult(metadata={**own, **run_scope(keys, {
         **totals, **requests, **delivery_metadata(delivery),

@@ -19,6 +19,7 @@ from mangasync_pipeline.defs.failures import one_line_failures
 from mangasync_pipeline.defs.reporting import (
     RunMeter,
     delivery_metadata,
+    figures,
     manga_preview,
     preview,
 )
@@ -28,7 +29,7 @@ from mangasync_pipeline.defs.resources import (
     NotifierResource,
     SyncSettings,
 )
-from mangasync_pipeline.defs.settings import MANGADEX_POOL, RUN_RETRY
+from mangasync_pipeline.defs.settings import MANGADEX_POOL, RUN_RETRY, partition_of
 from mangasync_pipeline.sync.catalogue import import_ids, initial_sync
 from mangasync_pipeline.sync.catalogue_store import NotifyPolicy
 from mangasync_pipeline.sync.manga_sync import OutsideRatings, refuse_requests, sync_one
@@ -100,7 +101,8 @@ class SyncMangaConfig(Config):
 @op(pool=MANGADEX_POOL)
 def sync_one_manga(context: OpExecutionContext, config: SyncMangaConfig,
                    mangahub: MangaHubDatabase, mangadex: MangaDexResource,
-                   notifier: NotifierResource, sync_settings: SyncSettings) -> Output:
+                   notifier: NotifierResource,
+                   sync_settings: SyncSettings) -> Iterator[AssetMaterialization | Output]:
     engine, client = mangahub.engine(), mangadex.client()
     with one_line_failures(f"sync of manga {config.mangadex_id}"):
         try:
@@ -112,11 +114,23 @@ def sync_one_manga(context: OpExecutionContext, config: SyncMangaConfig,
             request = context.run.tags.get(REQUEST_TAG)
             refuse_requests(engine, [int(request)] if request else [], str(exc))
             context.log.warning(str(exc))
-            return Output(None, metadata={"refused": str(exc)})
+            yield Output(None, metadata={"refused": str(exc)})
+            return
     delivery = notifier.deliver(engine)
-    context.log.info(f"manga {found['manga_id']} ({config.mangadex_id}): {found}")
-    return Output(None, metadata={
-        **{k: v for k, v in found.items() if k != "new_chapters"},
+    context.log.info(f"manga {found['manga_id']} ({config.mangadex_id}, {found['title']}): "
+                     f"{figures(found, skip=('manga_id', 'mangadex_id', 'slug', 'title'))}")
+    # What it wrote, on the asset graph: the manga's catalogue partition (with its genre
+    # links) and the new_chapters partitions its chapters landed in.
+    source = {"source": "sync_manga_job", "mangadex_id": found["mangadex_id"]}
+    day = partition_of(found["catalogue_day"])
+    for key in (MANGA_CATALOGUE, GENRE_LINKS):
+        yield AssetMaterialization(asset_key=key, partition=day,
+                                   metadata={**source, "catalogue": found["catalogue"]})
+    for chapter_day, stored in found["chapter_days"].items():
+        yield AssetMaterialization(asset_key=NEW_CHAPTERS, partition=partition_of(chapter_day),
+                                   metadata={**source, "chapters_stored": stored})
+    yield Output(None, metadata={
+        **{k: v for k, v in found.items() if k not in ("new_chapters", "chapter_days")},
         "new_chapters": preview(found["new_chapters"], column="new chapter"),
         "report": MetadataValue.json(found), **delivery_metadata(delivery),
     })
@@ -152,7 +166,7 @@ class RefreshMangaConfig(Config):
 @op(pool=MANGADEX_POOL, retry_policy=RUN_RETRY)
 def refresh_manga(context: OpExecutionContext, config: RefreshMangaConfig,
                   mangahub: MangaHubDatabase, mangadex: MangaDexResource,
-                  notifier: NotifierResource) -> Output:
+                  notifier: NotifierResource) -> Iterator[AssetMaterialization | Output]:
     """Re-reads changed catalogued manga (100 per request); status or title changes notify."""
     engine, client = mangahub.engine(), mangadex.client()
     meter = RunMeter(engine, client, "refresh_manga")
@@ -162,9 +176,15 @@ def refresh_manga(context: OpExecutionContext, config: RefreshMangaConfig,
     delivery = notifier.deliver(engine)
     summary = report.summary()
     requests = meter.finish({"manga_synced": summary["manga_updated"]})
-    context.log.info(f"refreshed {len(config.mangadex_ids)} manga: {summary}")
-    return Output(None, metadata={**summary, **requests, **delivery_metadata(delivery),
-                                  "preview": manga_preview(report.changes)})
+    context.log.info(f"refreshed {len(config.mangadex_ids)} manga: {figures(summary)}; "
+                     f"{requests['mangadex_requests']} MangaDex requests")
+    # The catalogue partitions (manga and their genre links) it rewrote, on the asset graph.
+    for day, updated in sorted(report.updated_days.items()):
+        for key in (MANGA_CATALOGUE, GENRE_LINKS):
+            yield AssetMaterialization(asset_key=key, partition=partition_of(day), metadata={
+                "manga_updated": updated, "source": "refresh_manga_job"})
+    yield Output(None, metadata={**summary, **requests, **delivery_metadata(delivery),
+                                 "preview": manga_preview(report.changes)})
 
 
 @job(executor_def=in_process_executor,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dagster import (
@@ -39,6 +39,12 @@ class RunMeter:
             "rate_limit_wait_seconds": round(spent.rate_limit_wait_s, 2),
             "retry_wait_seconds": round(spent.retry_wait_s, 2),
         }
+
+
+def figures(values: Mapping[str, Any], skip: Sequence[str] = ()) -> str:
+    """`manga seen 2, manga inserted 1, ...`: a run log line a person reads, not a repr."""
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in values.items()
+                     if k not in skip and isinstance(v, int | float | str) and v != "")
 
 
 def delivery_metadata(report: DeliveryReport) -> dict[str, Any]:

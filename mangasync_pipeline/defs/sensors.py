@@ -1,7 +1,7 @@
 """Sensors detect and hand work to runs; they never do the work (60 s tick limit)."""
 
 import math
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from dagster import (
     AssetObservation,
@@ -35,7 +35,7 @@ from mangasync_pipeline.defs.jobs import (
     refresh_manga_job,
 )
 from mangasync_pipeline.defs.resources import MangaDexResource, MangaHubDatabase, SyncSettings
-from mangasync_pipeline.defs.settings import SETTINGS
+from mangasync_pipeline.defs.settings import SETTINGS, partition_of
 from mangasync_pipeline.mangadex.errors import MangaDexError
 from mangasync_pipeline.sync import outbox, state
 from mangasync_pipeline.sync.catalogue import PollCursor, detect_changes, start_cursor
@@ -85,9 +85,6 @@ def _requests_for(manga: int) -> int:
     return math.ceil(manga / 100) + 2 * manga
 
 
-def _partition_for(day: str) -> str:
-    # Manga older than the first partition still need a partition to run under.
-    return max(date.fromisoformat(day), SETTINGS.partitions_start).isoformat()
 
 
 @sensor(
@@ -137,7 +134,7 @@ def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabas
             cursor=cursor.encode())
     by_partition: dict[str, list[str]] = {}
     for day, ids in detection.new_by_day.items():
-        by_partition.setdefault(_partition_for(day), []).extend(ids)
+        by_partition.setdefault(partition_of(day), []).extend(ids)
     # The manga of a catalogue run that failed may be behind the cursor by now: ask for them
     # again until they are catalogued, whatever the scan finds.
     for partition, ids in _left_by_failed_runs(context, engine).items():

@@ -3,6 +3,8 @@ one line naming the variable."""
 
 from __future__ import annotations
 
+from datetime import date
+
 from dagster import Backoff, Jitter, RetryPolicy
 
 from mangasync_pipeline.config import Settings
@@ -16,3 +18,9 @@ DAILY = daily_partitions(SETTINGS)
 RUN_RETRY = RetryPolicy(max_retries=3, delay=30, backoff=Backoff.EXPONENTIAL,
                         jitter=Jitter.PLUS_MINUS)
 MANGADEX_POOL = "mangadex"
+
+
+def partition_of(day: str) -> str:
+    """The daily partition that holds `day`: days before the first partition count under it
+    (as the sensors file old manga), so a write outside the range still shows on the graph."""
+    return max(date.fromisoformat(day), SETTINGS.partitions_start).isoformat()

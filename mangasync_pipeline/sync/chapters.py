@@ -18,7 +18,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -74,6 +74,8 @@ class ChapterReport:
     parked_requests: int = 0
     notifications: int = 0
     new_numbers: list[str] = field(default_factory=list)
+    # Chapters stored per readableAt day (UTC): the new_chapters partitions a run wrote.
+    stored_days: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def summary(self) -> dict[str, Any]:
         return {"chapters_seen": self.seen, "chapters_stored": self.stored,
@@ -95,6 +97,8 @@ class ChapterReport:
         for name, value in vars(other).items():
             if isinstance(value, int | list):
                 setattr(self, name, getattr(self, name) + value)
+        for day, n in other.stored_days.items():
+            self.stored_days[day] += n
 
 
 def _manga_info(conn: Connection, mangadex_ids: Iterable[str]) -> dict[str, MangaInfo]:
@@ -334,6 +338,8 @@ def _store(conn: Connection, fresh: list[Chapter], announce: list[Chapter],
             (manga.c.total_chapters.is_(None)) | (manga.c.total_chapters < top_number))
             .values(total_chapters=top_number))
     report.stored += len(rows)
+    for c in fresh:
+        report.stored_days[c.readable_at.astimezone(UTC).date().isoformat()] += 1
     report.notifications += len(announce)
     report.new_numbers += [c.chapter or "(no number)" for c in announce]
 

@@ -13,6 +13,7 @@ from mangasync_pipeline.db.engine import shared_engine
 from mangasync_pipeline.db.tables import manga, manual_sync_requests
 from mangasync_pipeline.ids import is_uuid
 from mangasync_pipeline.mangadex.client import DEFAULT_INCLUDES, MangaDexClient, open_client
+from mangasync_pipeline.mangadex.dates import as_utc
 from mangasync_pipeline.mangadex.mapping import manga_row
 from mangasync_pipeline.sync.catalogue_store import NotifyPolicy, upsert_manga
 from mangasync_pipeline.sync.chapters import (
@@ -92,7 +93,7 @@ def sync_one(engine: Engine, client: MangaDexClient, mangadex_id: str,
     spent = client.stats.snapshot() - before
     with engine.connect() as conn:
         row = conn.execute(select(manga.c.id, manga.c.slug, manga.c.title,
-                                  manga.c.total_chapters)
+                                  manga.c.total_chapters, manga.c.created_at)
                            .where(manga.c.mangadex_id == mangadex_id)).one()
     return {
         "manga_id": row.id, "mangadex_id": mangadex_id, "slug": row.slug, "title": row.title,
@@ -104,6 +105,9 @@ def sync_one(engine: Engine, client: MangaDexClient, mangadex_id: str,
         "chapters_quarantined": report.quarantined,
         "notifications_queued": report.notifications + upsert.notifications,
         "requests": spent.total_requests,
+        # The partitions it wrote: the manga's createdAt day, and chapters per readableAt day.
+        "catalogue_day": as_utc(row.created_at).date().isoformat(),
+        "chapter_days": dict(sorted(report.stored_days.items())),
     }
 
 
