@@ -30,6 +30,7 @@ from mangasync_pipeline.mangadex.errors import (
 from mangasync_pipeline.mangadex.models import Page
 from mangasync_pipeline.mangadex.simulator import Simulator, SimulatorAdmin
 from mangasync_pipeline.mangadex.simulator.outage import OutageProxy
+from mangasync_pipeline_tests.test_mangadex_breaker import FakeClock
 
 pytestmark = pytest.mark.process
 
@@ -215,6 +216,8 @@ def test_breaker_opens_fails_fast_and_recovers(
     admin.set_faults(error_rate=1.0, error_status=503)
     policy = replace(FAST_POLICY, max_retries=4, breaker_open_seconds=1.0)
     with MangaDexClient(sim.url, state_url=db_url, rate_limit=None, policy=policy) as client:
+        clock = FakeClock()  # the open second passes when the test says, not by sleeping
+        client.breaker.clock = clock
         for _ in range(2):  # 2 x 5 attempts = 10 consecutive failures
             with pytest.raises(MangaDexUnavailableError, match="failed after 5 attempts: HTTP 503"):
                 client.list_tags()
@@ -232,7 +235,7 @@ def test_breaker_opens_fails_fast_and_recovers(
         assert row.state == "open" and row.consecutive_failures == 10
 
         admin.clear_faults()
-        time.sleep(1.05)
+        clock.advance(1.05)
         assert client.list_tags()  # the half-open trial
         assert client.breaker.state(fresh=True).state == "half_open"
         client.list_tags()
