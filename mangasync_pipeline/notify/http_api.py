@@ -78,7 +78,7 @@ def _body_limit(path: str) -> int:
 
 
 def create_app(ctx: ServerContext) -> Gate:
-    app = FastAPI(title="MangaHub notification server", version="2")
+    app = FastAPI(title="MangaHub notification server", version="3")
     status = ctx.database = DatabaseStatus(ctx.run_db, ctx.store.ping)
 
     @app.exception_handler(RequestValidationError)
