@@ -40,7 +40,10 @@ def _engine() -> Engine:
               help="Seconds announced to clients; sessions end after 3 x this without traffic.")
 @click.option("--send-budget", type=click.IntRange(min=1), default=30, show_default=True,
               help="Notifications pushed per user per minute; the rest follow at this pace.")
-def server(heartbeat: float, send_budget: int) -> None:
+@click.option("--max-sessions-per-user", type=click.IntRange(min=1), default=16,
+              show_default=True,
+              help="Devices a user may have registered at once; a new one ends the oldest.")
+def server(heartbeat: float, send_budget: int, max_sessions_per_user: int) -> None:
     """Run the notification server: HTTP triggers and API, and UDP push."""
     from mangasync_pipeline.notify.app import run_server
     from mangasync_pipeline.notify.options import ServerOptions
@@ -53,6 +56,7 @@ def server(heartbeat: float, send_budget: int) -> None:
         raise click.ClickException(str(exc)) from None
     try:
         run_server(settings, ServerOptions(heartbeat=heartbeat, send_budget=send_budget,
+                                           max_sessions_per_user=max_sessions_per_user,
                                            secret_key=key))
     except (SchemaError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -5,8 +5,9 @@ Plain data on the event loop's thread; time is passed in, so the rules are easy 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K")
 
@@ -45,6 +46,7 @@ class FailureBackoff(Generic[K]):
     base: float
     cap: float
     forget_after: float
+    max_keys: int = 200_000  # beyond, the oldest quiet key is forgotten first
     records: dict[K, _Record] = field(default_factory=dict)
 
     def blocked(self, key: K, now: float) -> bool:
@@ -52,9 +54,12 @@ class FailureBackoff(Generic[K]):
         return record is not None and now < record.blocked_until
 
     def fail(self, key: K, now: float) -> None:
-        record = self.records.get(key)
+        record = self.records.pop(key, None)  # re-inserted last: the dict is in failure order
         if record is None or now - record.last > self.forget_after:
-            record = self.records[key] = _Record()
+            if len(self.records) >= self.max_keys:
+                del self.records[next(iter(self.records))]
+            record = _Record()
+        self.records[key] = record
         record.count += 1
         record.last = now
         excess = record.count - self.limit
@@ -64,3 +69,82 @@ class FailureBackoff(Generic[K]):
     def sweep(self, now: float) -> None:
         self.records = {k: r for k, r in self.records.items()
                         if now - r.last <= self.forget_after or now < r.blocked_until}
+
+
+class FairBudget:
+    """A global budget of `rate` per second, shared fairly by source.
+
+    Time is cut into short windows. In each, a source may take at most an equal share of the
+    window's capacity among the sources active in it or in the previous one, and a tenth of
+    the capacity is kept for sources' first request of the window: however hard one source
+    floods, a newcomer finds room at once, and from the next window on has an equal share.
+    """
+
+    def __init__(self, rate: float, window: float = 0.1) -> None:
+        self.capacity = max(1.0, rate * window)
+        self.reserve = self.capacity / 10
+        self.window = window
+        self.started = 0.0
+        self.used = 0
+        self.counts: dict[str, int] = {}
+        self.previous: set[str] = set()
+        self.active = 0  # sources in this window or the previous one
+
+    def take(self, source: str, now: float) -> bool:
+        if now - self.started >= self.window:
+            self.previous = set(self.counts) if now - self.started < 2 * self.window else set()
+            self.active = len(self.previous)
+            self.counts = {}
+            self.used = 0
+            self.started = now
+        count = self.counts.get(source)
+        if count is None:
+            count = 0
+            if source not in self.previous:
+                self.active += 1
+            self.counts[source] = 0
+        if count >= max(1.0, self.capacity / self.active):
+            return False
+        if self.used >= self.capacity - (0 if count == 0 else self.reserve):
+            return False
+        self.counts[source] = count + 1
+        self.used += 1
+        return True
+
+
+class RefusalLog:
+    """Refusals logged at most once per source per minute: the first as it happens, then one
+    line with the count of the rest, so a flood costs two lines a minute, not one a datagram."""
+
+    def __init__(self, log: Callable[[str], None], period: float = 60.0,
+                 max_sources: int = 10_000) -> None:
+        self.log = log
+        self.period = period
+        self.max_sources = max_sources
+        self.started = 0.0
+        self.more: dict[str, list[Any]] = {}  # source: [count, last reason]
+        self.others = 0
+
+    def note(self, source: str, reason: str, now: float) -> None:
+        if now - self.started >= self.period:
+            self.flush(now)
+        entry = self.more.get(source)
+        if entry is not None:
+            entry[0] += 1
+            entry[1] = reason
+        elif len(self.more) >= self.max_sources:
+            self.others += 1
+        else:
+            self.more[source] = [0, reason]
+            self.log(f"{reason} (from {source}; further refusals from it are counted and "
+                     f"logged once a minute)")
+
+    def flush(self, now: float) -> None:
+        for source, (count, reason) in self.more.items():
+            if count:
+                self.log(f"{count} more refusals from {source} in the last "
+                         f"{self.period:g} s, the last: {reason}")
+        if self.others:
+            self.log(f"{self.others} refusals from further sources in the last "
+                     f"{self.period:g} s")
+        self.more, self.others, self.started = {}, 0, now

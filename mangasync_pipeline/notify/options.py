@@ -18,14 +18,20 @@ class ServerOptions:
     budget_window: float = 60.0
     register_window: float = 60.0  # |now - ts| allowed in REGISTER
     nonce_ttl: float = 120.0
-    # Failed REGISTERs, per source IP (any port) and per user: after the limit, each further
-    # failure blocks for backoff_base x 2^n seconds, at most backoff_max.
+    # REGISTERs are checked only from addresses that proved they receive (a cookie, valid for
+    # cookie_period to twice that). Failed ones count per (source IP, user): after the limit,
+    # each further failure blocks that pair for backoff_base x 2^n seconds, at most
+    # backoff_max. A source's own refusals (over its share of the budget, blocked pairs,
+    # malformed REGISTERs) count against that source, with source_refusal_limit.
+    cookie_period: float = 30.0
     failed_register_limit: int = 10
-    failed_user_limit: int = 20
+    source_refusal_limit: int = 50
     backoff_base: float = 1.0
     backoff_max: float = 300.0
-    failed_register_window: float = 600.0  # a source or user is forgotten after this quiet
-    register_budget: float = 5000.0  # REGISTERs checked per second, all sources together
+    failed_register_window: float = 600.0  # a source or pair is forgotten after this quiet
+    # REGISTERs checked per second, all sources together, shared fairly by source IP.
+    register_budget: float = 5000.0
+    max_sessions_per_user: int = 16  # devices at once; a new one ends the oldest
     user_misses: float = 20.0  # lookups per second of names not in the in-memory users table
     users_refresh: float = 5.0  # seconds between re-reads of the users table
     register_batch_delay: float = 0.005  # REGISTERs gathered into one database statement

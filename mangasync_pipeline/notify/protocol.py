@@ -1,4 +1,4 @@
-"""Wire format of the MangaHub notification protocol, version 2 (PROTOCOL.md).
+"""Wire format of the MangaHub notification protocol, version 3 (PROTOCOL.md).
 
 Shared by the server, the `listen` client, tests and the benchmark, so that both ends agree on
 signing, size limits and field names.
@@ -6,6 +6,7 @@ signing, size limits and field names.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -13,7 +14,7 @@ import secrets
 import time
 from typing import Any
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 MAX_DATAGRAM = 1200
 ELLIPSIS = "…"
 
@@ -41,11 +42,45 @@ def signature_matches(token: str, user: str, ts: int, nonce: str, sig: str) -> b
 
 
 def register_message(user: str, token: str, *, ts: int | None = None,
-                     nonce: str | None = None) -> dict[str, Any]:
+                     nonce: str | None = None, cookie: str | None = None) -> dict[str, Any]:
     ts = int(time.time()) if ts is None else ts
     nonce = secrets.token_urlsafe(16) if nonce is None else nonce
-    return {"type": "REGISTER", "user": user, "ts": ts, "nonce": nonce,
-            "sig": sign_register(token, user, ts, nonce)}
+    msg: dict[str, Any] = {"type": "REGISTER", "user": user, "ts": ts, "nonce": nonce,
+                           "sig": sign_register(token, user, ts, nonce)}
+    if cookie is not None:
+        msg["cookie"] = cookie
+    return msg
+
+
+COOKIE_PERIOD = 30  # seconds: a cookie is accepted in its period and the next one
+
+
+class RegisterCookies:
+    """Stateless proof that an address receives (QUIC Retry, DTLS HelloVerifyRequest).
+
+    A cookie is an HMAC of the address, port and time period under a key derived from the
+    server's master key (so every server sharing that key accepts it). Checking one costs two
+    HMACs and no memory: a REGISTER from a forged source address never gets further.
+    """
+
+    def __init__(self, key: bytes, period: float = COOKIE_PERIOD) -> None:
+        self.key = hmac.new(key, b"mangasync register cookie", hashlib.sha256).digest()
+        self.period = period
+
+    def _cookie(self, addr: tuple[str, int], slot: int) -> str:
+        mac = hmac.new(self.key, f"{slot}|{addr[0]}|{addr[1]}".encode(), hashlib.sha256)
+        return base64.urlsafe_b64encode(mac.digest()[:16]).decode("ascii").rstrip("=")
+
+    def issue(self, addr: tuple[str, int], now: float | None = None) -> str:
+        return self._cookie(addr, int((time.time() if now is None else now) // self.period))
+
+    def valid(self, cookie: Any, addr: tuple[str, int], now: float | None = None) -> bool:
+        if not isinstance(cookie, str) or len(cookie) != 22:
+            return False
+        slot = int((time.time() if now is None else now) // self.period)
+        given = cookie.encode("ascii", "replace")
+        return any(hmac.compare_digest(given, self._cookie(addr, s).encode("ascii"))
+                   for s in (slot, slot - 1))
 
 
 def _dump(msg: dict[str, Any]) -> bytes:
