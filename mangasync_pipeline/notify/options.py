@@ -44,4 +44,8 @@ class ServerOptions:
     # Longer than any client keeps an idle connection (httpx: 5 s): the client must be the one
     # to close it, or a request sent as the server closes is lost with a ReadError.
     http_keep_alive: float = 75.0
+    # Slow or piled-up clients: connections one address may hold, and the seconds a request's
+    # headers may take (from the connection, or from the first byte of the next request).
+    http_connections_per_client: int = 128
+    http_header_timeout: float = 10.0
     secret_key: bytes | None = None  # the master key; None: from the settings (tokens.py)
