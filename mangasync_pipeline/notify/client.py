@@ -42,12 +42,13 @@ def format_notification(msg: dict[str, Any]) -> str:
 
 class NotificationClient:
     def __init__(self, host: str, port: int, user: str, token: str, *,
-                 drop_rate: float = 0.0, seed: int | None = None,
+                 drop_rate: float = 0.0, send_drop_rate: float = 0.0, seed: int | None = None,
                  register_timeout: float = 3.0, source: str | None = None) -> None:
         self.server = (host, port)
         self.user = user
         self.token = token
-        self.drop_rate = drop_rate
+        self.drop_rate = drop_rate  # simulated loss of incoming datagrams
+        self.send_drop_rate = send_drop_rate  # and of outgoing ones
         self.rng = random.Random(seed)
         self.register_timeout = register_timeout
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -76,6 +77,8 @@ class NotificationClient:
     # --- raw I/O --------------------------------------------------------------------------
 
     def send(self, msg: dict[str, Any]) -> None:
+        if self.send_drop_rate and self.rng.random() < self.send_drop_rate:
+            return
         self.sock.send(protocol.encode(msg))
 
     def send_raw(self, data: bytes) -> None:

@@ -11,9 +11,6 @@ class ServerOptions:
     ack_timeout: float = 2.0  # CoAP ACK_TIMEOUT: first retransmission after [2, 3] s
     ack_random_factor: float = 1.5
     max_retransmit: int = 4
-    # A notification whose retries ran out goes again on the session's next PING, then at
-    # most once per backoff (doubling from one heartbeat up to this).
-    redeliver_backoff_max: float = 600.0
     send_budget: int = 30  # notifications per user per budget_window
     budget_window: float = 60.0
     register_window: float = 60.0  # |now - ts| allowed in REGISTER

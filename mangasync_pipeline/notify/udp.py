@@ -253,7 +253,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
                 self._validate(session)
         if kind == "PING":
             self._send_to(session, protocol.encode({"type": "PONG"}))
-            if session.stranded and now >= session.redeliver_at:
+            if session.validated and (session.stranded or session.inflight) \
+                    and now >= session.redeliver_at:
                 self._redeliver(session, now)
         elif kind == "UNREGISTER":
             self._close(session, "unregistered")
@@ -286,8 +287,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             known = False
             for other in devices:
                 other.inflight.pop(nid, None)  # its retransmission deadline then does nothing
-                if other.stranded.pop(nid, None) is not None:
-                    other.redeliver_backoff = 0.0
+                other.stranded.pop(nid, None)
                 known = known or nid in other.seen
             (self._known_acks if known else self._acks).append((session.user_id, nid))
         if ids:
@@ -592,7 +592,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         """The first retransmission timeout is drawn from [ACK_TIMEOUT, ACK_TIMEOUT x
         ACK_RANDOM_FACTOR] (RFC 7252 4.8) once per slice of pushes rather than per push."""
         return PushSlice(self.rng.uniform(self.opt.ack_timeout,
-                                          self.opt.ack_timeout * self.opt.ack_random_factor))
+                                          self.opt.ack_timeout * self.opt.ack_random_factor),
+                         time.monotonic())
 
     def _arm(self, pushes: PushSlice) -> None:
         """Arm a slice's retransmissions and count its pushes, once for the whole slice."""
@@ -633,7 +634,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
     def _push_data(self, session: Session, nid: int, data: bytes, pushes: PushSlice) -> None:
         """Send; `_arm(pushes)` arms the retransmission and counts it."""
-        item = Inflight(nid, data, pushes.timeout)
+        item = Inflight(nid, data, pushes.timeout, pushes.at)
         session.inflight[nid] = item
         pushes.due.append((session, item))
         self._send(data, session.addr)
@@ -652,27 +653,33 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             return
         item.attempts += 1
         item.timeout *= 2
+        item.sent_at = time.monotonic()
         self._retries.add(item.timeout, due)
         self._send(item.data, session.addr)
         self.metrics.retransmitted.inc()
 
     def _redeliver(self, session: Session, now: float) -> None:
-        """The session is alive (it PINGed) but missed these: a new round of retries."""
-        hb = self.opt.heartbeat
-        ids = sorted(session.stranded)
-        # At most one send budget per round, oldest first; the rest go at the next PING.
-        batch, rest = ids[:self.opt.send_budget], ids[self.opt.send_budget:]
-        if rest:
-            session.redeliver_at = now
-        else:
-            session.redeliver_backoff = min(self.opt.redeliver_backoff_max,
-                                            max(hb, session.redeliver_backoff * 2))
-            session.redeliver_at = now + session.redeliver_backoff
-        log.info("%d notifications sent again to session %s of user %s", len(batch),
-                 session.short, session.user_id)
+        """The session is alive (it PINGed): what it has not acknowledged goes again now, with
+        its retransmissions starting over from the first timeout. Waiting out a backoff grown
+        during the loss would hold back a reader whose path plainly works again; a PING flood
+        gets no more than one round per ACK timeout."""
+        session.redeliver_at = now + self.opt.ack_timeout
+        # Unacknowledged and not sent within the last ACK timeout, then those whose retries
+        # ran out; at most one send budget per PING, oldest first (the rest at the next one).
+        due = sorted(i.id for i in session.inflight.values()
+                     if now - i.sent_at >= self.opt.ack_timeout)
+        budget = self.opt.send_budget
+        batch = due[:budget] + sorted(session.stranded)[:max(0, budget - len(due))]
+        if not batch:
+            return
+        log.debug("%d notifications sent again to session %s of user %s after its PING",
+                  len(batch), session.short, session.user_id)
         pushes = self._new_slice()
         for nid in batch:
-            self._push_data(session, nid, session.stranded.pop(nid), pushes)
+            data = session.stranded.pop(nid, None)
+            if data is None:
+                data = session.inflight[nid].data
+            self._push_data(session, nid, data, pushes)
         self._arm(pushes)
 
     def remote_acks(self, pairs: Iterable[tuple[int, int]]) -> None:
