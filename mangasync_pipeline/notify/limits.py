@@ -78,6 +78,10 @@ class FairBudget:
     window's capacity among the sources active in it or in the previous one, and a tenth of
     the capacity is kept for sources' first request of the window: however hard one source
     floods, a newcomer finds room at once, and from the next window on has an equal share.
+    What a source is refused counts against it: a window's excess over its share is carried
+    into the next one as debt, so a source that keeps sending over its share gets nothing
+    until it has slowed down for as long as it flooded; one that stops pays its debt off at
+    one share a window.
     """
 
     def __init__(self, rate: float, window: float = 0.1) -> None:
@@ -86,30 +90,40 @@ class FairBudget:
         self.window = window
         self.started = 0.0
         self.used = 0
-        self.counts: dict[str, int] = {}
+        self.counts: dict[str, float] = {}  # requests this window, refused ones and debt too
         self.previous: set[str] = set()
         self.active = 0  # sources in this window or the previous one
+        self.share = self.capacity
 
     def take(self, source: str, now: float) -> bool:
         if now - self.started >= self.window:
-            self.previous = set(self.counts) if now - self.started < 2 * self.window else set()
-            self.active = len(self.previous)
-            self.counts = {}
-            self.used = 0
-            self.started = now
+            self._next_window(now)
         count = self.counts.get(source)
         if count is None:
-            count = 0
+            count = 0.0
             if source not in self.previous:
                 self.active += 1
-            self.counts[source] = 0
-        if count >= max(1.0, self.capacity / self.active):
+                self.share = max(1.0, self.capacity / self.active)
+        self.counts[source] = count + 1
+        if count >= self.share:
             return False
         if self.used >= self.capacity - (0 if count == 0 else self.reserve):
             return False
-        self.counts[source] = count + 1
         self.used += 1
         return True
+
+    def _next_window(self, now: float) -> None:
+        windows = int((now - self.started) / self.window)
+        share = self.share
+        # Debt: what a source asked beyond its share, less one share per window gone by.
+        debts = {source: count - share * windows for source, count in self.counts.items()
+                 if count - share * windows > 0}
+        self.previous = set(self.counts) if windows < 2 else set(debts)
+        self.active = len(self.previous)
+        self.share = max(1.0, self.capacity / max(1, self.active))
+        self.counts = debts
+        self.used = 0
+        self.started = now
 
 
 class RefusalLog:

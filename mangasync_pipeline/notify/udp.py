@@ -311,8 +311,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             self._reject("register_limited")
             return  # silently: the source keeps flooding, whatever its port
         if not self.register_budget.take(ip, now):
-            self._reject("register_budget")
-            self.refused_sources.fail(ip, now)  # more than its share: counts against it
+            self._reject("register_budget")  # (counted against the source as debt)
             return
         if not (isinstance(user, str) and 0 < len(user) <= 64 and type(ts) is int
                 and -MAX_TS < ts < MAX_TS
