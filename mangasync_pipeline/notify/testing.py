@@ -63,14 +63,16 @@ def follow(engine: Engine, user_ids: list[int], manga_id: int) -> None:
 def fetch_cookie(sock: socket.socket, timeout: float = 3.0) -> str:
     """The server's REGISTER cookie for this connected socket's address, by the real round
     trip: a REGISTER without one is answered RETRY (nothing else is checked)."""
-    sock.send(protocol.encode(protocol.register_message("cookie-please", "-")))
     deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        sock.settimeout(left)
+    while deadline - time.monotonic() > 0:
+        # Asked again after 0.3 s: the server sends one address one RETRY per 0.25 s.
+        sock.send(protocol.encode(protocol.register_message("cookie-please", "-")))
+        sock.settimeout(0.3)
         try:
-            msg = protocol.decode(sock.recv(2000))
+            while True:
+                msg = protocol.decode(sock.recv(2000))
+                if msg is not None and msg["type"] == "RETRY":
+                    return str(msg["cookie"])
         except TimeoutError:
-            break
-        if msg is not None and msg["type"] == "RETRY":
-            return str(msg["cookie"])
+            continue
     raise TimeoutError("no RETRY from the server")

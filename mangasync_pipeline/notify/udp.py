@@ -49,6 +49,8 @@ READ_BATCH = 256  # datagrams read per wake-up of the loop
 PUMP_BATCH = 256  # sessions pumped per callback before other callbacks get the loop
 RETRY_SLOTS = 40  # retransmission deadlines are grouped in slots of ack_timeout / this
 MAX_GC_PAUSE = 1.0  # seconds a burst of pushes may hold off the cyclic garbage collector
+RETRY_INTERVAL = 0.25  # seconds between two RETRYs to one address (a flood gets few)
+MAX_RETRIED = 100_000  # addresses remembered for that
 MAX_TS = 2**53  # a REGISTER's `ts` beyond this is malformed (and would not fit a float)
 
 
@@ -93,6 +95,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.addr_sessions: dict[Address, int] = {}
         key = options.secret_key if options.secret_key is not None else master_key()
         self.cookies = protocol.RegisterCookies(key, options.cookie_period)
+        self._retried: dict[Address, float] = {}
         self._retry_template = len(protocol.encode({"type": "RETRY",
                                                     "cookie": self.cookies.issue(("", 0))}))
         self.directory = UserDirectory(
@@ -301,9 +304,14 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         ip = addr[0]
         if not self.cookies.valid(msg.get("cookie"), addr):
             # The address has not proved it receives: it may be forged. Answer with a cookie
-            # (never longer than the REGISTER), and nothing else: no lookup, no counter.
+            # (never longer than the REGISTER, at most one per address per RETRY_INTERVAL),
+            # and nothing else: no lookup, no counter.
             self._reject("register_retry")
-            if size >= self._retry_template:
+            last = self._retried.get(addr)
+            if size >= self._retry_template and (last is None or now - last >= RETRY_INTERVAL):
+                if len(self._retried) >= MAX_RETRIED:
+                    self._retried.clear()
+                self._retried[addr] = now
                 self._send(protocol.encode({"type": "RETRY", "cookie": self.cookies.issue(addr)}),
                            addr)
             return
@@ -734,6 +742,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
                 self._summary_at = now
             self.last_error = {a: at for a, at in self.last_error.items()
                                if now - at < self.opt.error_interval}
+            self._retried = {a: at for a, at in self._retried.items()
+                             if now - at < RETRY_INTERVAL}
             self.failed_pairs.sweep(now)
             self.refused_sources.sweep(now)
             if now - self.refusals.started >= self.refusals.period:
