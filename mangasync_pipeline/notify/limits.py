@@ -84,7 +84,7 @@ class FairBudget:
     one share a window.
     """
 
-    def __init__(self, rate: float, window: float = 0.1) -> None:
+    def __init__(self, rate: float, window: float = 1.0) -> None:
         self.capacity = max(1.0, rate * window)
         self.reserve = self.capacity / 10
         self.window = window
