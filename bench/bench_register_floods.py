@@ -29,7 +29,6 @@ import asyncio
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import command, throwaway_db
+from _common import command, stop, throwaway_db
 
 from mangasync_pipeline.db.engine import make_engine
 from mangasync_pipeline.notify import protocol
@@ -294,11 +293,7 @@ def main() -> None:
                 print(kind, json.dumps(row), file=sys.stderr, flush=True)
                 time.sleep(1.0)
         finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(60)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop(server)
     print(json.dumps(results, indent=2))
 
 
