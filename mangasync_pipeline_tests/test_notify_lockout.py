@@ -195,3 +195,37 @@ def test_a_huge_number_in_a_register_is_an_ordinary_counted_refusal(
     from_source = [r for r in caplog.records if "127.0.0.2" in r.getMessage()]
     assert not any(r.exc_info for r in caplog.records)
     assert 1 <= len(from_source) <= 2  # the first, then (at most) one line with the count
+
+
+def test_refusals_are_logged_once_per_source_per_minute_with_a_count() -> None:
+    from mangasync_pipeline.notify.limits import RefusalLog
+
+    lines: list[str] = []
+    refusals = RefusalLog(lines.append, period=60.0)
+    for second in range(300):  # five minutes, ten refusals a second from one source
+        for _ in range(10):
+            refusals.note("192.0.2.7", "REGISTER refused: malformed", float(second))
+        refusals.note(f"198.51.100.{second % 3}", "REGISTER refused: bad signature",
+                      float(second))
+    refusals.flush(300.0)
+    about = [line for line in lines if "192.0.2.7" in line]
+    assert len(about) == 6  # the first as it happened, then one line a minute
+    assert about[1].startswith("599 refusals") and about[2].startswith("600 refusals")
+    assert len(lines) == 6 + 3 + 3 * 5  # the other three sources: the same rule
+
+
+def test_the_budget_gives_a_newcomer_room_and_a_flooder_no_more_than_its_share() -> None:
+    from mangasync_pipeline.notify.limits import FairBudget
+
+    budget = FairBudget(1000.0)  # a second's capacity: 1,000
+    took = {"flooder": 0, "reader": 0}
+    for tick in range(3000):  # three seconds: the flooder asks 10 a ms, the reader 1 a 10 ms
+        now = tick / 1000
+        for _ in range(10):
+            took["flooder"] += budget.take("flooder", now)
+        if tick % 10 == 0:
+            took["reader"] += budget.take("reader", now)
+    assert took["reader"] == 300  # every one of its REGISTERs
+    # The first second's share (the whole budget less a tenth for newcomers), then nothing:
+    # what it asked beyond its share is debt.
+    assert took["flooder"] <= 900

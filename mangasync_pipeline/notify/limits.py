@@ -127,8 +127,9 @@ class FairBudget:
 
 
 class RefusalLog:
-    """Refusals logged at most once per source per minute: the first as it happens, then one
-    line with the count of the rest, so a flood costs two lines a minute, not one a datagram."""
+    """Refusals logged at most once per source per minute: a source's first refusal as it
+    happens, then, while it goes on, one line a minute with the count, so a flood costs a line
+    a minute, not one a datagram."""
 
     def __init__(self, log: Callable[[str], None], period: float = 60.0,
                  max_sources: int = 10_000) -> None:
@@ -136,7 +137,8 @@ class RefusalLog:
         self.period = period
         self.max_sources = max_sources
         self.started = 0.0
-        self.more: dict[str, list[Any]] = {}  # source: [count, last reason]
+        self.more: dict[str, list[Any]] = {}  # source: [refusals not logged yet, last reason]
+        self.recent: set[str] = set()  # sources refused in the last period: summed up only
         self.others = 0
 
     def note(self, source: str, reason: str, now: float) -> None:
@@ -148,6 +150,8 @@ class RefusalLog:
             entry[1] = reason
         elif len(self.more) >= self.max_sources:
             self.others += 1
+        elif source in self.recent:
+            self.more[source] = [1, reason]
         else:
             self.more[source] = [0, reason]
             self.log(f"{reason} (from {source}; further refusals from it are counted and "
@@ -156,9 +160,10 @@ class RefusalLog:
     def flush(self, now: float) -> None:
         for source, (count, reason) in self.more.items():
             if count:
-                self.log(f"{count} more refusals from {source} in the last "
-                         f"{self.period:g} s, the last: {reason}")
+                self.log(f"{count} refusals from {source} in the last {self.period:g} s, "
+                         f"the last: {reason}")
         if self.others:
             self.log(f"{self.others} refusals from further sources in the last "
                      f"{self.period:g} s")
+        self.recent = set(self.more)
         self.more, self.others, self.started = {}, 0, now
