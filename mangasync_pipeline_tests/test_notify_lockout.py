@@ -125,7 +125,8 @@ def flooding() -> Iterator[Any]:
 def test_a_flood_naming_another_reader_takes_no_more_than_its_share(
         db_url: str, engine: Engine, flooding: Any) -> None:
     _, token = add_user(engine, "victim")
-    options = fast_options(register_budget=1000.0, error_interval=0.0)
+    # A budget any flood exceeds, however busy the machine running the test.
+    options = fast_options(register_budget=100.0, error_interval=0.0)
     with ServerHandle(server_settings(db_url), options) as server:
         sent = flooding(server, "127.0.0.2", lambda n: protocol.register_message(
             "victim" if n % 2 else f"nobody{n}", "guess"), 4000.0)
@@ -226,6 +227,6 @@ def test_the_budget_gives_a_newcomer_room_and_a_flooder_no_more_than_its_share()
         if tick % 10 == 0:
             took["reader"] += budget.take("reader", now)
     assert took["reader"] == 300  # every one of its REGISTERs
-    # The first second's share (the whole budget less a tenth for newcomers), then nothing:
-    # what it asked beyond its share is debt.
-    assert took["flooder"] <= 900
+    # The first second's share (the whole budget: it was alone), then nothing: what it asked
+    # beyond its share is debt.
+    assert took["flooder"] <= 1000

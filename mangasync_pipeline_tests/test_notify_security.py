@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -197,7 +198,23 @@ def test_guesses_from_rotating_ports_stay_under_the_backoff_limit(
                 sent += 1
             time.sleep(0.002)
         elapsed = time.monotonic() - started
-        # While the guesses go on, even the right token from that IP is ignored.
+        # While the guesses go on, even the right token from that IP is ignored (sent while
+        # the pair is blocked for a while yet: a guess each moment it is not).
+        user_id = server.call(lambda s: s.udp.directory.readers["eve"].id)
+
+        def blocked_for() -> float:
+            def left(s: Any) -> float:
+                record = s.udp.failed_pairs.records.get(("127.0.0.2", user_id))
+                return record.blocked_until - time.monotonic() if record else 0.0
+            return server.call(left)
+
+        deadline = time.monotonic() + 10
+        while blocked_for() < 1.0:
+            assert time.monotonic() < deadline, "the pair is never blocked"
+            with _socket_from("127.0.0.2", server) as sock:
+                sock.send(protocol.encode(protocol.register_message(
+                    "eve", "one-more-guess", cookie=fetch_cookie(sock))))
+            time.sleep(0.05)
         with _socket_from("127.0.0.2", server) as sock:
             sock.send(protocol.encode(protocol.register_message("eve", token,
                                                                 cookie=fetch_cookie(sock))))

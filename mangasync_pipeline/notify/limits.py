@@ -74,19 +74,16 @@ class FailureBackoff(Generic[K]):
 class FairBudget:
     """A global budget of `rate` per second, shared fairly by source.
 
-    Time is cut into short windows. In each, a source may take at most an equal share of the
-    window's capacity among the sources active in it or in the previous one, and a tenth of
-    the capacity is kept for sources' first request of the window: however hard one source
-    floods, a newcomer finds room at once, and from the next window on has an equal share.
-    What a source is refused counts against it: a window's excess over its share is carried
-    into the next one as debt, so a source that keeps sending over its share gets nothing
-    until it has slowed down for as long as it flooded; one that stops pays its debt off at
-    one share a window.
+    In each second, a source may take an equal share of the budget among the sources active
+    in it or in the second before. A newcomer's share is granted even when the others have
+    used the second's budget (so one source flooding cannot keep a reader out), up to twice
+    the budget in all. What a source is refused counts against it: what it asked beyond its
+    share is carried into the next seconds as debt, paid off at one share a second, so a
+    source that keeps sending over its share gets nothing until it slows down.
     """
 
     def __init__(self, rate: float, window: float = 1.0) -> None:
         self.capacity = max(1.0, rate * window)
-        self.reserve = self.capacity / 10
         self.window = window
         self.started = 0.0
         self.used = 0
@@ -105,9 +102,7 @@ class FairBudget:
                 self.active += 1
                 self.share = max(1.0, self.capacity / self.active)
         self.counts[source] = count + 1
-        if count >= self.share:
-            return False
-        if self.used >= self.capacity - (0 if count == 0 else self.reserve):
+        if count >= self.share or self.used >= 2 * self.capacity:
             return False
         self.used += 1
         return True
