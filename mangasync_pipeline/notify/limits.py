@@ -75,7 +75,8 @@ class FairBudget:
     """A global budget of `rate` per second, shared fairly by source.
 
     In each second, a source may take an equal share of the budget among the sources active
-    in it or in the second before. A newcomer's share is granted even when the others have
+    in it or in the second before, and never more than half of it (room is always left for
+    someone else). A newcomer's share is granted even when the others have
     used the second's budget (so one source flooding cannot keep a reader out), up to twice
     the budget in all. What a source is refused counts against it: what it asked beyond its
     share is carried into the next seconds as debt, paid off at one share a second, so a
@@ -100,7 +101,7 @@ class FairBudget:
             count = 0.0
             if source not in self.previous:
                 self.active += 1
-                self.share = max(1.0, self.capacity / self.active)
+                self.share = max(1.0, self.capacity / max(2, self.active))
         self.counts[source] = count + 1
         if count >= self.share or self.used >= 2 * self.capacity:
             return False
@@ -115,7 +116,7 @@ class FairBudget:
                  if count - share * windows > 0}
         self.previous = set(self.counts) if windows < 2 else set(debts)
         self.active = len(self.previous)
-        self.share = max(1.0, self.capacity / max(1, self.active))
+        self.share = max(1.0, self.capacity / max(2, self.active))
         self.counts = debts
         self.used = 0
         self.started = now

@@ -448,7 +448,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             state = self.users[user_id] = UserState(
                 user_id, budget, budget / self.opt.budget_window, budget, now)
         for old in [s for s in state.sessions.values() if s.addr == addr]:
-            self._close(old, "replaced by a new REGISTER from the same address")
+            # (Quietly: a client registering in a loop would otherwise write a line each time.)
+            self._close(old, "replaced by a new REGISTER from the same address", quiet=True)
         while len(state.sessions) >= self.opt.max_sessions_per_user:
             oldest = next(iter(state.sessions.values()))  # (the dict is in REGISTER order)
             self._close(oldest, f"the user's {self.opt.max_sessions_per_user + 1}th device "
