@@ -668,21 +668,31 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
     def _redeliver(self, session: Session, now: float) -> None:
         """The session is alive (it PINGed): what it has not acknowledged goes again now, with
-        its retransmissions starting over from the first timeout. Waiting out a backoff grown
-        during the loss would hold back a reader whose path plainly works again; a PING flood
-        gets no more than one round per ACK timeout."""
+        its retransmissions starting over from the first timeout (one sent within the last
+        ACK timeout is not sent again yet, but its next retry comes a first timeout after
+        that send). Waiting out a backoff grown during the loss would hold back a reader
+        whose path plainly works again; a PING flood gets no more than one round per ACK
+        timeout."""
         session.redeliver_at = now + self.opt.ack_timeout
-        # Unacknowledged and not sent within the last ACK timeout, then those whose retries
-        # ran out; at most one send budget per PING, oldest first (the rest at the next one).
-        due = sorted(i.id for i in session.inflight.values()
-                     if now - i.sent_at >= self.opt.ack_timeout)
+        pushes = self._new_slice()
+        due: list[int] = []
+        for item in list(session.inflight.values()):
+            if now - item.sent_at >= self.opt.ack_timeout:
+                due.append(item.id)
+            elif item.attempts:
+                fresh = Inflight(item.id, item.data, pushes.timeout, item.sent_at)
+                session.inflight[item.id] = fresh  # the old deadline then does nothing
+                self._retries.add(max(0.0, item.sent_at + pushes.timeout - now),
+                                  (session, fresh))
+        # Then those whose retries ran out; at most one send budget per PING, oldest first
+        # (the rest at the next one).
+        due.sort()
         budget = self.opt.send_budget
         batch = due[:budget] + sorted(session.stranded)[:max(0, budget - len(due))]
         if not batch:
             return
         log.debug("%d notifications sent again to session %s of user %s after its PING",
                   len(batch), session.short, session.user_id)
-        pushes = self._new_slice()
         for nid in batch:
             data = session.stranded.pop(nid, None)
             if data is None:
