@@ -383,8 +383,9 @@ def end_to_end(backend: str, count: int, interval: float, seed: int) -> None:
         base = f"http://127.0.0.1:{http_port}"
         try:
             wait_until(lambda: _health(base) is not None, 30, "the server did not start")
-            listener = Listener([*cli, "listen", "--user", "bench", "--token", token,
-                                 "--udp-port", str(udp_port)], env)
+            listener = Listener([*cli, "listen", "--user", "bench",
+                                 "--udp-port", str(udp_port)],
+                                {**env, "MANGASYNC_READER_TOKEN": token})
             wait_until(lambda: (_health(base) or {}).get("udp", {}).get("sessions", 0) > 0, 15,
                        "listen did not register")
             latencies = _run_polls(sim, engine, client, listener, base, followed, titles,

@@ -1,8 +1,9 @@
 """Benchmark of the notification server (docs/BENCHMARKS.md has the figures).
 
 Starts `mangasync server` as a separate process on a fresh database, then from this one process:
-  1. registers N simulated clients (one UDP socket each, asyncio; each PINGs right after
-     REGISTERED, as protocol 2 asks), measuring REGISTERs per second and server RSS per session;
+  1. registers N simulated clients (one UDP socket each, asyncio, spread over 16 loopback
+     addresses; each answers RETRY with its cookie and PINGs right after REGISTERED, as
+     protocol 3 asks), measuring REGISTERs per second and server RSS per session;
   2. hands the clients' sockets to `notify_receiver.py`, a process of its own reading them in
      an epoll loop (asyncio's one datagram per callback made the bench the bottleneck), posts
      one NEW_MANGA and times first to last client having it (kernel receive timestamps); the
@@ -11,19 +12,17 @@ Starts `mangasync server` as a separate process on a fresh database, then from t
   3. the floor, right after each broadcast: another Python process sends N datagrams of the
      same size to the same sockets; its sendto loop time (the raw send floor) and first to
      last receipt, timed by the same receiver;
-  4. measures sustained trigger requests per second (NEW_CHAPTER to a 10-reader library);
-  5. with --security, the REGISTER limits from an attacker's side: guesses checked per minute
-     from rotating ports, a legitimate REGISTER from 127.0.0.3 during a flood from 127.0.0.2,
-     and the bytes a spoofed REGISTER makes the server send its victim.
+  4. measures sustained trigger requests per second (NEW_CHAPTER to a 10-reader library).
 
-    .venv/bin/python bench/bench_notify.py [--clients 10000] [--database-url URL] [--security]
+REGISTER under floods, from an attacker's side: bench_register_floods.py.
+
+    .venv/bin/python bench/bench_notify.py [--clients 10000] [--database-url URL]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import resource
@@ -34,14 +33,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from typing import Any
 
 import httpx
 from sqlalchemy import func, select
 
-from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db import tables as t
 from mangasync_pipeline.db.engine import make_engine
 from mangasync_pipeline.db.migrate import upgrade
@@ -75,6 +72,7 @@ class Client(asyncio.DatagramProtocol):
         self.session: str | None = None
         self.registered = asyncio.get_running_loop().create_future()
         self.asked = False
+        self.cookie: str | None = None
         # Signed before the clock starts: the harness's own cost is not the server's.
         self.first_register = protocol.encode(protocol.register_message(user, token))
 
@@ -85,13 +83,18 @@ class Client(asyncio.DatagramProtocol):
         assert self.transport is not None
         data = self.first_register
         if self.asked:  # a retry needs a nonce of its own: the server refuses replays
-            data = protocol.encode(protocol.register_message(self.user, self.token))
+            data = protocol.encode(protocol.register_message(self.user, self.token,
+                                                             cookie=self.cookie))
         self.asked = True
         self.transport.sendto(data, self.server)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         msg = protocol.decode(data)
         if msg is None:
+            return
+        if msg["type"] == "RETRY" and not self.registered.done():
+            self.cookie = str(msg["cookie"])  # protocol 3: the address proved it receives
+            self.register()
             return
         if msg["type"] == "REGISTERED" and self.transport is not None:
             self.session = msg["session"]
@@ -267,16 +270,22 @@ async def run_clients(args: argparse.Namespace, users: list[tuple[int, str, str]
                       engine: Any, manga_ids: list[int]) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     clients: list[Client] = []
-    for _, name, token in users:
+    for i, (_, name, token) in enumerate(users):
         _, proto = await loop.create_datagram_endpoint(
-            # Not connected: the floor's sender, another socket, must reach them too.
-            lambda n=name, tk=token: Client(n, tk, udp), local_addr=("127.0.0.1", 0))
+            # Not connected: the floor's sender, another socket, must reach them too. Readers
+            # come from many addresses: the REGISTER budget is shared fairly by address.
+            lambda n=name, tk=token: Client(n, tk, udp),
+            local_addr=(f"127.0.1.{1 + i % args.sources}", 0))
         clients.append(proto)
     rss_before = rss_kib(server_pid)
     cpu_before = cpu_seconds(server_pid)
     register_s = await register_all(clients, window=args.window)
     register_cpu = cpu_seconds(server_pid) - cpu_before
     registered = sum(1 for c in clients if c.registered.done())
+    # What the server refused while they registered (budget, RETRY, ...), from /metrics.
+    refused = {line.split('"')[1]: float(line.split()[-1]) for line in httpx.get(
+        f"{http}/metrics").text.splitlines()
+        if line.startswith("mangasync_udp_datagrams_rejected_total{")}
     await asyncio.sleep(0.5)
     rss_after = rss_kib(server_pid)
 
@@ -309,6 +318,7 @@ async def run_clients(args: argparse.Namespace, users: list[tuple[int, str, str]
 
     return {
         "clients": len(clients), "registered": registered, "register_s": register_s,
+        "refused_while_registering": refused,
         "registers_per_s": registered / register_s,
         "server_cpu_ms_per_register": 1000 * register_cpu / max(1, registered),
         "server_rss_kib_before": rss_before, "server_rss_kib_after": rss_after,
@@ -322,118 +332,6 @@ async def run_clients(args: argparse.Namespace, users: list[tuple[int, str, str]
         "worst_push_over_sendto": max(r["push_over_sendto"] for r in rounds),
         "retransmitted": sum(r["retransmitted"] for r in rounds),
     }
-
-
-def _answers(sock: socket.socket, wait: float) -> list[bytes]:
-    sock.settimeout(wait)
-    got = []
-    with contextlib.suppress(TimeoutError):
-        while True:
-            got.append(sock.recv(2000))
-    return got
-
-
-def auth_failures(http: str) -> float:
-    """The server's count of REGISTERs it checked and refused (from /metrics)."""
-    for line in httpx.get(f"{http}/metrics").text.splitlines():
-        if line.startswith('mangasync_udp_registers_total{outcome="auth_failed"}'):
-            return float(line.split()[-1])
-    return 0.0
-
-
-def guesses_checked(udp: tuple[str, int], http: str, user: str, seconds: float
-                    ) -> dict[str, Any]:
-    """Wrong REGISTERs for one user from 127.0.0.5, each from a new port, at up to 500/s;
-    the server's own counter says how many it checked."""
-    sent = 0
-    before = auth_failures(http)
-    start = time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.bind(("127.0.0.5", 0))
-            sock.sendto(protocol.encode(protocol.register_message(user, f"guess-{sent}")), udp)
-            sent += 1
-        time.sleep(max(0.0, sent / 500 - elapsed))
-    time.sleep(0.5)
-    checked = auth_failures(http) - before
-    return {"seconds": seconds, "guesses_sent": sent, "guesses_checked": checked,
-            "checked_per_minute": checked * 60 / seconds}
-
-
-def flood_survival(udp: tuple[str, int], victim: tuple[str, str], other: tuple[str, str],
-                   seconds: float, rate: float | None, source: str) -> dict[str, Any]:
-    """A flood of REGISTERs from `source` (wrong signatures for the victim, unknown users),
-    at `rate` per second or as fast as one Python thread sends, while the victim and another
-    user register from 127.0.0.3 every half second."""
-    stop = threading.Event()
-    flooded = [0]
-
-    def flood() -> None:
-        socks = []
-        for _ in range(32):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sock.bind((source, 0))
-            socks.append(sock)
-        datagrams = [protocol.encode(protocol.register_message(
-            victim[0] if i % 2 else f"nobody{i}", "guess")) for i in range(256)]
-        began = time.perf_counter()
-        while not stop.is_set():
-            for i, sock in enumerate(socks):
-                sock.sendto(datagrams[(flooded[0] + i) % 256], udp)
-            flooded[0] += len(socks)
-            if rate is not None:
-                time.sleep(max(0.0, flooded[0] / rate - (time.perf_counter() - began)))
-        for sock in socks:
-            sock.close()
-
-    def register_fast(user: str, token: str) -> float | None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.bind(("127.0.0.3", 0))
-            start = time.perf_counter()
-            msg = None
-            for _ in range(2):  # like a client with a 1 s timeout: a second try within 2 s
-                sock.sendto(protocol.encode(protocol.register_message(user, token)), udp)
-                sock.settimeout(1.0)
-                with contextlib.suppress(TimeoutError):
-                    msg = protocol.decode(sock.recv(2000))
-                    break
-            if msg is None:
-                return None
-            if msg and msg["type"] == "REGISTERED":
-                sock.sendto(protocol.encode({"type": "PING", "session": msg["session"]}), udp)
-                return time.perf_counter() - start
-            return None
-
-    register_fast(*victim)  # the victim's device has registered from 127.0.0.3 before
-    thread = threading.Thread(target=flood, daemon=True)
-    thread.start()
-    times: list[float | None] = []
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for user in (victim, other):
-            times.append(register_fast(*user))
-        time.sleep(0.5)
-    stop.set()
-    thread.join()
-    done = [x for x in times if x is not None]
-    return {"seconds": seconds, "source": source, "flood_datagrams_per_s": flooded[0] / seconds,
-            "legitimate_registers": len(times), "completed": len(done),
-            "slowest_s": max(done) if done else None,
-            "median_s": statistics.median(done) if done else None}
-
-
-def amplification(udp: tuple[str, int], user: str, token: str, seconds: float
-                  ) -> dict[str, Any]:
-    """A REGISTER with a valid signature but a victim's source address (127.0.0.4, which
-    never answers): bytes the victim receives over bytes the REGISTER had."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as victim:
-        victim.bind(("127.0.0.4", 0))
-        register = protocol.encode(protocol.register_message(user, token))
-        victim.sendto(register, udp)
-        received = _answers(victim, seconds)
-    return {"register_bytes": len(register), "victim_datagrams": len(received),
-            "victim_bytes": sum(map(len, received)),
-            "ratio": sum(map(len, received)) / len(register)}
 
 
 async def trigger_rate(http: str, manga_id: int, seconds: float, concurrency: int) -> float:
@@ -466,10 +364,8 @@ def main() -> None:
     parser.add_argument("--receiver-sleeps", action="store_true",
                         help="the receiver sleeps in epoll between datagrams of a round "
                              "(default: it polls without sleeping once the round has begun)")
-    parser.add_argument("--security", action="store_true",
-                        help="also measure the REGISTER limits as an attacker meets them")
-    parser.add_argument("--guess-seconds", type=float, default=60.0)
-    parser.add_argument("--flood-seconds", type=float, default=10.0)
+    parser.add_argument("--sources", type=int, default=16,
+                        help="loopback addresses the clients register from")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, args.clients + 1000), hard))
@@ -483,12 +379,6 @@ def main() -> None:
     manga_id = manga_ids[0]
     users = add_users(engine, args.clients, prefix="bench")
     follow(engine, [u for u, _, _ in users[:10]], manga_id)
-    attackers = add_users(engine, 4, prefix="security")  # target, victim, other, spoofer
-    with engine.begin() as conn:  # the spoofer's own backlog, which a reflection would send
-        conn.execute(t.notifications.insert(), [
-            {"user_id": attackers[3][0], "type": "NEW_CHAPTER", "manga_id": manga_id,
-             "chapter": str(i), "title": "Backlog " * 20, "message": "Chapter " * 40,
-             "read": False, "created_at": utcnow()} for i in range(50)])
     http_port, udp_port = free_port(), free_port(kind=socket.SOCK_DGRAM)
     env = {**os.environ, "DATABASE_URL": url, "MANGASYNC_HTTP_PORT": str(http_port),
            "MANGASYNC_UDP_PORT": str(udp_port)}
@@ -510,17 +400,6 @@ def main() -> None:
         result = asyncio.run(run_clients(args, users, ("127.0.0.1", udp_port), http,
                                          server.pid, engine, manga_ids))
         result["database"] = engine.dialect.name
-        if args.security:
-            udp = ("127.0.0.1", udp_port)
-            result["security"] = {
-                "amplification": amplification(udp, attackers[3][1], attackers[3][2], 5.0),
-                # The issue's attack (about 12,000 REGISTERs/s), then as fast as we can send.
-                "flood_12000_per_s": flood_survival(udp, attackers[1][1:], attackers[2][1:],
-                                                    args.flood_seconds, 12_000, "127.0.0.2"),
-                "flood_unthrottled": flood_survival(udp, attackers[1][1:], attackers[2][1:],
-                                                    args.flood_seconds, None, "127.0.0.6"),
-                "guesses": guesses_checked(udp, http, attackers[0][1], args.guess_seconds),
-            }
         print(json.dumps(result, indent=2), file=sys.stderr, flush=True)
         result["triggers_per_s_sequential"] = asyncio.run(
             trigger_rate(http, manga_id, args.rate_seconds, 1))

@@ -111,8 +111,9 @@ def run_way(way: str, backend: str, chapters: int, seed: int) -> dict[str, Any]:
             base = f"http://127.0.0.1:{http_port}"
             try:
                 wait_until(lambda: _ok(base), 60, "the server did not start")
-                listener = Listener([*cli, "listen", "--user", "bench", "--token", token,
-                                     "--udp-port", str(udp_port)], env)
+                listener = Listener([*cli, "listen", "--user", "bench",
+                                     "--udp-port", str(udp_port)],
+                                    {**env, "MANGASYNC_READER_TOKEN": token})
                 wait_until(lambda: httpx.get(f"{base}/health").json().get("udp", {}).get(
                     "sessions", 0) > 0, 30, "listen did not register")
                 # The daemon is up once a sensor has asked MangaDex something.

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from mangasync_pipeline.config import ConfigError, Settings
+from mangasync_pipeline.config import ConfigError, Settings, without_password
 from mangasync_pipeline.db.migrate import SchemaError
 
 # Subcommands live beside the code they drive and are imported only when used, so that
@@ -79,6 +79,27 @@ def migrate() -> None:
         click.echo(f"{where}: schema upgraded from {before or 'empty'} to {after}")
 
 
+def unreachable_database(exc: BaseException) -> str | None:
+    """One line for an error that means the database cannot be reached (else None): which
+    database, without its password, and why, without the traceback."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    if isinstance(exc, OperationalError | InterfaceError):
+        cause = exc.orig if exc.orig is not None else exc
+    elif type(exc).__module__.startswith("psycopg") and type(exc).__name__ == "OperationalError":
+        cause = exc  # (LISTEN connections use psycopg directly)
+    else:
+        return None
+    from mangasync_pipeline.db.engine import describe
+
+    try:
+        where = describe(Settings.from_env().database_url)
+    except (ConfigError, ValueError):
+        where = "the database"
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    return without_password(f"cannot reach {where}: {lines[0] if lines else type(cause).__name__}")
+
+
 def main(argv: list[str] | None = None) -> Any:
     try:
         return cli.main(args=argv, prog_name="mangasync", standalone_mode=False)
@@ -90,6 +111,12 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(exc.exit_code)
     except USER_ERRORS as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:
+        line = unreachable_database(exc)
+        if line is None:
+            raise
+        click.echo(f"error: {line}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

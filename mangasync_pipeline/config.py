@@ -62,18 +62,37 @@ def _port(name: str, value: str) -> int:
     return port
 
 
+def without_password(text: str) -> str:
+    """`text` with the password of any URL in it replaced by ***: for messages and logs."""
+    return re.sub(r"(:/*[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+
+
 def database_url(value: str) -> str:
     """`value` checked and given the psycopg 3 driver we ship with; where a URL is used, as
-    the raw variable can reach a resource through Dagster's EnvVar."""
+    the raw variable can reach a resource through Dagster's EnvVar. Errors never show the
+    password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    shown = without_password(value)
     if "://" not in value or not value.split("://", 1)[0]:
-        raise ConfigError(f"DATABASE_URL={value!r}: not a SQLAlchemy URL (sqlite:///... or "
+        # (Not echoed: what is not a URL may hold a password anywhere.)
+        raise ConfigError("DATABASE_URL is not a SQLAlchemy URL (sqlite:///... or "
                           "postgresql+psycopg://...)")
-    scheme = value.split("://", 1)[0].split("+", 1)[0]
+    scheme, _, driver = value.split("://", 1)[0].partition("+")
     if scheme not in ("sqlite", "postgresql", "postgres"):
-        raise ConfigError(f"DATABASE_URL={value!r}: only sqlite and postgresql are supported")
+        raise ConfigError(f"DATABASE_URL={shown!r}: only sqlite and postgresql are supported")
+    if driver not in ("", "pysqlite" if scheme == "sqlite" else "psycopg"):
+        raise ConfigError(f"DATABASE_URL={shown!r}: driver {driver!r} is not supported (leave "
+                          "it out, or use postgresql+psycopg://)")
     if scheme == "postgres" or value.startswith("postgresql://"):
         # Normalise to the psycopg 3 driver we ship with.
         value = "postgresql+psycopg://" + value.split("://", 1)[1]
+    try:
+        make_url(value).port  # noqa: B018 (parsed now: a bad port is a clear error here)
+    except (ArgumentError, ValueError) as exc:
+        reason = without_password(str(exc)).replace(value, shown)
+        raise ConfigError(f"DATABASE_URL={shown!r}: not a valid URL ({reason})") from None
     return value
 
 

@@ -114,9 +114,11 @@ def test_server_and_listen_commands_end_to_end(db_url: str, engine: Engine) -> N
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
-        listen = subprocess.Popen([*cmd, "listen", "--user", "reader", "--token", token],
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True)
+        listen = subprocess.Popen([*cmd, "listen", "--user", "reader"],
+                                  env={**env, "MANGASYNC_READER_TOKEN": token},
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # What `ps` shows every user of the machine holds no token.
+        assert token not in Path(f"/proc/{listen.pid}/cmdline").read_text()
         deadline = time.monotonic() + 10
         while httpx.get(f"{base}/health").json()["udp"]["sessions"] == 0:
             assert time.monotonic() < deadline, "listen did not register"
@@ -170,16 +172,20 @@ def _read_err_until(proc: subprocess.Popen[str], text: str, timeout: float) -> l
 
 
 def test_listen_says_when_no_server_answers_and_connects_once_one_does(
-        db_url: str, engine: Engine) -> None:
+        db_url: str, engine: Engine, tmp_path: Path) -> None:
     from mangasync_pipeline.notify.app import ServerHandle
     from mangasync_pipeline.notify.testing import fast_options, server_settings
 
     token = _run(db_url, "users", "add", "reader")[1].strip()
     udp_port = free_port(kind=socket.SOCK_DGRAM)
     env = {**os.environ, "DATABASE_URL": db_url, "MANGASYNC_UDP_PORT": str(udp_port)}
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
     listen = subprocess.Popen(
         [sys.executable, "-m", "mangasync_pipeline.cli", "listen", "--user", "reader",
-         "--token", token], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--token-file", str(token_file)], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
     try:
         started = time.monotonic()
         lines = _read_err_until(listen, "does not answer", 15)
@@ -211,3 +217,66 @@ def test_master_key_file_is_created_private_and_a_bad_key_is_one_line(
     assert result.exit_code == 1
     assert "MANGASYNC_SECRET_KEY" in result.stderr and "too-short" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+UNREACHABLE = "postgresql://postgres:hunter2secret@127.0.0.1:{port}/nope"
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("args", [
+    ["migrate"], ["users", "list"], ["initial-sync"], ["backfill", "--from", "2026-01-01"],
+    ["server"],
+])
+def test_an_unreachable_database_is_one_line_without_the_password(args: list[str]) -> None:
+    env = {**os.environ, "DATABASE_URL": UNREACHABLE.format(port=free_port()),
+           "MANGASYNC_HTTP_PORT": str(free_port()),
+           "MANGASYNC_UDP_PORT": str(free_port(kind=socket.SOCK_DGRAM))}
+    proc = subprocess.run([sys.executable, "-m", "mangasync_pipeline.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "cannot reach" in lines[0] and "127.0.0.1" in lines[0]
+    assert "hunter2secret" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://postgres:hunter2secret@127.0.0.1:notaport/db",
+    "postgresql+foo://postgres:hunter2secret@127.0.0.1/db",
+    "mysql://postgres:hunter2secret@127.0.0.1/db",
+    "postgresql:/postgres:hunter2secret@127.0.0.1/db",
+])
+def test_a_bad_database_url_is_one_line_without_the_password(url: str) -> None:
+    result = CliRunner().invoke(cli, ["migrate"], env={"DATABASE_URL": url})
+    assert result.exit_code == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "DATABASE_URL" in result.stderr and "hunter2secret" not in result.stderr
+
+
+def test_a_master_key_file_readable_by_others_is_refused_in_one_line(
+        db_url: str, tmp_path: Path) -> None:
+    key_file = tmp_path / "secret.key"
+    env = {"DATABASE_URL": db_url, "MANGASYNC_SECRET_KEY_FILE": str(key_file)}
+    assert CliRunner().invoke(cli, ["users", "add", "kim"], env=env).exit_code == 0
+    key_file.chmod(0o644)
+    result = CliRunner().invoke(cli, ["users", "add", "lee"], env=env)
+    assert result.exit_code == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "0644" in result.stderr and "chmod 600" in result.stderr
+    assert key_file.read_text() not in result.stderr
+
+
+def test_listen_takes_its_token_from_a_private_file_or_the_environment(
+        tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("the-readers-token\n")
+    token_file.chmod(0o640)
+    env = {"MANGASYNC_READER_TOKEN": ""}
+    result = CliRunner().invoke(cli, ["listen", "--user", "u", "--token-file", str(token_file)],
+                                env=env)
+    assert result.exit_code == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "0640" in result.stderr and "the-readers-token" not in result.stderr
+    result = CliRunner().invoke(cli, ["listen", "--user", "u"], env=env)
+    assert result.exit_code == 1
+    assert "MANGASYNC_READER_TOKEN" in result.stderr and "--token-file" in result.stderr

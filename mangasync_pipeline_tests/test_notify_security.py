@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -18,7 +20,13 @@ from mangasync_pipeline.db import tables as t
 from mangasync_pipeline.notify import protocol
 from mangasync_pipeline.notify.app import ServerHandle
 from mangasync_pipeline.notify.client import AuthFailed, NotificationClient
-from mangasync_pipeline.notify.testing import add_manga, fast_options, follow, server_settings
+from mangasync_pipeline.notify.testing import (
+    add_manga,
+    fast_options,
+    fetch_cookie,
+    follow,
+    server_settings,
+)
 from mangasync_pipeline.notify.users import add_user
 
 
@@ -59,7 +67,8 @@ def test_bad_registers_are_refused_alike_and_create_no_session(
         server: ServerHandle, engine: Engine) -> None:
     _, token = add_user(engine, "alice")
     sock = _raw(server)
-    good = protocol.register_message("alice", token)
+    cookie = fetch_cookie(sock)
+    good = protocol.register_message("alice", token, cookie=cookie)
     sock.send(protocol.encode(good))
     registered = _answer(sock)
     assert registered is not None and registered["type"] == "REGISTERED"
@@ -67,10 +76,12 @@ def test_bad_registers_are_refused_alike_and_create_no_session(
     attempts = {
         "replayed": good,
         "wrong signature": {**good, "nonce": "another-nonce-1", "sig": "0" * 64},
-        "stale timestamp": protocol.register_message("alice", token, ts=int(time.time()) - 120),
-        "future timestamp": protocol.register_message("alice", token, ts=int(time.time()) + 90),
-        "unknown user": protocol.register_message("mallory", token),
-        "wrong token": protocol.register_message("alice", "not-the-token"),
+        "stale timestamp": protocol.register_message("alice", token, ts=int(time.time()) - 120,
+                                                     cookie=cookie),
+        "future timestamp": protocol.register_message("alice", token, ts=int(time.time()) + 90,
+                                                      cookie=cookie),
+        "unknown user": protocol.register_message("mallory", token, cookie=cookie),
+        "wrong token": protocol.register_message("alice", "not-the-token", cookie=cookie),
     }
     for why, msg in attempts.items():
         time.sleep(0.06)  # one ERROR per address per error_interval
@@ -166,12 +177,12 @@ def _socket_from(source: str, server: ServerHandle) -> socket.socket:
 
 def test_guesses_from_rotating_ports_stay_under_the_backoff_limit(
         db_url: str, engine: Engine) -> None:
-    """Failures count per source IP, whatever the port, and each one past the limit doubles
-    the time the IP is ignored."""
+    """Failures count per (source IP, user), whatever the port, and each one past the limit
+    doubles the time that pair is ignored; the same user from another address is not."""
     _, token = add_user(engine, "eve")
     limit, base = 3, 0.2
     options = fast_options(failed_register_limit=limit, backoff_base=base, error_interval=0.0,
-                           failed_user_limit=10_000)
+                           source_refusal_limit=10_000)
     with ServerHandle(server_settings(db_url), options) as server:
 
         def checked() -> int:  # REGISTERs whose signature the server checked and refused
@@ -182,13 +193,31 @@ def test_guesses_from_rotating_ports_stay_under_the_backoff_limit(
         sent = 0
         while time.monotonic() - started < 3.0:
             with _socket_from("127.0.0.2", server) as sock:  # a new port for every guess
-                sock.send(protocol.encode(protocol.register_message("eve", f"guess-{sent}")))
+                sock.send(protocol.encode(protocol.register_message(
+                    "eve", f"guess-{sent}", cookie=fetch_cookie(sock))))
                 sent += 1
             time.sleep(0.002)
         elapsed = time.monotonic() - started
-        # While the guesses go on, even the right token from that IP is ignored.
+        # While the guesses go on, even the right token from that IP is ignored (sent while
+        # the pair is blocked for a while yet: a guess each moment it is not).
+        user_id = server.call(lambda s: s.udp.directory.readers["eve"].id)
+
+        def blocked_for() -> float:
+            def left(s: Any) -> float:
+                record = s.udp.failed_pairs.records.get(("127.0.0.2", user_id))
+                return record.blocked_until - time.monotonic() if record else 0.0
+            return server.call(left)
+
+        deadline = time.monotonic() + 10
+        while blocked_for() < 1.0:
+            assert time.monotonic() < deadline, "the pair is never blocked"
+            with _socket_from("127.0.0.2", server) as sock:
+                sock.send(protocol.encode(protocol.register_message(
+                    "eve", "one-more-guess", cookie=fetch_cookie(sock))))
+            time.sleep(0.05)
         with _socket_from("127.0.0.2", server) as sock:
-            sock.send(protocol.encode(protocol.register_message("eve", token)))
+            sock.send(protocol.encode(protocol.register_message("eve", token,
+                                                                cookie=fetch_cookie(sock))))
             assert _answer(sock, 0.3) is None
         deadline = time.monotonic() + 5  # refusals wait for at most one re-read of eve
         while server.call(lambda s: s.udp._pending_registers if s.udp else 0) and \
@@ -258,27 +287,32 @@ def test_a_captured_register_is_refused_after_a_restart_and_by_another_server(
         db_url: str, engine: Engine) -> None:
     user_id, token = _with_unread(engine, 10)
     options = fast_options(ack_timeout=5.0)
-    captured = protocol.encode(protocol.register_message("victim", token))
+    captured = protocol.register_message("victim", token)
+
+    def with_cookie(msg: dict, sock: socket.socket) -> bytes:
+        # The cookie is outside the signature: an attacker adds the one of its own address.
+        return protocol.encode({**msg, "cookie": fetch_cookie(sock)})
+
     with ServerHandle(server_settings(db_url), options) as first, _raw(first) as sock:
-        sock.send(captured)
+        sock.send(with_cookie(captured, sock))
         answer = _answer(sock)
         assert answer is not None and answer["type"] == "REGISTERED"
     # After a restart, from another port and another address.
     with ServerHandle(server_settings(db_url), options) as second, \
             _socket_from("127.0.0.2", second) as attacker:
-        attacker.send(captured)
+        attacker.send(with_cookie(captured, attacker))
         assert _answer(attacker) == {"type": "ERROR", "code": "AUTH_FAILED"}
         assert _sessions(second) == 0
     # Two servers on the same database: what one accepted, the other refuses.
-    fresh = protocol.encode(protocol.register_message("victim", token))
+    fresh = protocol.register_message("victim", token)
     with ServerHandle(server_settings(db_url), options) as a, \
             ServerHandle(server_settings(db_url), options) as b:
         with _raw(a) as sock:
-            sock.send(fresh)
+            sock.send(with_cookie(fresh, sock))
             answer = _answer(sock)
             assert answer is not None and answer["type"] == "REGISTERED"
         with _socket_from("127.0.0.2", b) as attacker:
-            attacker.send(fresh)
+            attacker.send(with_cookie(fresh, attacker))
             assert _answer(attacker) == {"type": "ERROR", "code": "AUTH_FAILED"}
             attacker.send(protocol.encode({"type": "ACK", "session": "x", "ids": [1]}))
         assert _sessions(b) == 0
@@ -304,28 +338,27 @@ def test_used_nonces_are_purged_once_their_window_has_passed(db_url: str,
         assert nonces() == 0
 
 
-def test_a_spoofed_register_gets_the_victim_at_most_three_times_its_bytes(
+def test_a_spoofed_register_gets_the_victim_one_shorter_datagram_and_opens_nothing(
         db_url: str, engine: Engine) -> None:
     """A REGISTER signed with the attacker's own token but carrying the victim's source
-    address: the victim, who never answers, gets the REGISTERED and nothing of the backlog."""
+    address: the victim, who never answers, gets one RETRY shorter than the REGISTER, and no
+    session is opened (the attacker cannot see the cookie)."""
     user_id, token = _with_unread(engine, 10)  # the attacker's own account and backlog
     with ServerHandle(server_settings(db_url), fast_options(ack_timeout=0.2)) as server, \
             _socket_from("127.0.0.2", server) as victim:
-        register = protocol.encode(protocol.register_message("victim", token))
+        register = protocol.encode(protocol.register_message("victim", token,
+                                                             cookie="a" + "A" * 20))
         victim.send(register)  # as if from the victim: the victim's socket never answers
         received: list[bytes] = []
         victim.settimeout(0.2)
-        deadline = time.monotonic() + 4  # the session ends after 3 heartbeats of silence
+        deadline = time.monotonic() + 2
         while time.monotonic() < deadline:
-            try:
+            with contextlib.suppress(TimeoutError):
                 received.append(victim.recv(2000))
-            except TimeoutError:
-                if _sessions(server) == 0:
-                    break
         assert _sessions(server) == 0
         kinds = [protocol.decode(d)["type"] for d in received]  # type: ignore[index]
-        assert kinds == ["REGISTERED"]
-        assert sum(map(len, received)) <= 3 * len(register)
+        assert kinds == ["RETRY"]
+        assert len(received[0]) < len(register)
     assert _unread(engine, user_id) == 10
 
 

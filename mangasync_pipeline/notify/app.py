@@ -21,12 +21,14 @@ from typing import Any, TypeVar
 
 import uvicorn
 from sqlalchemy import Engine
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from mangasync_pipeline.config import Settings, check_public_bind
 from mangasync_pipeline.db.engine import make_engine
 from mangasync_pipeline.db.migrate import check_schema
 from mangasync_pipeline.notify import pubsub
 from mangasync_pipeline.notify.http_api import ServerContext, create_app
+from mangasync_pipeline.notify.http_guard import guarded
 from mangasync_pipeline.notify.metrics import NotifyMetrics
 from mangasync_pipeline.notify.options import ServerOptions
 from mangasync_pipeline.notify.store import NotifyStore
@@ -98,7 +100,10 @@ class NotifyServer:
         self._ctx = ctx
         config = uvicorn.Config(create_app(ctx), log_level="warning", access_log=False,
                                 lifespan="off", timeout_graceful_shutdown=5,
-                                timeout_keep_alive=int(self.options.http_keep_alive))
+                                timeout_keep_alive=int(self.options.http_keep_alive),
+                                http=guarded(AutoHTTPProtocol,
+                                             per_client=self.options.http_connections_per_client,
+                                             header_timeout=self.options.http_header_timeout))
         self._uvicorn = _Uvicorn(config)
         self._http_task = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
         while not self._uvicorn.started:

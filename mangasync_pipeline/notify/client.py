@@ -42,12 +42,13 @@ def format_notification(msg: dict[str, Any]) -> str:
 
 class NotificationClient:
     def __init__(self, host: str, port: int, user: str, token: str, *,
-                 drop_rate: float = 0.0, seed: int | None = None,
+                 drop_rate: float = 0.0, send_drop_rate: float = 0.0, seed: int | None = None,
                  register_timeout: float = 3.0, source: str | None = None) -> None:
         self.server = (host, port)
         self.user = user
         self.token = token
-        self.drop_rate = drop_rate
+        self.drop_rate = drop_rate  # simulated loss of incoming datagrams
+        self.send_drop_rate = send_drop_rate  # and of outgoing ones
         self.rng = random.Random(seed)
         self.register_timeout = register_timeout
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -56,6 +57,7 @@ class NotificationClient:
             self.sock.bind((source, 0))
         self.sock.connect(self.server)
         self.session: str | None = None
+        self.cookie: str | None = None  # the server's proof that this address receives
         self._unacked: set[int] = set()
         self.heartbeat = 30.0
         self.unread_at_register = 0
@@ -75,6 +77,8 @@ class NotificationClient:
     # --- raw I/O --------------------------------------------------------------------------
 
     def send(self, msg: dict[str, Any]) -> None:
+        if self.send_drop_rate and self.rng.random() < self.send_drop_rate:
+            return
         self.sock.send(protocol.encode(msg))
 
     def send_raw(self, data: bytes) -> None:
@@ -104,19 +108,32 @@ class NotificationClient:
 
     # --- protocol -------------------------------------------------------------------------
 
+    def register_message(self) -> dict[str, Any]:
+        return protocol.register_message(self.user, self.token, cookie=self.cookie)
+
     def register(self, timeout: float | None = None, attempts: int = 5) -> dict[str, Any]:
-        """REGISTER until REGISTERED; notifications that arrive meanwhile are handled."""
+        """REGISTER until REGISTERED; notifications that arrive meanwhile are handled.
+
+        A server that has no proof yet that this address receives answers RETRY with a
+        cookie: the REGISTER goes again at once with it (not counted as an attempt)."""
         timeout = self.register_timeout if timeout is None else timeout
         # Pushes that arrive before REGISTERED belong to the new session: ACK them under it
         # once it is known, not under the old one (ignored) or not at all (they stay unread).
         self.session = None
         for _ in range(attempts):
-            self.send(protocol.register_message(self.user, self.token))
+            self.send(self.register_message())
+            retries = 0
             deadline = time.monotonic() + timeout
             while (left := deadline - time.monotonic()) > 0:
                 msg = self.recv(left)
                 if msg is None:
                     break
+                if msg["type"] == "RETRY" and isinstance(msg.get("cookie"), str):
+                    if retries < 3:  # a stale cookie is answered with a new one, once
+                        retries += 1
+                        self.cookie = msg["cookie"]
+                        self.send(self.register_message())
+                    continue
                 if msg["type"] == "REGISTERED":
                     self.session = str(msg["session"])
                     self.heartbeat = float(msg.get("heartbeat", 30))

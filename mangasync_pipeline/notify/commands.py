@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -40,7 +42,10 @@ def _engine() -> Engine:
               help="Seconds announced to clients; sessions end after 3 x this without traffic.")
 @click.option("--send-budget", type=click.IntRange(min=1), default=30, show_default=True,
               help="Notifications pushed per user per minute; the rest follow at this pace.")
-def server(heartbeat: float, send_budget: int) -> None:
+@click.option("--max-sessions-per-user", type=click.IntRange(min=1), default=16,
+              show_default=True,
+              help="Devices a user may have registered at once; a new one ends the oldest.")
+def server(heartbeat: float, send_budget: int, max_sessions_per_user: int) -> None:
     """Run the notification server: HTTP triggers and API, and UDP push."""
     from mangasync_pipeline.notify.app import run_server
     from mangasync_pipeline.notify.options import ServerOptions
@@ -53,6 +58,7 @@ def server(heartbeat: float, send_budget: int) -> None:
         raise click.ClickException(str(exc)) from None
     try:
         run_server(settings, ServerOptions(heartbeat=heartbeat, send_budget=send_budget,
+                                           max_sessions_per_user=max_sessions_per_user,
                                            secret_key=key))
     except (SchemaError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -71,16 +77,50 @@ def _interrupt(_sig: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+TOKEN_ENV = "MANGASYNC_READER_TOKEN"
+
+
+def _reader_token(token: str | None, token_file: Path | None) -> str:
+    """The reader's token: from a file (owner-only), the environment or, discouraged because
+    `ps` shows it to every user of the machine, the command line."""
+    from mangasync_pipeline.notify.tokens import read_private_file
+
+    if token_file is not None:
+        try:
+            value = read_private_file(token_file, "--token-file").strip()
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+        if not value:
+            raise click.ClickException(f"--token-file={str(token_file)!r} is empty")
+        return value
+    if token:
+        click.echo(f"warning: a token on the command line is visible to every user of this "
+                   f"machine (ps); prefer {TOKEN_ENV} or --token-file", err=True)
+        return token
+    value = os.environ.get(TOKEN_ENV, "").strip()
+    if not value:
+        raise click.ClickException(f"no token: set {TOKEN_ENV}, or give --token-file PATH "
+                                   "(the token printed by `mangasync users add`)")
+    return value
+
+
 @click.command()
 @click.option("--user", "-u", required=True, help="Username (see `mangasync users add`).")
-@click.option("--token", "-t", required=True, help="The token printed by `mangasync users add`.")
+@click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="A file (mode 0600) holding the token printed by `mangasync users add`.")
+@click.option("--token", "-t", default=None,
+              help=f"The token itself; visible to others in `ps`: prefer {TOKEN_ENV} or "
+                   "--token-file.")
 @click.option("--server", "host", default=None, help="Server host [MANGASYNC_BIND or 127.0.0.1].")
 @click.option("--udp-port", type=click.IntRange(1, 65535), default=None,
               help="Server UDP port [MANGASYNC_UDP_PORT or 9091].")
-def listen(user: str, token: str, host: str | None, udp_port: int | None) -> None:
-    """Print notifications as they arrive (Ctrl-C to stop)."""
+def listen(user: str, token_file: Path | None, token: str | None, host: str | None,
+           udp_port: int | None) -> None:
+    """Print notifications as they arrive (Ctrl-C to stop). The token comes from
+    --token-file, else MANGASYNC_READER_TOKEN."""
     from mangasync_pipeline.notify.client import AuthFailed, NotificationClient
 
+    token = _reader_token(token, token_file)
     settings = _settings()
     host = host or settings.bind
     port = udp_port or settings.udp_port
@@ -93,7 +133,7 @@ def listen(user: str, token: str, host: str | None, udp_port: int | None) -> Non
         _listen_loop(client, f"{host}:{port}")
     except AuthFailed:
         raise click.ClickException(
-            f"server {host}:{port} refused user {user!r}: check --user and --token, "
+            f"server {host}:{port} refused user {user!r}: check --user and the token, "
             "and that this machine's clock is right") from None
     except KeyboardInterrupt:
         client.unregister(timeout=0.5)

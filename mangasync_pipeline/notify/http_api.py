@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException
 
 from mangasync_pipeline.config import Settings
 from mangasync_pipeline.notify import sync_requests, triggers
@@ -78,7 +79,7 @@ def _body_limit(path: str) -> int:
 
 
 def create_app(ctx: ServerContext) -> Gate:
-    app = FastAPI(title="MangaHub notification server", version="2")
+    app = FastAPI(title="MangaHub notification server", version="3")
     status = ctx.database = DatabaseStatus(ctx.run_db, ctx.store.ping)
 
     @app.exception_handler(RequestValidationError)
@@ -87,6 +88,16 @@ def create_app(ctx: ServerContext) -> Gate:
         if kind is not None:
             ctx.metrics.triggers.labels(kind, "400").inc()
         return _error(400, triggers.error_line(list(exc.errors()), skip=1))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # Unknown paths, wrong methods: the documented {"error": ...}, not {"detail": ...}.
+        return _error(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
+        return _error(500, "internal error; the server's log has the details")
 
     statistics = StatisticsRefresh(ctx.store, ctx.run_db)
 
@@ -253,6 +264,8 @@ def create_app(ctx: ServerContext) -> Gate:
              summary="A manual sync request: its status and its Dagster run id once launched",
              responses={404: _doc("no such request"), 503: _ERRORS[503]})
     async def sync_request(request_id: int) -> JSONResponse:
+        if not 0 < request_id <= triggers.MAX_ID:
+            return _error(404, f"no manual sync request {request_id}")
         try:
             found = await status.call(sync_requests.get, ctx.store.engine, request_id)
         except DatabaseDown as exc:

@@ -11,21 +11,24 @@ class ServerOptions:
     ack_timeout: float = 2.0  # CoAP ACK_TIMEOUT: first retransmission after [2, 3] s
     ack_random_factor: float = 1.5
     max_retransmit: int = 4
-    # A notification whose retries ran out goes again on the session's next PING, then at
-    # most once per backoff (doubling from one heartbeat up to this).
-    redeliver_backoff_max: float = 600.0
     send_budget: int = 30  # notifications per user per budget_window
     budget_window: float = 60.0
     register_window: float = 60.0  # |now - ts| allowed in REGISTER
     nonce_ttl: float = 120.0
-    # Failed REGISTERs, per source IP (any port) and per user: after the limit, each further
-    # failure blocks for backoff_base x 2^n seconds, at most backoff_max.
+    # REGISTERs are checked only from addresses that proved they receive (a cookie, valid for
+    # cookie_period to twice that). Failed ones count per (source IP, user): after the limit,
+    # each further failure blocks that pair for backoff_base x 2^n seconds, at most
+    # backoff_max. A source's own refusals (over its share of the budget, blocked pairs,
+    # malformed REGISTERs) count against that source, with source_refusal_limit.
+    cookie_period: float = 30.0
     failed_register_limit: int = 10
-    failed_user_limit: int = 20
+    source_refusal_limit: int = 50
     backoff_base: float = 1.0
     backoff_max: float = 300.0
-    failed_register_window: float = 600.0  # a source or user is forgotten after this quiet
-    register_budget: float = 5000.0  # REGISTERs checked per second, all sources together
+    failed_register_window: float = 600.0  # a source or pair is forgotten after this quiet
+    # REGISTERs checked per second, all sources together, shared fairly by source IP.
+    register_budget: float = 5000.0
+    max_sessions_per_user: int = 16  # devices at once; a new one ends the oldest
     user_misses: float = 20.0  # lookups per second of names not in the in-memory users table
     users_refresh: float = 5.0  # seconds between re-reads of the users table
     register_batch_delay: float = 0.005  # REGISTERs gathered into one database statement
@@ -38,4 +41,8 @@ class ServerOptions:
     # Longer than any client keeps an idle connection (httpx: 5 s): the client must be the one
     # to close it, or a request sent as the server closes is lost with a ReadError.
     http_keep_alive: float = 75.0
+    # Slow or piled-up clients: connections one address may hold, and the seconds a request's
+    # headers may take (from the connection, or from the first byte of the next request).
+    http_connections_per_client: int = 128
+    http_header_timeout: float = 10.0
     secret_key: bytes | None = None  # the master key; None: from the settings (tokens.py)

@@ -1,4 +1,4 @@
-"""Wire format of the MangaHub notification protocol, version 2 (PROTOCOL.md).
+"""Wire format of the MangaHub notification protocol, version 3 (PROTOCOL.md).
 
 Shared by the server, the `listen` client, tests and the benchmark, so that both ends agree on
 signing, size limits and field names.
@@ -6,6 +6,7 @@ signing, size limits and field names.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -13,7 +14,7 @@ import secrets
 import time
 from typing import Any
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 MAX_DATAGRAM = 1200
 ELLIPSIS = "…"
 
@@ -41,11 +42,47 @@ def signature_matches(token: str, user: str, ts: int, nonce: str, sig: str) -> b
 
 
 def register_message(user: str, token: str, *, ts: int | None = None,
-                     nonce: str | None = None) -> dict[str, Any]:
+                     nonce: str | None = None, cookie: str | None = None) -> dict[str, Any]:
     ts = int(time.time()) if ts is None else ts
     nonce = secrets.token_urlsafe(16) if nonce is None else nonce
-    return {"type": "REGISTER", "user": user, "ts": ts, "nonce": nonce,
-            "sig": sign_register(token, user, ts, nonce)}
+    msg: dict[str, Any] = {"type": "REGISTER", "user": user, "ts": ts, "nonce": nonce,
+                           "sig": sign_register(token, user, ts, nonce)}
+    if cookie is not None:
+        msg["cookie"] = cookie
+    return msg
+
+
+COOKIE_PERIOD = 30  # seconds: a cookie is accepted in its period and the next one
+
+
+class RegisterCookies:
+    """Stateless proof that an address receives (QUIC Retry, DTLS HelloVerifyRequest).
+
+    A cookie is an HMAC of the address, port and time period under a key derived from the
+    server's master key (so every server sharing that key accepts it), led by the period's
+    parity so that checking one costs a single HMAC and no memory: a REGISTER from a forged
+    source address never gets further.
+    """
+
+    def __init__(self, key: bytes, period: float = COOKIE_PERIOD) -> None:
+        self.key = hmac.digest(key, b"mangasync register cookie", "sha256")
+        self.period = period
+
+    def _cookie(self, addr: tuple[str, int], slot: int) -> str:
+        mac = hmac.digest(self.key, f"{slot}|{addr[0]}|{addr[1]}".encode(), "sha256")
+        return "ab"[slot % 2] + base64.urlsafe_b64encode(mac[:15]).decode("ascii")
+
+    def issue(self, addr: tuple[str, int], now: float | None = None) -> str:
+        return self._cookie(addr, int((time.time() if now is None else now) // self.period))
+
+    def valid(self, cookie: Any, addr: tuple[str, int], now: float | None = None) -> bool:
+        if not isinstance(cookie, str) or len(cookie) != 21 or cookie[0] not in "ab":
+            return False
+        slot = int((time.time() if now is None else now) // self.period)
+        if "ab"[slot % 2] != cookie[0]:
+            slot -= 1  # issued in the previous period
+        return hmac.compare_digest(cookie.encode("ascii", "replace"),
+                                   self._cookie(addr, slot).encode("ascii"))
 
 
 def _dump(msg: dict[str, Any]) -> bytes:

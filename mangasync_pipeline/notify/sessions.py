@@ -21,6 +21,7 @@ class Inflight:
     id: int
     data: bytes
     timeout: float
+    sent_at: float  # monotonic time of the last send
     attempts: int = 0
 
 
@@ -47,10 +48,9 @@ class Session:
     validated: bool = False
     bytes_in: int = 0
     bytes_out: int = 0
-    # Pushes whose retries ran out: sent again on a PING, at most once per backoff.
+    # Pushes whose retries ran out: sent again on the session's next PING.
     stranded: dict[int, bytes] = field(default_factory=dict)
-    redeliver_at: float = 0.0
-    redeliver_backoff: float = 0.0
+    redeliver_at: float = 0.0  # no resends on PING before this (a PING flood gets no more)
 
     @property
     def short(self) -> str:
@@ -70,6 +70,7 @@ class PushSlice:
     timeout drawn for all of them, their deadlines armed and their count taken at once."""
 
     timeout: float
+    at: float  # when they are sent
     due: list[tuple[Session, Inflight]] = field(default_factory=list)
 
 

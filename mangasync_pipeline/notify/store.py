@@ -83,6 +83,17 @@ class _PgRow:
     trigger_id: int
     id: int | None
     user_id: int | None
+    same_as: int | None = None  # a reader left out: the notification they already have
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """What one trigger stored: its id, its notifications (id, user_id) and the readers it
+    left out, each with the identical notification they got within the hour."""
+
+    trigger_id: int | None
+    rows: list[Any]
+    suppressed: list[tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -103,9 +114,19 @@ _NOTICE_COLS = (t.notifications.c.id, t.notifications.c.user_id, t.notifications
                 t.notifications.c.label)
 
 
+# A notification is suppressed only when the same reader got the very same thing within the
+# hour: same type, manga, chapter number and label, title and message (the language and the
+# chapter title are part of the message). Triggers with a dedup_key are deduplicated by that
+# key alone, and a chapter without a number carries nothing that tells two of them apart: for
+# those nothing is suppressed (a reader seeing one twice loses less than one never seen).
+_PG_SAME = """n.user_id = u.id AND n.type = p.type AND n.manga_id = p.manga_id AND {chapter}
+  AND n.label IS NOT DISTINCT FROM p.label AND n.title = p.title
+  AND n.message IS NOT DISTINCT FROM p.message AND n.created_at > p.since"""
 _PG_TRIGGER = """
 WITH p AS (SELECT CAST(:manga_id AS bigint) AS manga_id, CAST(:type AS varchar) AS type,
-                  CAST(:chapter AS varchar) AS chapter, CAST(:now AS timestamptz) AS now),
+                  CAST(:chapter AS varchar) AS chapter, CAST(:label AS varchar) AS label,
+                  CAST(:title AS text) AS title, CAST(:message AS text) AS message,
+                  CAST(:now AS timestamptz) AS now, CAST(:since AS timestamptz) AS since),
 m AS (SELECT manga.id FROM manga, p WHERE manga.id = p.manga_id),
 tr AS (
   INSERT INTO notification_triggers (dedup_key, type, manga_id, payload, created_at)
@@ -114,25 +135,55 @@ tr AS (
 ins AS (
   INSERT INTO notifications (user_id, type, manga_id, chapter, label, title, message, read,
                              created_at, trigger_id)
-  SELECT u.id, p.type, p.manga_id, p.chapter, CAST(:label AS varchar), CAST(:title AS text),
-         CAST(:message AS text), false, p.now, tr.id
+  SELECT u.id, p.type, p.manga_id, p.chapter, p.label, p.title, p.message, false, p.now, tr.id
   FROM tr CROSS JOIN p CROSS JOIN users u {library}
-  WHERE NOT EXISTS (SELECT 1 FROM notifications n
-                    WHERE n.user_id = u.id AND n.type = p.type AND n.manga_id = p.manga_id
-                      AND {chapter} AND n.created_at > CAST(:since AS timestamptz))
+  {fresh}
   RETURNING id, user_id)
-SELECT tr.id AS trigger_id, ins.id, ins.user_id FROM tr LEFT JOIN ins ON true ORDER BY ins.id
+SELECT tr.id AS trigger_id, ins.id, ins.user_id, CAST(NULL AS bigint) AS same_as
+FROM tr LEFT JOIN ins ON true
+{suppressed}
+ORDER BY 2
 """
+_PG_FRESH = "WHERE NOT EXISTS (SELECT 1 FROM notifications n WHERE {same})"
+# The readers left out, each with the notification they already have (a semi-join, then the
+# id only for the few rows it keeps).
+_PG_SUPPRESSED = """UNION ALL
+SELECT tr.id, NULL, u.id, (SELECT max(n.id) FROM notifications n WHERE {same})
+FROM tr CROSS JOIN p CROSS JOIN users u {library}
+WHERE EXISTS (SELECT 1 FROM notifications n WHERE {same})"""
 _PG_LIBRARY = "JOIN user_library l ON l.user_id = u.id AND l.manga_id = p.manga_id"
+# How a trigger is compared with the hour's notifications: not at all (a dedup_key, or an
+# unnumbered chapter), or by chapter number (or its absence) and what the reader sees.
+KEYED, NUMBERED, UNNUMBERED = "keyed", "numbered", "unnumbered"
+
+
+def _compare(kind: str, payload: dict[str, Any]) -> str:
+    if payload.get("dedup_key") is not None:
+        return KEYED
+    if payload.get("chapter") is not None:
+        return NUMBERED
+    return KEYED if kind == "NEW_CHAPTER" else UNNUMBERED
+
+
+def _pg_statement(broadcast: bool, compare: str) -> str:
+    library = "" if broadcast else _PG_LIBRARY
+    if compare == KEYED:
+        fresh = suppressed = ""
+    else:
+        same = _PG_SAME.format(chapter="n.chapter = p.chapter" if compare == NUMBERED
+                               else "n.chapter IS NULL")
+        fresh = _PG_FRESH.format(same=same)
+        suppressed = _PG_SUPPRESSED.format(same=same, library=library)
+    return _PG_TRIGGER.format(library=library, fresh=fresh, suppressed=suppressed)
+
+
 # One statement per trigger, built once: on a busy host each round trip to PostgreSQL costs
 # far more than the work it carries, and SQLAlchemy constructs rebuilt per call cost as much.
 # In psycopg's own placeholder style: a batch's statements go out in one pipeline, without
 # waiting for each answer.
 _PG_STATEMENTS = {
-    (broadcast, numbered): re.sub(r":(\w+)", r"%(\1)s", _PG_TRIGGER.format(
-        library="" if broadcast else _PG_LIBRARY,
-        chapter="n.chapter = p.chapter" if numbered else "n.chapter IS NULL"))
-    for broadcast in (True, False) for numbered in (True, False)
+    (broadcast, compare): re.sub(r":(\w+)", r"%(\1)s", _pg_statement(broadcast, compare))
+    for broadcast in (True, False) for compare in (KEYED, NUMBERED, UNNUMBERED)
 }
 _PG_FINISH_SQL = re.sub(r":(\w+)", r"%(\1)s", """
 WITH upd AS (
@@ -191,9 +242,10 @@ class NotifyStore:
             for index, (kind, payload) in enumerate(items):
                 manga_id = payload["manga_id"]
                 dedup_key = payload.get("dedup_key")
-                trigger_id, rows = None, []
+                trigger_id, rows, suppressed = None, [], []
                 if stored is not None:
-                    trigger_id, rows = stored[index]
+                    trigger_id, rows, suppressed = (stored[index].trigger_id, stored[index].rows,
+                                                    stored[index].suppressed)
                 elif known is not None and manga_id in known:
                     # ON CONFLICT waits for a concurrent holder of the key to commit, then
                     # skips: no IntegrityError, so one duplicate does not abort a batch.
@@ -204,8 +256,9 @@ class NotifyStore:
                         ).on_conflict_do_nothing(index_elements=["dedup_key"])
                         .returning(tr.c.id)).scalar()
                     if trigger_id is not None:
-                        rows = self._store_notifications(conn, int(trigger_id), kind, payload,
+                        done = self._store_notifications(conn, int(trigger_id), kind, payload,
                                                          now)
+                        rows, suppressed = done.rows, done.suppressed
                 if trigger_id is None:
                     earlier = None if dedup_key is None else conn.execute(
                         select(tr.c.id, tr.c.response).where(tr.c.dedup_key == dedup_key)
@@ -227,6 +280,11 @@ class NotifyStore:
                     response["notification_ids_summary"] = {
                         "count": len(ids), "first": ids[0], "last": ids[-1],
                         "listed": MAX_LISTED_IDS}
+                if suppressed:
+                    # Said per reader, so a caller never takes "0 recipients" for "nobody".
+                    response["suppressed"] = [{"user_id": u, "same_as": same_as}
+                                              for u, same_as in suppressed[:MAX_LISTED_IDS]]
+                    response["suppressed_count"] = len(suppressed)
                 fresh[int(trigger_id)] = response
                 notices = [
                     Notice(int(r.id), int(r.user_id), kind, manga_id, payload["title"],
@@ -255,10 +313,10 @@ class NotifyStore:
         return outcomes
 
     def _store_pg(self, conn: Connection, items: Sequence[tuple[str, dict[str, Any]]],
-                  now: datetime) -> list[tuple[int | None, list[Any]]]:
-        """Per trigger, (its id, its notifications): one statement each, all sent in one
-        pipeline. (None, []) when the manga is unknown or the dedup_key was used before;
-        statements run in order, so a later one sees what an earlier one stored."""
+                  now: datetime) -> list[_Stored]:
+        """Per trigger, what it stored: one statement each, all sent in one pipeline. No
+        trigger id when the manga is unknown or the dedup_key was used before; statements run
+        in order, so a later one sees what an earlier one stored."""
         raw = conn.connection.driver_connection
         assert raw is not None
         since = now - SUPPRESS_WINDOW
@@ -267,7 +325,7 @@ class NotifyStore:
             for kind, payload in items:
                 chapter = payload.get("chapter")
                 cursor = raw.cursor()
-                cursor.execute(_PG_STATEMENTS[kind == "NEW_MANGA", chapter is not None], {
+                cursor.execute(_PG_STATEMENTS[kind == "NEW_MANGA", _compare(kind, payload)], {
                     "manga_id": payload["manga_id"], "dedup_key": payload.get("dedup_key"),
                     "type": kind, "payload": json.dumps(payload), "now": now,
                     "chapter": chapter, "label": payload.get("label"),
@@ -275,39 +333,58 @@ class NotifyStore:
                     "since": since,
                 })
                 cursors.append(cursor)
-        out: list[tuple[int | None, list[Any]]] = []
+        out: list[_Stored] = []
         for cursor in cursors:
             result = [_PgRow(*row) for row in cursor.fetchall()]
             cursor.close()
-            out.append((result[0].trigger_id, [r for r in result if r.id is not None])
-                       if result else (None, []))
+            out.append(_Stored(result[0].trigger_id if result else None,
+                               [r for r in result if r.id is not None],
+                               sorted((int(r.user_id), int(r.same_as)) for r in result
+                                      if r.same_as is not None)))
         return out
 
     def _store_notifications(self, conn: Connection, trigger_id: int, kind: str,
-                             payload: dict[str, Any], now: datetime) -> list[Any]:
+                             payload: dict[str, Any], now: datetime) -> _Stored:
         n = t.notifications
         u = t.users
         manga_id = payload["manga_id"]
         chapter = payload.get("chapter")
-        recent = exists().where(
+        compare = _compare(kind, payload)
+        same = [
             n.c.user_id == u.c.id, n.c.type == kind, n.c.manga_id == manga_id,
             # `IS NOT DISTINCT FROM` cannot use an index on PostgreSQL; these can.
             n.c.chapter.is_(None) if chapter is None else n.c.chapter == chapter,
+            n.c.label.is_not_distinct_from(payload.get("label")),
+            n.c.title == payload["title"],
+            n.c.message.is_not_distinct_from(payload.get("message")),
             n.c.created_at > now - SUPPRESS_WINDOW,
-        )
+        ]
+
+        def recipients(query: Any) -> Any:
+            if kind == "NEW_MANGA":
+                return query
+            return query.join(t.user_library, and_(
+                t.user_library.c.user_id == u.c.id, t.user_library.c.manga_id == manga_id))
+
+        suppressed: list[tuple[int, int]] = []
         source = select(
             u.c.id, literal(kind), literal(manga_id), literal(chapter, n.c.chapter.type),
             literal(payload.get("label"), n.c.label.type),
             literal(payload["title"]), literal(payload.get("message"), n.c.message.type),
             literal(False), literal(now, n.c.created_at.type), literal(trigger_id),
-        ).where(~recent)
-        if kind != "NEW_MANGA":
-            source = source.join(t.user_library, and_(
-                t.user_library.c.user_id == u.c.id, t.user_library.c.manga_id == manga_id))
+        )
+        if compare != KEYED:
+            recent = exists().where(*same)
+            suppressed = sorted((int(r[0]), int(r[1])) for r in conn.execute(recipients(
+                select(u.c.id, select(func.max(n.c.id)).where(*same).scalar_subquery())
+                .where(recent))))
+            source = source.where(~recent)
         # One INSERT ... SELECT whatever the number of recipients.
-        return sorted(conn.execute(insert(n).from_select(
+        rows = sorted(conn.execute(insert(n).from_select(
             ["user_id", "type", "manga_id", "chapter", "label", "title", "message", "read",
-             "created_at", "trigger_id"], source).returning(n.c.id, n.c.user_id)).all())
+             "created_at", "trigger_id"], recipients(source)).returning(n.c.id, n.c.user_id)
+        ).all())
+        return _Stored(trigger_id, rows, suppressed)
 
     def refresh_statistics(self) -> int:
         """ANALYZE notifications (PostgreSQL); returns the planner's row count afterwards.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import time
 import uuid
 from dataclasses import replace
 
@@ -9,6 +11,7 @@ from sqlalchemy import Engine, insert
 
 from mangasync_pipeline.config import Settings, utcnow
 from mangasync_pipeline.db import tables as t
+from mangasync_pipeline.notify import protocol
 from mangasync_pipeline.notify.options import ServerOptions
 
 # Protocol timings shrunk about twentyfold, for tests that are not about the defaults.
@@ -55,3 +58,21 @@ def follow(engine: Engine, user_ids: list[int], manga_id: int) -> None:
     with engine.begin() as conn:
         conn.execute(insert(t.user_library), [
             {"user_id": u, "manga_id": manga_id, "added_at": utcnow()} for u in user_ids])
+
+
+def fetch_cookie(sock: socket.socket, timeout: float = 3.0) -> str:
+    """The server's REGISTER cookie for this connected socket's address, by the real round
+    trip: a REGISTER without one is answered RETRY (nothing else is checked)."""
+    deadline = time.monotonic() + timeout
+    while deadline - time.monotonic() > 0:
+        # Asked again after 0.3 s: the server sends one address one RETRY per 0.25 s.
+        sock.send(protocol.encode(protocol.register_message("cookie-please", "-")))
+        sock.settimeout(0.3)
+        try:
+            while True:
+                msg = protocol.decode(sock.recv(2000))
+                if msg is not None and msg["type"] == "RETRY":
+                    return str(msg["cookie"])
+        except TimeoutError:
+            continue
+    raise TimeoutError("no RETRY from the server")

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from mangasync_pipeline.config import ConfigError, Settings, decode_master_key
@@ -37,6 +38,22 @@ def _create_key_file(path: Path) -> None:
             tmp.unlink()
 
 
+def read_private_file(path: Path, name: str) -> str:
+    """The text of a file holding a secret, refused (one line, as ssh does for a private key)
+    when its mode lets anyone but its owner read or change it."""
+    try:
+        mode = path.stat().st_mode
+        if os.name == "posix" and mode & 0o077:
+            raise ConfigError(
+                f"{name}={str(path)!r}: readable or writable by others (mode "
+                f"{stat.S_IMODE(mode):04o}); run `chmod 600 {path}` (refused, as ssh refuses "
+                "such a private key)")
+        return path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{name}={str(path)!r}: cannot read it "
+                          f"({exc.strerror or exc})") from None
+
+
 def master_key(settings: Settings | None = None) -> bytes:
     """The server's master key: from the environment, else the key file (created if absent)."""
     settings = Settings.from_env() if settings is None else settings
@@ -45,11 +62,7 @@ def master_key(settings: Settings | None = None) -> bytes:
     path = Path(settings.secret_key_file)
     if not path.exists():
         _create_key_file(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"MANGASYNC_SECRET_KEY_FILE={str(path)!r}: cannot read it "
-                          f"({exc.strerror or exc})") from None
+    text = read_private_file(path, "MANGASYNC_SECRET_KEY_FILE")
     return decode_master_key(text, f"MANGASYNC_SECRET_KEY_FILE={str(path)!r}")
 
 

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from mangasync_pipeline.notify import protocol, pubsub
 from mangasync_pipeline.notify.directory import Reader, UserDirectory
-from mangasync_pipeline.notify.limits import FailureBackoff, TokenBucket
+from mangasync_pipeline.notify.limits import FailureBackoff, FairBudget, RefusalLog
 from mangasync_pipeline.notify.metrics import NotifyMetrics
 from mangasync_pipeline.notify.options import ServerOptions
 from mangasync_pipeline.notify.sessions import (
@@ -49,7 +49,9 @@ READ_BATCH = 256  # datagrams read per wake-up of the loop
 PUMP_BATCH = 256  # sessions pumped per callback before other callbacks get the loop
 RETRY_SLOTS = 40  # retransmission deadlines are grouped in slots of ack_timeout / this
 MAX_GC_PAUSE = 1.0  # seconds a burst of pushes may hold off the cyclic garbage collector
-MAX_GOOD_IPS = 8  # addresses remembered per user as having registered it
+RETRY_INTERVAL = 0.25  # seconds between two RETRYs to one address (a flood gets few)
+MAX_RETRIED = 100_000  # addresses remembered for that
+MAX_TS = 2**53  # a REGISTER's `ts` beyond this is malformed (and would not fit a float)
 
 
 @dataclass
@@ -82,14 +84,20 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.users: dict[int, UserState] = {}
         self.last_error: dict[Address, float] = {}
         backoff = (options.backoff_base, options.backoff_max, options.failed_register_window)
-        self.failed_ips: FailureBackoff[str] = FailureBackoff(options.failed_register_limit,
-                                                              *backoff)
-        self.failed_users: FailureBackoff[int] = FailureBackoff(options.failed_user_limit,
-                                                                *backoff)
-        self.good_ips: dict[int, deque[str]] = {}
-        self.register_budget = TokenBucket(options.register_budget, options.register_budget)
+        # Only after an address proved it receives (its cookie): so nobody can make the server
+        # block another address, nor another reader.
+        self.failed_pairs: FailureBackoff[tuple[str, int]] = FailureBackoff(
+            options.failed_register_limit, *backoff)
+        self.refused_sources: FailureBackoff[str] = FailureBackoff(
+            options.source_refusal_limit, *backoff)
+        self.register_budget = FairBudget(options.register_budget)
+        self.refusals = RefusalLog(log.info)
         self.addr_sessions: dict[Address, int] = {}
         key = options.secret_key if options.secret_key is not None else master_key()
+        self.cookies = protocol.RegisterCookies(key, options.cookie_period)
+        self._retried: dict[Address, float] = {}
+        self._retry_template = len(protocol.encode({"type": "RETRY",
+                                                    "cookie": self.cookies.issue(("", 0))}))
         self.directory = UserDirectory(
             store.engine.url.render_as_string(hide_password=False), key,
             refresh_every=options.users_refresh, misses_per_second=options.user_misses)
@@ -208,18 +216,22 @@ class UdpEndpoint(asyncio.DatagramProtocol):
     def _handle_safely(self, data: bytes, addr: Address) -> None:
         try:
             self._handle(data, addr)
-        except Exception:  # one bad datagram must never stop the endpoint
-            log.exception("datagram from %s could not be handled", _addr(addr))
+        except Exception as exc:  # one bad datagram must never stop the endpoint
+            self._reject("server_error")
+            log.debug("datagram from %s could not be handled", _addr(addr), exc_info=True)
+            self.refusals.note(addr[0], f"datagram could not be handled: "
+                               f"{type(exc).__name__}: {str(exc)[:200]}", time.monotonic())
 
     def _handle(self, data: bytes, addr: Address) -> None:
         now = time.monotonic()
-        if addr not in self.addr_sessions and self.failed_ips.blocked(addr[0], now):
-            # A flooding source costs a dict lookup, not a JSON parse.
+        if addr not in self.addr_sessions and self.refused_sources.blocked(addr[0], now):
+            # A flooding source (it proved its address) costs a dict lookup, not a JSON parse.
             self._reject("register_limited")
             return
         msg = protocol.decode(data)
         if msg is None:
             self._reject("malformed")
+            self.refusals.note(addr[0], "datagram refused: not a JSON object with a type", now)
             self._error(addr, "BAD_REQUEST", len(data), "not a JSON object with a type", now)
             return
         kind = msg["type"]
@@ -244,7 +256,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
                 self._validate(session)
         if kind == "PING":
             self._send_to(session, protocol.encode({"type": "PONG"}))
-            if session.stranded and now >= session.redeliver_at:
+            if session.validated and (session.stranded or session.inflight) \
+                    and now >= session.redeliver_at:
                 self._redeliver(session, now)
         elif kind == "UNREGISTER":
             self._close(session, "unregistered")
@@ -277,8 +290,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             known = False
             for other in devices:
                 other.inflight.pop(nid, None)  # its retransmission deadline then does nothing
-                if other.stranded.pop(nid, None) is not None:
-                    other.redeliver_backoff = 0.0
+                other.stranded.pop(nid, None)
                 known = known or nid in other.seen
             (self._known_acks if known else self._acks).append((session.user_id, nid))
         if ids:
@@ -290,16 +302,32 @@ class UdpEndpoint(asyncio.DatagramProtocol):
     def _on_register(self, msg: dict[str, Any], addr: Address, size: int, now: float) -> None:
         user, ts, nonce, sig = msg.get("user"), msg.get("ts"), msg.get("nonce"), msg.get("sig")
         ip = addr[0]
-        if self.failed_ips.blocked(ip, now):
+        if not self.cookies.valid(msg.get("cookie"), addr):
+            # The address has not proved it receives: it may be forged. Answer with a cookie
+            # (never longer than the REGISTER, at most one per address per RETRY_INTERVAL),
+            # and nothing else: no lookup, no counter.
+            self._reject("register_retry")
+            last = self._retried.get(addr)
+            if size >= self._retry_template and (last is None or now - last >= RETRY_INTERVAL):
+                if len(self._retried) >= MAX_RETRIED:
+                    self._retried.clear()
+                self._retried[addr] = now
+                self._send(protocol.encode({"type": "RETRY", "cookie": self.cookies.issue(addr)}),
+                           addr)
+            return
+        if self.refused_sources.blocked(ip, now):
             self._reject("register_limited")
-            return  # silently: the source keeps failing, whatever its port
-        if not self.register_budget.take(now):
-            self._reject("register_budget")
+            return  # silently: the source keeps flooding, whatever its port
+        if not self.register_budget.take(ip, now):
+            self._reject("register_budget")  # (counted against the source as debt)
             return
         if not (isinstance(user, str) and 0 < len(user) <= 64 and type(ts) is int
+                and -MAX_TS < ts < MAX_TS
                 and isinstance(nonce, str) and 8 <= len(nonce) <= 64
                 and isinstance(sig, str) and len(sig) <= 128):
-            self._register_failed(addr, size, now, "BAD_REQUEST", "malformed REGISTER")
+            self.refused_sources.fail(ip, now)
+            self._register_failed(addr, size, now, "BAD_REQUEST", "malformed REGISTER",
+                                  why="malformed REGISTER")
             return
         if abs(time.time() - ts) > self.opt.register_window:
             self._register_failed(addr, size, now, "AUTH_FAILED", None, user, "stale timestamp")
@@ -340,15 +368,17 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         if reader is None:
             self._register_failed(addr, size, now, "AUTH_FAILED", None, user, "unknown user")
             return
-        if (self.failed_users.blocked(reader.id, now)
-                and addr[0] not in self.good_ips.get(reader.id, ())):
+        pair = (addr[0], reader.id)
+        if not counted and self.failed_pairs.blocked(pair, now):  # (counted: checked before)
             self._reject("user_limited")
-            return  # guesses at this user from new sources wait out the backoff
+            # Guesses at this user from this source wait out the backoff; insisting meanwhile
+            # is the source's own refusal.
+            self.refused_sources.fail(addr[0], now)
+            return
         if reader.token is None or not protocol.signature_matches(reader.token, user, ts,
                                                                   nonce, sig):
             if not counted:  # counted now, so a re-read below never widens the limits
-                self.failed_ips.fail(addr[0], now)
-                self.failed_users.fail(reader.id, now)
+                self.failed_pairs.fail(pair, now)
             delay = (self.directory.recheck_delay(user, now)
                      if recheck and self._pending_registers < MAX_PENDING_REGISTERS else None)
             if delay is not None:
@@ -359,7 +389,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
                 return
             why = ("bad signature" if reader.token is not None else
                    "no token: run `mangasync users rotate-token` for this user")
-            self._register_failed(addr, size, now, "AUTH_FAILED", None, user, why, count=False)
+            self._register_failed(addr, size, now, "AUTH_FAILED", None, user, why)
             return
         self._accepting.append(_Accepted(reader, nonce, addr, size))
         if len(self._accepting) >= MAX_REGISTER_BATCH:
@@ -370,12 +400,12 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
     def _register_failed(self, addr: Address, size: int, now: float, code: str,
                          message: str | None, user: str | None = None,
-                         why: str | None = None, count: bool = True) -> None:
-        if count:
-            self.failed_ips.fail(addr[0], now)
+                         why: str | None = None) -> None:
         self.metrics.registers.labels(code.lower()).inc()
-        if user is not None:
-            log.info("REGISTER refused for user %r from %s: %s", user, _addr(addr), why)
+        if why is not None:
+            self.refusals.note(addr[0], f"REGISTER refused for user {user!r} from "
+                               f"{_addr(addr)}: {why}" if user is not None else
+                               f"REGISTER refused from {_addr(addr)}: {why}", now)
         self._error(addr, code, size, message, now)
 
     def _flush_accepting(self) -> None:
@@ -403,7 +433,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         for item in batch:
             key = (item.reader.id, item.nonce)
             if key not in fresh:
-                self.failed_users.fail(item.reader.id, now)
+                self.failed_pairs.fail((item.addr[0], item.reader.id), now)
                 self._register_failed(item.addr, item.size, now, "AUTH_FAILED", None,
                                       item.reader.username, "replayed nonce")
                 continue
@@ -418,7 +448,12 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             state = self.users[user_id] = UserState(
                 user_id, budget, budget / self.opt.budget_window, budget, now)
         for old in [s for s in state.sessions.values() if s.addr == addr]:
-            self._close(old, "replaced by a new REGISTER from the same address")
+            # (Quietly: a client registering in a loop would otherwise write a line each time.)
+            self._close(old, "replaced by a new REGISTER from the same address", quiet=True)
+        while len(state.sessions) >= self.opt.max_sessions_per_user:
+            oldest = next(iter(state.sessions.values()))  # (the dict is in REGISTER order)
+            self._close(oldest, f"the user's {self.opt.max_sessions_per_user + 1}th device "
+                                "registered", quiet=True)
         session = Session(secrets.token_urlsafe(18), user_id, item.reader.username, addr, now,
                           bytes_in=item.size)
         self.sessions[session.id] = session
@@ -437,9 +472,6 @@ class UdpEndpoint(asyncio.DatagramProtocol):
     def _validate(self, session: Session) -> None:
         """The address echoed the session id: it receives. Remember it; start the catch-up."""
         session.validated = True
-        good = self.good_ips.setdefault(session.user_id, deque(maxlen=MAX_GOOD_IPS))
-        if session.addr[0] not in good:
-            good.append(session.addr[0])
         self._validating.append(session)
         if self._validate_handle is None:
             # Gathered like REGISTERs: one query loads the first page of many sessions.
@@ -568,7 +600,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         """The first retransmission timeout is drawn from [ACK_TIMEOUT, ACK_TIMEOUT x
         ACK_RANDOM_FACTOR] (RFC 7252 4.8) once per slice of pushes rather than per push."""
         return PushSlice(self.rng.uniform(self.opt.ack_timeout,
-                                          self.opt.ack_timeout * self.opt.ack_random_factor))
+                                          self.opt.ack_timeout * self.opt.ack_random_factor),
+                         time.monotonic())
 
     def _arm(self, pushes: PushSlice) -> None:
         """Arm a slice's retransmissions and count its pushes, once for the whole slice."""
@@ -609,7 +642,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
     def _push_data(self, session: Session, nid: int, data: bytes, pushes: PushSlice) -> None:
         """Send; `_arm(pushes)` arms the retransmission and counts it."""
-        item = Inflight(nid, data, pushes.timeout)
+        item = Inflight(nid, data, pushes.timeout, pushes.at)
         session.inflight[nid] = item
         pushes.due.append((session, item))
         self._send(data, session.addr)
@@ -628,27 +661,43 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             return
         item.attempts += 1
         item.timeout *= 2
+        item.sent_at = time.monotonic()
         self._retries.add(item.timeout, due)
         self._send(item.data, session.addr)
         self.metrics.retransmitted.inc()
 
     def _redeliver(self, session: Session, now: float) -> None:
-        """The session is alive (it PINGed) but missed these: a new round of retries."""
-        hb = self.opt.heartbeat
-        ids = sorted(session.stranded)
-        # At most one send budget per round, oldest first; the rest go at the next PING.
-        batch, rest = ids[:self.opt.send_budget], ids[self.opt.send_budget:]
-        if rest:
-            session.redeliver_at = now
-        else:
-            session.redeliver_backoff = min(self.opt.redeliver_backoff_max,
-                                            max(hb, session.redeliver_backoff * 2))
-            session.redeliver_at = now + session.redeliver_backoff
-        log.info("%d notifications sent again to session %s of user %s", len(batch),
-                 session.short, session.user_id)
+        """The session is alive (it PINGed): what it has not acknowledged goes again now, with
+        its retransmissions starting over from the first timeout (one sent within the last
+        ACK timeout is not sent again yet, but its next retry comes a first timeout after
+        that send). Waiting out a backoff grown during the loss would hold back a reader
+        whose path plainly works again; a PING flood gets no more than one round per ACK
+        timeout."""
+        session.redeliver_at = now + self.opt.ack_timeout
         pushes = self._new_slice()
+        due: list[int] = []
+        for item in list(session.inflight.values()):
+            if now - item.sent_at >= self.opt.ack_timeout:
+                due.append(item.id)
+            elif item.attempts:
+                fresh = Inflight(item.id, item.data, pushes.timeout, item.sent_at)
+                session.inflight[item.id] = fresh  # the old deadline then does nothing
+                self._retries.add(max(0.0, item.sent_at + pushes.timeout - now),
+                                  (session, fresh))
+        # Then those whose retries ran out; at most one send budget per PING, oldest first
+        # (the rest at the next one).
+        due.sort()
+        budget = self.opt.send_budget
+        batch = due[:budget] + sorted(session.stranded)[:max(0, budget - len(due))]
+        if not batch:
+            return
+        log.debug("%d notifications sent again to session %s of user %s after its PING",
+                  len(batch), session.short, session.user_id)
         for nid in batch:
-            self._push_data(session, nid, session.stranded.pop(nid), pushes)
+            data = session.stranded.pop(nid, None)
+            if data is None:
+                data = session.inflight[nid].data
+            self._push_data(session, nid, data, pushes)
         self._arm(pushes)
 
     def remote_acks(self, pairs: Iterable[tuple[int, int]]) -> None:
@@ -704,8 +753,12 @@ class UdpEndpoint(asyncio.DatagramProtocol):
                 self._summary_at = now
             self.last_error = {a: at for a, at in self.last_error.items()
                                if now - at < self.opt.error_interval}
-            self.failed_ips.sweep(now)
-            self.failed_users.sweep(now)
+            self._retried = {a: at for a, at in self._retried.items()
+                             if now - at < RETRY_INTERVAL}
+            self.failed_pairs.sweep(now)
+            self.refused_sources.sweep(now)
+            if now - self.refusals.started >= self.refusals.period:
+                self.refusals.flush(now)
             for uid, state in list(self.users.items()):
                 state.wait_for_token(now)  # refills the bucket
                 if not state.sessions and state.tokens >= state.capacity:

@@ -121,7 +121,11 @@ def resolve_manga(conn: Connection, ref: str) -> MangaInfo:
     """A manga by local id, MangaDex UUID or slug."""
     m = t.manga
     ref = ref.strip()
-    if ref.isdigit() and int(ref) < 2**63:
+    if not ref or len(ref) > 200 or not ref.isprintable():
+        # (A NUL would reach PostgreSQL, which refuses it in text: a 500, not a "no manga".)
+        raise UnknownMangaRef(f"no manga {ref[:60]!r} in the catalogue (use a local id, a "
+                              "slug or a MangaDex id)")
+    if ref.isascii() and ref.isdigit() and int(ref) < 2**63:
         cond = m.c.id == int(ref)
     elif is_uuid(ref):
         cond = m.c.mangadex_id == ref.lower()

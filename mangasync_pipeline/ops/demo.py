@@ -222,9 +222,9 @@ def demo(workdir: Path, manga_count: int, seed: int, publish_every: float, poll_
         ]), err=True)
         listener = launcher.start(Service(
             "listen",
-            python_command("listen", "--user", DEMO_USER, "--token", token, "--server",
+            python_command("listen", "--user", DEMO_USER, "--server",
                            "127.0.0.1", "--udp-port", str(ports["udp"])),
-            env=env, output="inherit"))
+            env={**env, "MANGASYNC_READER_TOKEN": token}, output="inherit"))
         launcher.supervise(foreground=listener)
 
     try:

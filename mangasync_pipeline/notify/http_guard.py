@@ -1,0 +1,103 @@
+"""Limits on HTTP connections that uvicorn does not have: connections per client address and
+a deadline for a request's headers (slowloris).
+
+uvicorn offers `limit_concurrency` (one global count, answered 503 only after the connection
+is accepted and parsed) and `timeout_keep_alive` (reset by every byte received), so thousands
+of clients sending one header byte at a time held every file descriptor and `/health` went
+unanswered. Here the protocol class uvicorn would use is wrapped: a connection beyond its
+address's share, or beyond the process's total, is reset at once; one that has not completed a
+request's headers `header_timeout` seconds after it opened (or after the first byte of its next
+request) is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+from typing import Any
+
+from mangasync_pipeline.notify.limits import RefusalLog
+
+log = logging.getLogger("mangasync.notify.http")
+
+RESERVED_FDS = 256  # descriptors kept for the database, UDP, logs and the probes' connections
+
+
+def total_limit() -> int:
+    """Connections the process can hold and still open its database connections and files."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(64, soft - RESERVED_FDS)
+
+
+def guarded(protocol_class: type[Any], *, per_client: int, header_timeout: float,
+            total: int | None = None) -> type[Any]:
+    """`protocol_class` with per-address and total connection limits and a header deadline."""
+    open_by_host: dict[str, int] = {}
+    opened = [0]
+    most = total_limit() if total is None else total
+    refusals = RefusalLog(log.warning)
+
+    class Guarded(protocol_class):  # type: ignore[misc,valid-type]
+        _host: str | None = None
+        _deadline: asyncio.TimerHandle | None = None
+        _armed_cycle: Any = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            peer = transport.get_extra_info("peername")
+            host = str(peer[0]) if peer else ""
+            loop = asyncio.get_running_loop()
+            count = open_by_host.get(host, 0)
+            if count >= per_client or opened[0] >= most:
+                why = (f"{count} connections open from it" if count >= per_client else
+                       f"{opened[0]} connections open in all")
+                refusals.note(host, f"HTTP connection from {host} refused: {why}", loop.time())
+                transport.abort()  # a reset, at once: the descriptor is free again
+                return
+            self._host = host
+            open_by_host[host] = count + 1
+            opened[0] += 1
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._host is None:
+                return  # refused in connection_made: uvicorn never saw it
+            left = open_by_host.get(self._host, 1) - 1
+            if left > 0:
+                open_by_host[self._host] = left
+            else:
+                open_by_host.pop(self._host, None)
+            opened[0] -= 1
+            self._host = None
+            self._disarm()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            # The first bytes of a new request: its headers are due within the deadline.
+            if self._deadline is None and (self.cycle is None or self.cycle.response_complete):
+                self._arm()
+            super().data_received(data)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._armed_cycle = self.cycle
+            self._deadline = asyncio.get_running_loop().call_later(header_timeout,
+                                                                   self._expired)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expired(self) -> None:
+            self._deadline = None
+            if self.cycle is not self._armed_cycle:
+                return  # a request's headers arrived meanwhile
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.close()
+
+    Guarded.__name__ = f"Guarded{protocol_class.__name__}"
+    return Guarded

@@ -1,0 +1,120 @@
+"""HTTP under slow and piled-up clients, and hostile paths: `/health` and triggers keep
+answering, every error is the documented `{"error": ...}` with a 4xx."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from sqlalchemy import Engine
+
+from mangasync_pipeline.notify.app import ServerHandle
+from mangasync_pipeline.notify.testing import add_manga, fast_options, server_settings
+from mangasync_pipeline.ops.system import free_port
+
+SLOW_HEADER = b"GET /health HTTP/1.1\r\nHost: mangahub\r\nX-Slow: "  # never finished
+
+
+def _from(address: str, timeout: float = 3.0) -> httpx.Client:
+    """An HTTP client on another loopback address: not one of the slow clients."""
+    return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=timeout)
+
+
+def _slow_clients(port: int, count: int) -> list[socket.socket]:
+    held = []
+    for _ in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.settimeout(1.0)
+        try:
+            sock.connect(("127.0.0.1", port))
+            sock.send(SLOW_HEADER)
+        except OSError:
+            pass  # reset by the server: it keeps nothing of this one
+        held.append(sock)
+    return held
+
+
+def _limit_files() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+
+def test_health_and_triggers_answer_while_thousands_of_slow_clients_are_connected(
+        db_url: str, engine: Engine) -> None:
+    """The deployed command, with a file limit of 1,024: 3,000 connections that never finish
+    their headers (more than the process could hold) from one address."""
+    manga_id = add_manga(engine)
+    http_port, udp_port = free_port(), free_port(kind=socket.SOCK_DGRAM)
+    env = {**os.environ, "DATABASE_URL": db_url, "MANGASYNC_HTTP_PORT": str(http_port),
+           "MANGASYNC_UDP_PORT": str(udp_port), "PYTHONUNBUFFERED": "1"}
+    server = subprocess.Popen([sys.executable, "-m", "mangasync_pipeline.cli", "server"],
+                              env=env, stderr=subprocess.DEVNULL, preexec_fn=_limit_files)
+    held: list[socket.socket] = []
+    base = f"http://127.0.0.1:{http_port}"
+    try:
+        with _from("127.0.0.2", 1.0) as probe:
+            deadline = time.monotonic() + 30
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if probe.get(f"{base}/health").status_code == 200:
+                        break
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
+        held = _slow_clients(http_port, 3000)
+        with _from("127.0.0.2") as probe:
+            for _ in range(5):
+                started = time.monotonic()
+                assert probe.get(f"{base}/health").status_code == 200
+                assert time.monotonic() - started < 2.0
+            r = probe.post(f"{base}/notify/new-manga", json={"manga_id": manga_id,
+                                                              "title": "Still here"})
+            assert r.status_code == 202, r.text
+    finally:
+        for sock in held:
+            sock.close()
+        server.terminate()
+        server.wait(30)
+
+
+def test_headers_that_never_end_are_cut_off_and_idle_keep_alive_is_kept(
+        db_url: str) -> None:
+    options = fast_options(http_header_timeout=0.5)
+    with ServerHandle(server_settings(db_url), options) as server:
+        port = server.server.http_port
+        [slow] = _slow_clients(port, 1)
+        slow.settimeout(3.0)
+        started = time.monotonic()
+        assert slow.recv(100) == b""  # closed by the server
+        assert time.monotonic() - started < 2.0
+        slow.close()
+        with socket.create_connection(("127.0.0.1", port), timeout=3.0) as conn:
+            request = b"GET /health HTTP/1.1\r\nHost: mangahub\r\n\r\n"
+            for _ in range(2):  # idle between requests for longer than the header deadline
+                conn.send(request)
+                assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+                time.sleep(1.0)
+
+
+@pytest.mark.parametrize("method, path", [
+    ("GET", "/api/sync-requests/" + "9" * 30),
+    ("GET", "/api/sync-requests/-1"),
+    ("GET", "/api/sync-requests/abc"),
+    ("POST", "/api/manga/%00/sync"),
+    ("POST", "/api/manga/%C2%B2/sync"),
+    ("POST", "/api/manga/" + "x" * 300 + "/sync"),
+    ("GET", "/no/such/path"),
+    ("GET", "/notify/new-manga"),
+    ("DELETE", "/health"),
+])
+def test_hostile_paths_get_a_json_error_with_a_4xx(
+        server: ServerHandle, method: str, path: str) -> None:
+    r = httpx.request(method, f"{server.http_url}{path}")
+    assert 400 <= r.status_code < 500, r.text
+    body = r.json()
+    assert set(body) == {"error"} and isinstance(body["error"], str), body
