@@ -1,5 +1,6 @@
-"""Production files: no container engine runs here, so the compose file, the image recipe, the
-environment template and Dagster's instance config are checked for what a deployment needs."""
+"""Production files, checked for what a deployment needs without starting it: the compose file,
+the image recipe, the environment template, and Dagster's instance config on a real PostgreSQL.
+test_ops_compose_live.py runs the whole stack."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from dagster import DagsterInstance
+from dagster import DagsterInstance, job, op
 from dagster._core.instance.config import dagster_instance_config
 
 from mangasync_pipeline_tests.conftest import PG_ADMIN_DSN, _pg_admin
@@ -186,6 +187,24 @@ def test_production_instance_runs_on_postgresql(dagster_pg_env: str, tmp_path: P
         assert concurrency.run_queue_config.max_concurrent_runs == 8
         # The pool MangaDex steps use gets the default limit from PostgreSQL-backed storage.
         assert instance.event_log_storage.get_concurrency_info("mangadex").limit == 3
+
+        # A run is recorded and read back: writing its events is where dagster-postgres sent
+        # a parameterised NOTIFY that PostgreSQL refuses, when `postgresql://` meant psycopg 3.
+        result = _probe_job.execute_in_process(instance=instance)
+        assert result.success
+        stored = instance.get_run_by_id(result.run_id)
+        assert stored is not None and stored.is_success
+        assert instance.event_log_storage.get_maximum_record_id()
+
+
+@op
+def _probe() -> int:
+    return 1
+
+
+@job
+def _probe_job() -> None:
+    _probe()
 
 
 def test_embedded_dagster_yaml_is_valid_and_uses_sqlite(tmp_path: Path) -> None:
