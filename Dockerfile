@@ -16,11 +16,12 @@ WORKDIR /opt/dagster/app
 
 # Dependencies first, at the exact versions of requirements.lock (what scripts/test.sh tests),
 # so that a code or README change does not reinstall them: the package's metadata needs a
-# README, and an empty one does here.
+# README, and an empty one does here. The stand-in package's build/ goes too: setuptools would
+# otherwise keep its empty __init__.py over the real one, which is not newer.
 COPY pyproject.toml requirements.lock ./
 RUN mkdir -p mangasync_pipeline && touch mangasync_pipeline/__init__.py README.md \
     && pip install --constraint requirements.lock ".${EXTRAS:+[$EXTRAS]}" \
-    && pip uninstall -y mangasync
+    && pip uninstall -y mangasync && rm -rf build mangasync.egg-info
 
 COPY README.md ./
 COPY mangasync_pipeline ./mangasync_pipeline
