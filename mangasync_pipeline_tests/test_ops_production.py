@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,6 +126,12 @@ def test_env_example_lists_every_setting() -> None:
     assert documented["NEW_MANGA_POLL_INTERVAL"] == "5m"
     assert documented["CHAPTER_POLL_INTERVAL"] == "15m"
     assert documented["MANGASYNC_BIND"] == "127.0.0.1"
+
+
+def test_the_operators_env_file_is_never_committed_nor_built_in() -> None:
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT, timeout=30)
+    assert ignored.returncode == 0, ".env must be in .gitignore"
+    assert ".env" in (ROOT / ".dockerignore").read_text().split()
 
 
 def test_dockerfile_builds_one_image_for_every_service() -> None:
