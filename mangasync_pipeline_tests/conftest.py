@@ -101,6 +101,7 @@ def engine(db_url: str) -> Iterator[Engine]:
 # first. Run at the start, they overlap with the many short tests on the other workers instead
 # of leaving one worker alone with a long test at the end. Only the order depends on this list.
 SLOW_FIRST = (
+    "test_ops_compose_live.py::",
     "test_browser.py::",
     "test_ops_run.py::test_demo",
     "test_dagster_model.py::test_graphql_backfills",
