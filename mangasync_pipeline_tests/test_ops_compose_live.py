@@ -375,6 +375,21 @@ def test_the_compose_stack_runs_syncs_notifies_restarts_and_leaves_nothing(
     assert stack.psql("SELECT count(*) FROM manga") == kept[1]
     assert all_run_ids(stack) >= kept[2]  # sensors may have started more since
 
+    # A failing migration (here: a wrong password in DATABASE_URL) fails `up` at once, with
+    # its error in the migration's log, instead of restarting it while `up` waits.
+    stack.compose("down", "-v", timeout=300)
+    bad = {**stack.env, "DATABASE_URL": "postgresql+psycopg://mangasync:wrong@postgres:5432/x"}
+    failing = time.monotonic()
+    failed = run(["docker", "compose", "up", "-d", "--wait", "--wait-timeout", "300"],
+                 cwd=stack.folder, env=bad, check=False, timeout=400)
+    assert failed.returncode != 0
+    assert "migrate" in failed.stderr and "didn't complete successfully" in failed.stderr, \
+        failed.stderr[-2000:]
+    assert time.monotonic() - failing < 120
+    migrate = stack.compose("logs", "--no-color", "migrate").stdout
+    assert "password authentication failed" in migrate, migrate[-2000:]
+    assert stack.container("migrate")["RestartCount"] == 0
+
     # `down -v` leaves nothing: no container (run containers included), volume or network.
     stack.compose("down", "-v", timeout=300)
     left = run(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={PROJECT}"])

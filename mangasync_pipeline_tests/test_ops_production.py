@@ -4,6 +4,7 @@ test_ops_compose_live.py runs the whole stack."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -229,3 +230,24 @@ def test_local_workspace_loads_the_definitions_module() -> None:
     module = workspace["load_from"][0]["python_module"]
     assert module["module_name"] == "mangasync_pipeline.definitions"
     assert module["attribute"] == "defs"
+
+
+def test_health_checks_fail_in_one_line_when_dagster_storage_is_unreachable(
+        tmp_path: Path) -> None:
+    """docker-compose.yml's checks: a storage that cannot be read is unhealthy."""
+    import sys
+
+    from mangasync_pipeline.ops.system import free_port
+
+    shutil.copy(ROOT / "docker" / "dagster.yaml", tmp_path / "dagster.yaml")
+    closed = free_port()  # nothing listens there
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "DAGSTER_POSTGRES_USER": "mangasync",
+           "DAGSTER_POSTGRES_PASSWORD": "x", "DAGSTER_POSTGRES_HOST": "127.0.0.1",
+           "DAGSTER_POSTGRES_PORT": str(closed), "DAGSTER_POSTGRES_DB": "dagster"}
+    for check, args in (("daemon", []), ("webserver", [f"http://127.0.0.1:{closed}"])):
+        result = subprocess.run([sys.executable, "-m", "mangasync_pipeline.ops.health", check,
+                                 *args], env=env, capture_output=True, text=True, timeout=180)
+        assert result.returncode == 1, (check, result.stdout, result.stderr)
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith("unhealthy: "), line
+        assert ("Dagster storage unreadable" if check == "daemon" else "front page") in line

@@ -3,7 +3,8 @@
 `/server_info` and `dagster-daemon liveness-check` stay green while every page of the UI and
 every run launch fail on a broken storage connection; these checks go through that storage:
 
-    python -m mangasync_pipeline.ops.health webserver [URL]   GraphQL reads the runs
+    python -m mangasync_pipeline.ops.health webserver [URL]   the front page answers and
+                                                              GraphQL reads the runs
     python -m mangasync_pipeline.ops.health daemon            runs, events, sensor state and
                                                               every daemon's last heartbeat
 
@@ -13,6 +14,7 @@ Exit status 0 when healthy; otherwise 1 and one line saying why.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import urllib.request
 
@@ -20,7 +22,13 @@ RUNS_QUERY = "{ runsOrError(limit: 1) { __typename ... on PythonError { message 
 
 
 def webserver(url: str = "http://localhost:3000") -> str | None:
-    """Why the webserver is unhealthy (its GraphQL cannot read the runs), or None."""
+    """Why the webserver is unhealthy (its front page or GraphQL fails to read the storage),
+    or None."""
+    try:
+        with urllib.request.urlopen(f"{url}/", timeout=8) as response:
+            response.read()
+    except Exception as exc:  # any failure to answer is unhealthy, with its reason
+        return f"the UI's front page failed: {exc}"
     request = urllib.request.Request(
         f"{url}/graphql", data=json.dumps({"query": RUNS_QUERY}).encode(),
         headers={"Content-Type": "application/json"})
@@ -40,6 +48,8 @@ def daemon() -> str | None:
     from dagster import DagsterInstance
     from dagster._daemon.controller import all_daemons_healthy
 
+    # dagster-postgres logs each retry of a refused connection; the reason line says it once.
+    logging.disable(logging.WARNING)
     try:
         with DagsterInstance.get() as instance:
             instance.get_runs(limit=1)
