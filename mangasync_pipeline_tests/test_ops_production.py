@@ -251,3 +251,19 @@ def test_health_checks_fail_in_one_line_when_dagster_storage_is_unreachable(
         [line] = result.stderr.strip().splitlines()
         assert line.startswith("unhealthy: "), line
         assert ("Dagster storage unreadable" if check == "daemon" else "front page") in line
+
+
+def test_migrate_says_in_one_line_why_the_database_cannot_be_reached(tmp_path: Path) -> None:
+    """What `docker compose logs migrate` shows when `up` stops on a failed migration."""
+    import sys
+
+    from mangasync_pipeline.ops.system import free_port
+
+    url = f"postgresql+psycopg://mangasync:secret@127.0.0.1:{free_port()}/mangahub"
+    result = subprocess.run([sys.executable, "-m", "mangasync_pipeline.cli", "migrate"],
+                            env={**os.environ, "DATABASE_URL": url}, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert "cannot migrate" in line and "refused" in line.lower(), line
+    assert "secret" not in line
