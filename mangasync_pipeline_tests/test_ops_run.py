@@ -138,7 +138,9 @@ def test_run_offline_says_why_keeps_running_and_stops_on_ctrl_c(
     assert session.process.poll() is None, "an unreachable MangaDex must not stop the system"
     running = "\n".join(session.seen)
     assert "Traceback" not in running, "an outage is one line per attempt, not a traceback"
-    assert not [line for line in session.seen if " - dagster - WARNING - " in line]
+    # Dagster warns when a dagster.yaml lies beside a different DAGSTER_HOME: not here.
+    assert not [line for line in session.seen
+                if "WARNING" in line and ("dagster.yaml" in line or "DAGSTER_HOME" in line)]
 
     assert session.ctrl_c() == 0
     assert "all stopped" in "\n".join(session.seen)
