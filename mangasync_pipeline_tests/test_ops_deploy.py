@@ -71,11 +71,14 @@ def console_scripts() -> set[str]:
 
 def assert_real_command(argv: list[str], where: str) -> None:
     """The program is installed by our dependencies, a `mangasync` subcommand exists, and a
-    `--module-name` or `-c` code is real."""
+    `--module-name`, `-m` module or `-c` code is real."""
     program = argv[0]
     if program == "python":
-        assert argv[1] == "-c", where
-        compile(argv[2], where, "exec")
+        assert argv[1] in ("-c", "-m"), where
+        if argv[1] == "-m":
+            assert importlib.util.find_spec(argv[2]), f"{where}: no module {argv[2]}"
+        else:
+            compile(argv[2], where, "exec")
         return
     assert program in console_scripts(), f"{where}: {program} is not an installed program"
     if program == "mangasync":
