@@ -197,6 +197,10 @@ def stack(docker_engine: None, tmp_path: Path) -> Iterator[Stack]:
         logs = live.compose("logs", "--no-color", "--tail", "40", check=False, timeout=120)
         print(logs.stdout[-8000:])
         live.compose("down", "--volumes", "--remove-orphans", check=False, timeout=300)
+        # Each build leaves the previous image untagged: keep only the current one (and the
+        # build cache), so repeated runs do not fill the disk.
+        run(["docker", "image", "prune", "--force", "--filter",
+             f"label=com.docker.compose.project={PROJECT}"], check=False, timeout=300)
         for run_id in live.run_ids:  # a run container left by a failed test
             for cid in run(["docker", "ps", "-aq", "--filter", f"label=dagster/run_id={run_id}"],
                            check=False).stdout.split():
