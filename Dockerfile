@@ -14,11 +14,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /opt/dagster/app
 
-# Dependencies first, so that a code change does not reinstall them.
-COPY pyproject.toml README.md ./
-RUN mkdir -p mangasync_pipeline && touch mangasync_pipeline/__init__.py \
-    && pip install ".${EXTRAS:+[$EXTRAS]}" && pip uninstall -y mangasync
+# Dependencies first, at the exact versions of requirements.lock (what scripts/test.sh tests),
+# so that a code or README change does not reinstall them: the package's metadata needs a
+# README, and an empty one does here. The stand-in package's build/ goes too: setuptools would
+# otherwise keep its empty __init__.py over the real one, which is not newer.
+COPY pyproject.toml requirements.lock ./
+RUN mkdir -p mangasync_pipeline && touch mangasync_pipeline/__init__.py README.md \
+    && pip install --constraint requirements.lock ".${EXTRAS:+[$EXTRAS]}" \
+    && pip uninstall -y mangasync && rm -rf build mangasync.egg-info
 
+COPY README.md ./
 COPY mangasync_pipeline ./mangasync_pipeline
 RUN pip install --no-deps .
 

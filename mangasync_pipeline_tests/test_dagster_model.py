@@ -468,16 +468,26 @@ def test_dg_sees_one_location_named_mangasync_and_can_scaffold(tmp_path: Path) -
     assert "def probe" in (project / "mangasync_pipeline" / "defs" / "probe.py").read_text()
 
 
-def test_local_start_names_the_location_mangasync_and_warns_of_no_stray_dagster_yaml(
+def test_local_start_names_the_location_mangasync_and_uses_the_root_dagster_yaml(
         tmp_path: Path) -> None:
     import yaml
 
-    from mangasync_pipeline.ops.system import prepare_dagster_home
+    from mangasync_pipeline.ops.system import local_dagster_home, prepare_dagster_home
 
-    home = prepare_dagster_home(tmp_path / ".dagster_home")
+    # Outside a checkout: .dagster_home/ gets the packaged config and the workspace.
+    assert local_dagster_home({}, tmp_path) == tmp_path / ".dagster_home"
+    home = prepare_dagster_home(local_dagster_home({}, tmp_path))
     started = yaml.safe_load((home / "workspace.yaml").read_text())
     assert started == yaml.safe_load((ROOT / "workspace.yaml").read_text())
     assert started["load_from"][0]["python_module"]["location_name"] == "mangasync"
-    # `dg dev` runs in the folder above DAGSTER_HOME and warns about a dagster.yaml there
-    # (the production one lives in docker/).
-    assert not (ROOT / "dagster.yaml").exists() and not (ROOT / "dagster.yml").exists()
+    # In a checkout's root (where scripts/run.sh starts), the root is DAGSTER_HOME: its
+    # dagster.yaml and workspace.yaml are used as they stand; DAGSTER_HOME still wins.
+    assert local_dagster_home({}, ROOT) == ROOT
+    assert local_dagster_home({"DAGSTER_HOME": str(tmp_path)}, ROOT) == tmp_path
+    # The root's config and the packaged one differ only in where the storage lives.
+    root = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    packaged = yaml.safe_load((ROOT / "mangasync_pipeline" / "ops" / "dagster_home.yaml")
+                              .read_text())
+    for key in ("storage", "local_artifact_storage", "compute_logs"):
+        assert ".dagster_home" in str(root.pop(key))
+    assert root == packaged

@@ -3,8 +3,7 @@
 Without a Docker engine: docker-compose.yml, the Helm values and the Kubernetes manifests load,
 every command names an installed program and a real module, every variable is set or
 defaulted, volumes and networks are declared, and the run launcher's image, network, volume
-and environment match the compose services. With an engine (`docker info` succeeds), the
-stack comes up and materializes one partition in a run container of its own.
+and environment match the compose services. test_ops_compose_live.py runs the stack itself.
 """
 
 from __future__ import annotations
@@ -12,15 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
-import json
-import os
 import re
-import secrets
-import shutil
-import subprocess
-import time
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +19,6 @@ import pytest
 import yaml
 
 from mangasync_pipeline.cli import cli
-from mangasync_pipeline.ops.system import free_port
 from mangasync_pipeline_tests.test_docs_contracts import settings_variables
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,11 +71,14 @@ def console_scripts() -> set[str]:
 
 def assert_real_command(argv: list[str], where: str) -> None:
     """The program is installed by our dependencies, a `mangasync` subcommand exists, and a
-    `--module-name` or `-c` code is real."""
+    `--module-name`, `-m` module or `-c` code is real."""
     program = argv[0]
     if program == "python":
-        assert argv[1] == "-c", where
-        compile(argv[2], where, "exec")
+        assert argv[1] in ("-c", "-m"), where
+        if argv[1] == "-m":
+            assert importlib.util.find_spec(argv[2]), f"{where}: no module {argv[2]}"
+        else:
+            compile(argv[2], where, "exec")
         return
     assert program in console_scripts(), f"{where}: {program} is not an installed program"
     if program == "mangasync":
@@ -229,91 +222,3 @@ def test_helm_values_run_the_project_image_with_k8s_runs_and_outside_postgres(
         assert {"configMapRef": {"name": config_map["metadata"]["name"]}} in sources
         assert {"secretRef": deployment["envSecrets"][0]} in sources
     assert kinds["Deployment"]["spec"]["replicas"] >= 2, "servers scale out on one database"
-
-
-# ---- with a Docker engine ----------------------------------------------------------------
-
-
-def docker_unavailable() -> str | None:
-    """Why the stack cannot be brought up here, or None."""
-    if not shutil.which("docker"):
-        return "no `docker` command on this machine"
-    info = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=60)
-    if info.returncode != 0:
-        reason = (info.stderr.strip().splitlines() or ["unknown error"])[-1]
-        return f"`docker info` failed: {reason}"
-    if subprocess.run(["docker", "compose", "version"], capture_output=True,
-                      timeout=60).returncode != 0:
-        return "the `docker compose` plugin is not installed"
-    taken = subprocess.run(["docker", "network", "inspect", "mangasync"], capture_output=True,
-                           timeout=60)
-    if taken.returncode == 0:
-        return "a mangasync stack already runs on this Docker engine (network `mangasync`)"
-    return None
-
-
-# The simulator as MangaDex: nothing in a test talks to the real one.
-SIMULATOR_OVERRIDE = """
-services:
-  mangadex:
-    build: .
-    image: ${MANGASYNC_IMAGE:-mangasync:latest}
-    command: ["mangasync", "fake-mangadex", "--host", "0.0.0.0", "--port", "8089",
-              "--manga", "200", "--rate-limit", "0"]
-    networks: [mangasync]
-"""
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[tuple[list[str], int]]:
-    reason = docker_unavailable()
-    if reason:
-        pytest.skip(f"the stack test needs a Docker engine: {reason}")
-    project = f"mangasync-test-{secrets.token_hex(4)}"
-    override = tmp_path / "simulator.yml"
-    override.write_text(SIMULATOR_OVERRIDE)
-    ui = free_port()
-    env = {**os.environ, "POSTGRES_PASSWORD": secrets.token_hex(12),
-           "DAGSTER_WEBSERVER_PORT": str(ui), "MANGASYNC_HTTP_PORT": str(free_port()),
-           "MANGASYNC_UDP_PORT": str(free_port()),
-           "MANGADEX_API_URL": "http://mangadex:8089", "MANGADEX_RATE_LIMIT": "50",
-           "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid)}
-    base = ["docker", "compose", "-p", project, "-f", str(ROOT / "docker-compose.yml"),
-            "-f", str(override)]
-    try:
-        subprocess.run([*base, "up", "-d", "--build", "--wait", "--wait-timeout", "600"],
-                       cwd=ROOT, env=env, check=True, timeout=1500)
-        yield base, ui
-    finally:
-        logs = subprocess.run([*base, "logs", "--no-color", "--tail", "50"], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=120)
-        print(logs.stdout[-5000:])
-        subprocess.run([*base, "down", "--volumes", "--remove-orphans"], cwd=ROOT, env=env,
-                       timeout=300)
-        subprocess.run(["docker", "container", "prune", "--force", "--filter",
-                        "label=dagster/job_name"], timeout=120)
-
-
-@pytest.mark.docker
-@pytest.mark.timeout(2400)
-def test_stack_materializes_a_partition_in_its_own_container(
-        stack: tuple[list[str], int]) -> None:
-    from dagster_graphql import DagsterGraphQLClient
-
-    _base, ui = stack
-    day = (datetime.now(UTC) - timedelta(days=2)).strftime("%Y-%m-%d")
-    client = DagsterGraphQLClient("127.0.0.1", port_number=ui)
-    run_id = client.submit_job_execution("catalogue_job", tags={"dagster/partition": day})
-    deadline = time.monotonic() + 900
-    status = None
-    while time.monotonic() < deadline:
-        status = client.get_run_status(run_id).value
-        if status in ("SUCCESS", "FAILURE", "CANCELED"):
-            break
-        time.sleep(5)
-    assert status == "SUCCESS", f"run {run_id} ended {status}"
-    containers = subprocess.run(
-        ["docker", "ps", "--all", "--filter", f"label=dagster/run_id={run_id}",
-         "--format", "{{json .}}"], capture_output=True, text=True, check=True, timeout=60)
-    [container] = [json.loads(line) for line in containers.stdout.splitlines()]
-    assert "mangasync" in container["Networks"]

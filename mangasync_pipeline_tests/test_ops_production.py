@@ -1,10 +1,13 @@
-"""Production files: no container engine runs here, so the compose file, the image recipe, the
-environment template and Dagster's instance config are checked for what a deployment needs."""
+"""Production files, checked for what a deployment needs without starting it: the compose file,
+the image recipe, the environment template, and Dagster's instance config on a real PostgreSQL.
+test_ops_compose_live.py runs the whole stack."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from dagster import DagsterInstance
+from dagster import DagsterInstance, job, op
 from dagster._core.instance.config import dagster_instance_config
 
 from mangasync_pipeline_tests.conftest import PG_ADMIN_DSN, _pg_admin
@@ -126,6 +129,12 @@ def test_env_example_lists_every_setting() -> None:
     assert documented["MANGASYNC_BIND"] == "127.0.0.1"
 
 
+def test_the_operators_env_file_is_never_committed_nor_built_in() -> None:
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT, timeout=30)
+    assert ignored.returncode == 0, ".env must be in .gitignore"
+    assert ".env" in (ROOT / ".dockerignore").read_text().split()
+
+
 def test_dockerfile_builds_one_image_for_every_service() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim\b", dockerfile, re.M)
@@ -189,6 +198,24 @@ def test_production_instance_runs_on_postgresql(dagster_pg_env: str, tmp_path: P
         # The pool MangaDex steps use gets the default limit from PostgreSQL-backed storage.
         assert instance.event_log_storage.get_concurrency_info("mangadex").limit == 3
 
+        # A run is recorded and read back: writing its events is where dagster-postgres sent
+        # a parameterised NOTIFY that PostgreSQL refuses, when `postgresql://` meant psycopg 3.
+        result = _probe_job.execute_in_process(instance=instance)
+        assert result.success
+        stored = instance.get_run_by_id(result.run_id)
+        assert stored is not None and stored.is_success
+        assert instance.event_log_storage.get_maximum_record_id()
+
+
+@op
+def _probe() -> int:
+    return 1
+
+
+@job
+def _probe_job() -> None:
+    _probe()
+
 
 @pytest.mark.database
 def test_embedded_dagster_yaml_is_valid_and_uses_sqlite(tmp_path: Path) -> None:
@@ -206,3 +233,40 @@ def test_local_workspace_loads_the_definitions_module() -> None:
     module = workspace["load_from"][0]["python_module"]
     assert module["module_name"] == "mangasync_pipeline.definitions"
     assert module["attribute"] == "defs"
+
+
+def test_health_checks_fail_in_one_line_when_dagster_storage_is_unreachable(
+        tmp_path: Path) -> None:
+    """docker-compose.yml's checks: a storage that cannot be read is unhealthy."""
+    import sys
+
+    from mangasync_pipeline.ops.system import free_port
+
+    shutil.copy(ROOT / "docker" / "dagster.yaml", tmp_path / "dagster.yaml")
+    closed = free_port()  # nothing listens there
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "DAGSTER_POSTGRES_USER": "mangasync",
+           "DAGSTER_POSTGRES_PASSWORD": "x", "DAGSTER_POSTGRES_HOST": "127.0.0.1",
+           "DAGSTER_POSTGRES_PORT": str(closed), "DAGSTER_POSTGRES_DB": "dagster"}
+    for check, args in (("daemon", []), ("webserver", [f"http://127.0.0.1:{closed}"])):
+        result = subprocess.run([sys.executable, "-m", "mangasync_pipeline.ops.health", check,
+                                 *args], env=env, capture_output=True, text=True, timeout=180)
+        assert result.returncode == 1, (check, result.stdout, result.stderr)
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith("unhealthy: "), line
+        assert ("Dagster storage unreadable" if check == "daemon" else "front page") in line
+
+
+def test_migrate_says_in_one_line_why_the_database_cannot_be_reached(tmp_path: Path) -> None:
+    """What `docker compose logs migrate` shows when `up` stops on a failed migration."""
+    import sys
+
+    from mangasync_pipeline.ops.system import free_port
+
+    url = f"postgresql+psycopg://mangasync:secret@127.0.0.1:{free_port()}/mangahub"
+    result = subprocess.run([sys.executable, "-m", "mangasync_pipeline.cli", "migrate"],
+                            env={**os.environ, "DATABASE_URL": url}, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert "cannot migrate" in line and "refused" in line.lower(), line
+    assert "secret" not in line

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
@@ -105,6 +106,13 @@ def test_run_offline_says_why_keeps_running_and_stops_on_ctrl_c(
 ) -> None:
     http, udp, ui = free_port(), free_port(kind=socket.SOCK_DGRAM), free_port()
     dead = free_port()  # nothing listens: MangaDex is unreachable
+    # Started in a checkout's root, as scripts/run.sh does: the root's dagster.yaml is the
+    # instance in force, here with one setting changed.
+    config = (ROOT / "dagster.yaml").read_text()
+    assert "max_concurrent_runs: 4" in config
+    (tmp_path / "dagster.yaml").write_text(config.replace("max_concurrent_runs: 4",
+                                                          "max_concurrent_runs: 3"))
+    shutil.copy(ROOT / "workspace.yaml", tmp_path / "workspace.yaml")
     # As scripts/run.sh does before starting the system.
     subprocess.run([sys.executable, "-m", "mangasync_pipeline.cli", "migrate"], cwd=tmp_path,
                    env={**os.environ, "DATABASE_URL": ""}, check=True, capture_output=True)
@@ -116,14 +124,25 @@ def test_run_offline_says_why_keeps_running_and_stops_on_ctrl_c(
     session.wait_for("mangasync is running", 240)
     assert http_ok(f"http://127.0.0.1:{ui}/server_info")
     assert http_ok(f"http://127.0.0.1:{http}/health")
-    # Embedded defaults: both databases in the working directory.
-    assert (tmp_path / ".dagster_home" / "dagster.yaml").exists()
+    # Embedded defaults: both databases in the working directory, Dagster's under .dagster_home/
+    # (git-ignored) and configured by the root's dagster.yaml as edited.
+    assert (tmp_path / ".dagster_home" / "history" / "runs.db").exists()
+    assert not (tmp_path / ".dagster_home" / "dagster.yaml").exists()
     assert (tmp_path / ".mangasync" / "mangahub.sqlite").exists()
+    queue_config = subprocess.run(
+        [sys.executable, "-c", "from dagster import DagsterInstance; print(DagsterInstance.get()"
+         ".get_concurrency_config().run_queue_config.max_concurrent_runs)"],
+        cwd=tmp_path, env={**os.environ, "DAGSTER_HOME": str(tmp_path)}, capture_output=True,
+        text=True, timeout=120, check=True)
+    assert queue_config.stdout.strip() == "3"
 
     session.wait_for(("MangaDex not reachable", "MangaDex circuit opened"), 120)
     assert session.process.poll() is None, "an unreachable MangaDex must not stop the system"
     running = "\n".join(session.seen)
     assert "Traceback" not in running, "an outage is one line per attempt, not a traceback"
+    # Dagster warns when a dagster.yaml lies beside a different DAGSTER_HOME: not here.
+    assert not [line for line in session.seen
+                if "WARNING" in line and ("dagster.yaml" in line or "DAGSTER_HOME" in line)]
 
     assert session.ctrl_c() == 0
     assert "all stopped" in "\n".join(session.seen)

@@ -25,6 +25,17 @@ if ! command -v promtool >/dev/null; then
     echo "test.sh: the alert-rule test needs promtool: sudo apt-get install -y prometheus" >&2
   fi
 fi
+# The live deployment test (test_ops_compose_live.py) needs Docker, and debootstrap where the
+# base images must be built locally. Installed here, once, before the workers start (apt-get
+# takes a lock); the test itself starts the engine if it is not running and stops it after.
+if ! command -v dockerd >/dev/null || ! command -v docker >/dev/null \
+    || ! command -v debootstrap >/dev/null; then
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null
+  else
+    echo "test.sh: the live compose test needs Docker: sudo apt-get install -y docker.io debootstrap" >&2
+  fi
+fi
 VIRTUAL_ENV="$PWD/.venv" .venv/bin/dg check defs >/dev/null  # the code location loads, as dg sees it
 # Six workers on two cores: most tests wait (sockets, subprocesses, timeouts), so more workers
 # than cores finish sooner; MANGASYNC_TEST_WORKERS overrides it. One test handed out at a time:

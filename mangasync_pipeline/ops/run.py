@@ -2,7 +2,8 @@
 
 Notification server and Dagster (webserver and daemon, schedules and sensors on) against the
 MangaHub database of DATABASE_URL (SQLite under .mangasync/ by default) and MangaDex of
-MANGADEX_API_URL. Dagster keeps its own SQLite storage in .dagster_home/ (or DAGSTER_HOME).
+MANGADEX_API_URL. Dagster's instance is the dagster.yaml of the folder started in (a checkout's
+root; storage in .dagster_home/), or DAGSTER_HOME when set (`ops.system.local_dagster_home`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ import click
 
 from mangasync_pipeline.db.engine import describe
 from mangasync_pipeline.ops.launcher import Launcher, run_session
-from mangasync_pipeline.ops.system import require_free_ports, start_system, system_ports
+from mangasync_pipeline.ops.system import (
+    local_dagster_home,
+    require_free_ports,
+    start_system,
+    system_ports,
+)
 
 
 @click.command()
@@ -28,7 +34,7 @@ def run(dagster_host: str, dagster_port: int) -> None:
     from mangasync_pipeline.cli import load_settings
 
     settings = load_settings()
-    home = Path(os.environ.get("DAGSTER_HOME") or ".dagster_home")
+    home = local_dagster_home(os.environ, Path.cwd())
     env = dict(os.environ)
 
     def body(launcher: Launcher) -> None:

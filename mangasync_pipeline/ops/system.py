@@ -34,21 +34,32 @@ class Endpoints:
     server_udp: str
 
 
-def prepare_dagster_home(home: Path) -> Path:
-    """DAGSTER_HOME with the embedded instance config (SQLite storage inside it) and the
-    workspace `dg dev` loads.
+def local_dagster_home(env: Mapping[str, str], cwd: Path) -> Path:
+    """The DAGSTER_HOME of the local stack: DAGSTER_HOME if set; else the folder started in
+    when it holds a dagster.yaml (a checkout's root: its dagster.yaml is the instance config in
+    force, storage under .dagster_home/); else .dagster_home/ there, from the packaged config."""
+    if env.get("DAGSTER_HOME"):
+        return Path(env["DAGSTER_HOME"])
+    return cwd if (cwd / "dagster.yaml").exists() else cwd / ".dagster_home"
 
-    The instance config is written only when missing, so an operator's edits survive restarts.
-    The workspace names the code location as workspace.yaml and production do (`mangasync`),
-    wherever the system is started from."""
+
+def prepare_dagster_home(home: Path) -> Path:
+    """DAGSTER_HOME with an instance config and the workspace `dg dev` loads.
+
+    Files are written only when missing, so an operator's edits survive restarts (and a
+    checkout's own dagster.yaml and workspace.yaml are used as they stand). The workspace
+    names the code location as workspace.yaml and production do (`mangasync`), wherever the
+    system is started from."""
     home = home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
         config.write_text((files("mangasync_pipeline.ops") / "dagster_home.yaml").read_text())
-    (home / "workspace.yaml").write_text(json.dumps({"load_from": [{"python_module": {
-        "module_name": DEFINITIONS_MODULE, "attribute": "defs",
-        "location_name": LOCATION_NAME}}]}))
+    workspace = home / "workspace.yaml"
+    if not workspace.exists():
+        workspace.write_text(json.dumps({"load_from": [{"python_module": {
+            "module_name": DEFINITIONS_MODULE, "attribute": "defs",
+            "location_name": LOCATION_NAME}}]}))
     return home
 
 
@@ -163,7 +174,9 @@ def start_system(launcher: Launcher, settings: Settings, env: Mapping[str, str],
         "dagster",
         [venv_script("dg"), "dev", "--workspace", str(home / "workspace.yaml"),
          "--host", dagster_host, "--port", str(dagster_port)],
-        env=dagster_env, cwd=dagster_home.parent, output=output("dagster"),
+        # Started in DAGSTER_HOME: storage paths in its dagster.yaml are relative to it, and
+        # Dagster warns of a dagster.yaml in a working directory other than DAGSTER_HOME.
+        env=dagster_env, cwd=home, output=output("dagster"),
         # Dagster shuts its webserver, daemon and code servers down cleanly on SIGINT.
         stop_signal=signal.SIGINT, stop_timeout=45,
     ))
