@@ -230,3 +230,20 @@ def test_the_budget_gives_a_newcomer_room_and_a_flooder_no_more_than_its_share()
     # The first second's share (half the budget, though it was alone), then nothing: what it
     # asked beyond its share is debt.
     assert took["flooder"] <= 500
+
+
+def test_a_register_seen_on_the_wire_cannot_be_replayed_from_another_address(
+        db_url: str, engine: Engine) -> None:
+    """The cookie is inside the signature: an eavesdropper who copies alice's REGISTER and
+    sends it from its own address, with its own valid cookie, gets no session."""
+    _, token = add_user(engine, "alice")
+    with ServerHandle(server_settings(db_url), fast_options(error_interval=0.0)) as server:
+        with _socket_from("127.0.0.3", server) as alice_sock, \
+                _socket_from("127.0.0.9", server) as eve:
+            seen = protocol.register_message("alice", token, cookie=fetch_cookie(alice_sock))
+            eve_cookie = fetch_cookie(eve)
+            eve.send(protocol.encode({**seen, "cookie": eve_cookie}))  # the copy, re-cookied
+            eve.settimeout(2.0)
+            answer = protocol.decode(eve.recv(2000))
+        assert answer is not None and answer["type"] == "ERROR"
+        assert answer["code"] == "AUTH_FAILED"

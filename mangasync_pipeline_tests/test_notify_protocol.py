@@ -10,9 +10,15 @@ from mangasync_pipeline.notify import protocol
 
 
 def test_signature_is_hmac_sha256_of_the_documented_string() -> None:
-    expected = hmac.new(b"tok", b"REGISTER|alice|1700000000|abcdefgh", hashlib.sha256).hexdigest()
-    assert protocol.sign_register("tok", "alice", 1700000000, "abcdefgh") == expected
-    assert protocol.signature_matches("tok", "alice", 1700000000, "abcdefgh", expected)
+    expected = hmac.new(b"tok", b"REGISTER|alice|1700000000|abcdefgh|acookie",
+                        hashlib.sha256).hexdigest()
+    assert protocol.sign_register("tok", "alice", 1700000000, "abcdefgh", "acookie") == expected
+    assert protocol.signature_matches("tok", "alice", 1700000000, "abcdefgh", expected,
+                                      "acookie")
+    # The cookie is signed: the same REGISTER with another address's cookie does not match.
+    assert not protocol.signature_matches("tok", "alice", 1700000000, "abcdefgh", expected,
+                                          "bcookie")
+    expected = protocol.sign_register("tok", "alice", 1700000000, "abcdefgh")
     assert not protocol.signature_matches("tok", "alice", 1700000000, "abcdefgh", expected[:-1])
     assert not protocol.signature_matches("tok", "alice", 1700000000, "abcdefgh", "é" * 64)
 

@@ -287,35 +287,43 @@ def test_a_captured_register_is_refused_after_a_restart_and_by_another_server(
         db_url: str, engine: Engine) -> None:
     user_id, token = _with_unread(engine, 10)
     options = fast_options(ack_timeout=5.0)
-    captured = protocol.register_message("victim", token)
-
-    def with_cookie(msg: dict, sock: socket.socket) -> bytes:
-        # The cookie is outside the signature: an attacker adds the one of its own address.
-        return protocol.encode({**msg, "cookie": fetch_cookie(sock)})
-
-    with ServerHandle(server_settings(db_url), options) as first, _raw(first) as sock:
-        sock.send(with_cookie(captured, sock))
-        answer = _answer(sock)
-        assert answer is not None and answer["type"] == "REGISTERED"
-    # After a restart, from another port and another address.
-    with ServerHandle(server_settings(db_url), options) as second, \
-            _socket_from("127.0.0.2", second) as attacker:
-        attacker.send(with_cookie(captured, attacker))
-        assert _answer(attacker) == {"type": "ERROR", "code": "AUTH_FAILED"}
-        assert _sessions(second) == 0
-    # Two servers on the same database: what one accepted, the other refuses.
-    fresh = protocol.register_message("victim", token)
-    with ServerHandle(server_settings(db_url), options) as a, \
-            ServerHandle(server_settings(db_url), options) as b:
-        with _raw(a) as sock:
-            sock.send(with_cookie(fresh, sock))
-            answer = _answer(sock)
+    # The victim's socket keeps its address and port throughout, so its cookie stays valid:
+    # what refuses the copies below is the used nonce, or the signed cookie.
+    victim = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    victim.bind(("127.0.0.1", 0))
+    with victim:
+        with ServerHandle(server_settings(db_url), options) as first:
+            victim.connect(first.udp_addr)
+            captured = protocol.encode(protocol.register_message(
+                "victim", token, cookie=fetch_cookie(victim)))
+            victim.send(captured)
+            answer = _answer(victim)
             assert answer is not None and answer["type"] == "REGISTERED"
-        with _socket_from("127.0.0.2", b) as attacker:
-            attacker.send(with_cookie(fresh, attacker))
-            assert _answer(attacker) == {"type": "ERROR", "code": "AUTH_FAILED"}
-            attacker.send(protocol.encode({"type": "ACK", "session": "x", "ids": [1]}))
-        assert _sessions(b) == 0
+        # After a restart: the same datagram from the same address and port.
+        with ServerHandle(server_settings(db_url), options) as second:
+            victim.connect(second.udp_addr)
+            victim.send(captured)
+            assert _answer(victim) == {"type": "ERROR", "code": "AUTH_FAILED"}
+            # From another address, with that address's own cookie: the signature says no.
+            with _socket_from("127.0.0.2", second) as attacker:
+                attacker.send(protocol.encode({**(protocol.decode(captured) or {}),
+                                               "cookie": fetch_cookie(attacker)}))
+                assert _answer(attacker) == {"type": "ERROR", "code": "AUTH_FAILED"}
+            assert _sessions(second) == 0
+        # Two servers on the same database: what one accepted, the other refuses.
+        with ServerHandle(server_settings(db_url), options) as a, \
+                ServerHandle(server_settings(db_url), options) as b:
+            victim.connect(a.udp_addr)
+            fresh = protocol.encode(protocol.register_message(
+                "victim", token, cookie=fetch_cookie(victim)))
+            victim.send(fresh)
+            answer = _answer(victim)
+            assert answer is not None and answer["type"] == "REGISTERED"
+            victim.connect(b.udp_addr)
+            victim.send(fresh)
+            assert _answer(victim) == {"type": "ERROR", "code": "AUTH_FAILED"}
+            victim.send(protocol.encode({"type": "ACK", "session": "x", "ids": [1]}))
+            assert _sessions(b) == 0
     assert _unread(engine, user_id) == 10  # nobody acknowledged the victim's backlog
 
 

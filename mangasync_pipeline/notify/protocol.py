@@ -25,19 +25,22 @@ ERROR_CODES = ("AUTH_FAILED", "BAD_REQUEST", "SESSION_UNKNOWN")
 _CUTTABLE = ("message", "title")
 
 
-def register_string(user: str, ts: int, nonce: str) -> str:
-    return f"REGISTER|{user}|{ts}|{nonce}"
+def register_string(user: str, ts: int, nonce: str, cookie: str = "") -> str:
+    return f"REGISTER|{user}|{ts}|{nonce}|{cookie}"
 
 
-def sign_register(token: str, user: str, ts: int, nonce: str) -> str:
-    """Lowercase hex HMAC-SHA256 of `REGISTER|<user>|<ts>|<nonce>` keyed with the token."""
+def sign_register(token: str, user: str, ts: int, nonce: str, cookie: str = "") -> str:
+    """Lowercase hex HMAC-SHA256 of `REGISTER|<user>|<ts>|<nonce>|<cookie>` keyed with the
+    token. The cookie is signed too: a REGISTER seen on the wire cannot be sent again from
+    another address with that address's own cookie."""
     return hmac.new(
-        token.encode("utf-8"), register_string(user, ts, nonce).encode("utf-8"), hashlib.sha256
-    ).hexdigest()
+        token.encode("utf-8"), register_string(user, ts, nonce, cookie).encode("utf-8"),
+        hashlib.sha256).hexdigest()
 
 
-def signature_matches(token: str, user: str, ts: int, nonce: str, sig: str) -> bool:
-    expected = sign_register(token, user, ts, nonce)
+def signature_matches(token: str, user: str, ts: int, nonce: str, sig: str,
+                      cookie: str = "") -> bool:
+    expected = sign_register(token, user, ts, nonce, cookie)
     return hmac.compare_digest(expected.encode("ascii"), sig.encode("utf-8", "replace"))
 
 
@@ -46,7 +49,7 @@ def register_message(user: str, token: str, *, ts: int | None = None,
     ts = int(time.time()) if ts is None else ts
     nonce = secrets.token_urlsafe(16) if nonce is None else nonce
     msg: dict[str, Any] = {"type": "REGISTER", "user": user, "ts": ts, "nonce": nonce,
-                           "sig": sign_register(token, user, ts, nonce)}
+                           "sig": sign_register(token, user, ts, nonce, cookie or "")}
     if cookie is not None:
         msg["cookie"] = cookie
     return msg

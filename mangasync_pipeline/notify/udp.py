@@ -301,8 +301,9 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
     def _on_register(self, msg: dict[str, Any], addr: Address, size: int, now: float) -> None:
         user, ts, nonce, sig = msg.get("user"), msg.get("ts"), msg.get("nonce"), msg.get("sig")
+        cookie = msg.get("cookie")
         ip = addr[0]
-        if not self.cookies.valid(msg.get("cookie"), addr):
+        if not self.cookies.valid(cookie, addr):
             # The address has not proved it receives: it may be forged. Answer with a cookie
             # (never longer than the REGISTER, at most one per address per RETRY_INTERVAL),
             # and nothing else: no lookup, no counter.
@@ -335,17 +336,18 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         pending = len(self._accepting) + self._pending_registers
         reader = self.directory.readers.get(user)
         if reader is not None and self.directory.loaded:
-            self._verify(reader, user, ts, nonce, sig, addr, size, now, recheck=True)
+            self._verify(reader, user, ts, nonce, sig, cookie, addr, size, now, recheck=True)
         elif pending >= MAX_PENDING_REGISTERS:
             self._reject("register_overload")
         elif not self.directory.loaded or self.directory.may_look_up(user, now):
             self._pending_registers += 1
-            self._spawn(self._look_up(user, ts, nonce, sig, addr, size))
+            self._spawn(self._look_up(user, ts, nonce, sig, cookie, addr, size))
         else:
             self._register_failed(addr, size, now, "AUTH_FAILED", None, user, "unknown user")
 
-    async def _look_up(self, user: str, ts: int, nonce: str, sig: str, addr: Address,
-                       size: int, *, fresh: bool = False, delay: float = 0.0) -> None:
+    async def _look_up(self, user: str, ts: int, nonce: str, sig: str, cookie: str,
+                       addr: Address, size: int, *, fresh: bool = False,
+                       delay: float = 0.0) -> None:
         try:
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -359,11 +361,11 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             return
         finally:
             self._pending_registers -= 1
-        self._verify(reader, user, ts, nonce, sig, addr, size, time.monotonic(), recheck=False,
-                     counted=fresh)
+        self._verify(reader, user, ts, nonce, sig, cookie, addr, size, time.monotonic(),
+                     recheck=False, counted=fresh)
 
     def _verify(self, reader: Reader | None, user: str, ts: int, nonce: str, sig: str,
-                addr: Address, size: int, now: float, *, recheck: bool,
+                cookie: str, addr: Address, size: int, now: float, *, recheck: bool,
                 counted: bool = False) -> None:
         if reader is None:
             self._register_failed(addr, size, now, "AUTH_FAILED", None, user, "unknown user")
@@ -376,7 +378,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             self.refused_sources.fail(addr[0], now)
             return
         if reader.token is None or not protocol.signature_matches(reader.token, user, ts,
-                                                                  nonce, sig):
+                                                                  nonce, sig, cookie):
             if not counted:  # counted now, so a re-read below never widens the limits
                 self.failed_pairs.fail(pair, now)
             delay = (self.directory.recheck_delay(user, now)
@@ -384,7 +386,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             if delay is not None:
                 # The token may have been given or rotated a moment ago: read the user again.
                 self._pending_registers += 1
-                self._spawn(self._look_up(user, ts, nonce, sig, addr, size, fresh=True,
+                self._spawn(self._look_up(user, ts, nonce, sig, cookie, addr, size, fresh=True,
                                           delay=delay))
                 return
             why = ("bad signature" if reader.token is not None else
