@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -200,12 +201,19 @@ class AlertWebhook(ConfigurableResource):  # type: ignore[type-arg]
 
     url: str | None = None
 
-    def post(self, text: str) -> None:
-        """Slack's incoming-webhook body; an error answer raises."""
+    def post(self, text: str, attempts: int = 3) -> None:
+        """Slack's incoming-webhook body, tried `attempts` times (1 s, then 2 s apart); the
+        last error raises. Three tries of 5 s at most fit well inside a 60 s sensor tick."""
         assert self.url
-        # A chat webhook answers in well under a second; a hanging one must not eat the tick.
-        answer = httpx.post(self.url, json={"text": text}, timeout=5.0)
-        answer.raise_for_status()
+        for attempt in range(attempts):
+            try:
+                # A chat webhook answers well under a second; a hanging one must not eat the tick.
+                httpx.post(self.url, json={"text": text}, timeout=5.0).raise_for_status()
+                return
+            except httpx.HTTPError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(2 ** attempt)
 
 
 class RunRetention(ConfigurableResource):  # type: ignore[type-arg]
