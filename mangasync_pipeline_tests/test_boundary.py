@@ -53,6 +53,8 @@ def test_labels_readers_can_be_shown_pass(label: str | None) -> None:
     ("-1", "'-1' is not a non-negative decimal of ASCII digits"),
     ("1_000", "'1_000' is not a non-negative decimal of ASCII digits"),
     ("1000000000", "'1000000000' is not below 1,000,000,000"),
+    # Rounds up to the limit in the column (3 decimals): PostgreSQL would overflow.
+    ("999999999.9996", "'999999999.9996' is not below 1,000,000,000"),
     ("x" * 17, "17 characters, over 16"),
 ])
 def test_labels_that_would_mislead_a_reader_are_refused_with_the_reason(

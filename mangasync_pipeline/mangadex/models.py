@@ -32,6 +32,7 @@ from mangasync_pipeline.bounds import (
     LABEL_LEN,
     LANGUAGE_LEN,
     NUMBER_LIMIT,
+    NUMBER_SCALE,
     STATUS_LEN,
     VOLUME_LEN,
 )
@@ -281,7 +282,9 @@ def check_label(label: str | None) -> str | None:
     if number is None and (_numeric_text(label)
                            or any(ch.isdigit() and not ch.isascii() for ch in label)):
         raise ValueError(f"{label!r} is not a non-negative decimal of ASCII digits")
-    if number is not None and number >= NUMBER_LIMIT:
+    # Compared as the column stores it (NUMBER_SCALE decimals, rounded): 999999999.9996
+    # would round up to the limit and overflow PostgreSQL's column.
+    if number is not None and round(number, NUMBER_SCALE) >= NUMBER_LIMIT:
         raise ValueError(f"{label!r} is not below {NUMBER_LIMIT:,}")
     return label
 
