@@ -247,3 +247,21 @@ def test_a_register_seen_on_the_wire_cannot_be_replayed_from_another_address(
             answer = protocol.decode(eve.recv(2000))
         assert answer is not None and answer["type"] == "ERROR"
         assert answer["code"] == "AUTH_FAILED"
+
+
+def test_a_flooder_behind_a_readers_nat_address_does_not_block_the_reader(
+        db_url: str, engine: Engine) -> None:
+    """Readers behind one NAT share an IP: a source refused for flooding is that address and
+    port, not every reader on the IP."""
+    _, token = add_user(engine, "alice")
+    with ServerHandle(server_settings(db_url), fast_options(error_interval=0.0)) as server:
+        with _socket_from("127.0.0.5", server) as flooder:
+            cookie = fetch_cookie(flooder)
+            for _ in range(80):  # malformed REGISTERs, with a valid cookie: over the limit
+                flooder.send(protocol.encode({"type": "REGISTER", "user": "x", "ts": "soon",
+                                              "nonce": "n", "sig": "s", "cookie": cookie}))
+            time.sleep(0.3)
+            assert server.call(lambda s: s.udp.refused_sources.blocked(
+                flooder.getsockname(), time.monotonic()))
+        with NotificationClient(*server.udp_addr, "alice", token, source="127.0.0.5") as alice:
+            assert alice.register(timeout=2.0, attempts=1)["type"] == "REGISTERED"

@@ -88,7 +88,9 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         # block another address, nor another reader.
         self.failed_pairs: FailureBackoff[tuple[str, int]] = FailureBackoff(
             options.failed_register_limit, *backoff)
-        self.refused_sources: FailureBackoff[str] = FailureBackoff(
+        # Per address and port: readers behind one NAT share an IP, and one of them flooding
+        # must not block the others. A new port needs a new cookie round trip first.
+        self.refused_sources: FailureBackoff[Address] = FailureBackoff(
             options.source_refusal_limit, *backoff)
         self.register_budget = FairBudget(options.register_budget)
         self.refusals = RefusalLog(log.info)
@@ -224,7 +226,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
     def _handle(self, data: bytes, addr: Address) -> None:
         now = time.monotonic()
-        if addr not in self.addr_sessions and self.refused_sources.blocked(addr[0], now):
+        if addr not in self.addr_sessions and self.refused_sources.blocked(addr, now):
             # A flooding source (it proved its address) costs a dict lookup, not a JSON parse.
             self._reject("register_limited")
             return
@@ -316,7 +318,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
                 self._send(protocol.encode({"type": "RETRY", "cookie": self.cookies.issue(addr)}),
                            addr)
             return
-        if self.refused_sources.blocked(ip, now):
+        if self.refused_sources.blocked(addr, now):
             self._reject("register_limited")
             return  # silently: the source keeps flooding, whatever its port
         if not self.register_budget.take(ip, now):
@@ -326,7 +328,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
                 and -MAX_TS < ts < MAX_TS
                 and isinstance(nonce, str) and 8 <= len(nonce) <= 64
                 and isinstance(sig, str) and len(sig) <= 128):
-            self.refused_sources.fail(ip, now)
+            self.refused_sources.fail(addr, now)
             self._register_failed(addr, size, now, "BAD_REQUEST", "malformed REGISTER",
                                   why="malformed REGISTER")
             return
@@ -375,7 +377,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             self._reject("user_limited")
             # Guesses at this user from this source wait out the backoff; insisting meanwhile
             # is the source's own refusal.
-            self.refused_sources.fail(addr[0], now)
+            self.refused_sources.fail(addr, now)
             return
         if reader.token is None or not protocol.signature_matches(reader.token, user, ts,
                                                                   nonce, sig, cookie):
