@@ -304,3 +304,12 @@ def test_sync_and_refresh_jobs_put_what_they_wrote_on_the_asset_graph(
         event = latest.asset_materialization
         assert event is not None and event.partition == "2025-09-02"
         assert event.metadata["manga_updated"].value == 1
+
+
+def test_work_that_keeps_failing_is_asked_for_again_less_and_less_often() -> None:
+    from mangasync_pipeline.defs.sensors import retry_wait
+
+    poll = timedelta(minutes=5)
+    waits = [retry_wait(n, poll) for n in range(1, 8)]
+    assert waits[:4] == [timedelta(0), poll, 2 * poll, 4 * poll]  # the first retry at once
+    assert waits[-1] == timedelta(hours=2)  # then at most every two hours

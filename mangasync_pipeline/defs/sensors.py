@@ -1,6 +1,7 @@
 """Sensors detect and hand work to runs; they never do the work (60 s tick limit)."""
 
 import math
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from dagster import (
@@ -44,6 +45,16 @@ SENSOR_TAG = {"mangasync/trigger": "new_manga_sensor"}
 # How far back failed catalogue runs are looked at for manga still to catalogue.
 RETRY_FAILED_FOR = timedelta(hours=24)
 RETRIED = datetime(1970, 1, 1, tzinfo=UTC)  # the version of a manga asked for again
+RETRY_WAIT_MAX = timedelta(hours=2)
+
+
+def retry_wait(failures: int, interval: timedelta) -> timedelta:
+    """How long after its last failed run a manga is asked for again: at once after the
+    first failure (a passing fault), then a poll interval, doubling up to two hours, so work
+    that keeps failing is not a failed run (and an alert) every tick for a day."""
+    if failures <= 1:
+        return timedelta(0)
+    return min(interval * 2 ** (failures - 2), RETRY_WAIT_MAX)
 
 
 def _left_by_failed_runs(context: SensorEvaluationContext,
@@ -51,11 +62,13 @@ def _left_by_failed_runs(context: SensorEvaluationContext,
     """Per partition, the manga named by this sensor's catalogue runs that failed or were
     cancelled lately, still not catalogued, and not named by a later run that succeeded (a
     manga that run did not store was quarantined or is gone: asking again would not help)."""
-    since = utcnow() - RETRY_FAILED_FOR
+    now = utcnow()
+    # Every catalogue run of this sensor in the window (a tick every 5 minutes asks a few).
     records = context.instance.get_run_records(RunsFilter(
-        job_name=catalogue_job.name, tags=SENSOR_TAG, updated_after=since,
-        statuses=[*UNSUCCESSFUL, DagsterRunStatus.SUCCESS]), limit=50)
+        job_name=catalogue_job.name, tags=SENSOR_TAG, updated_after=now - RETRY_FAILED_FOR,
+        statuses=[*UNSUCCESSFUL, DagsterRunStatus.SUCCESS]), limit=2000)
     failed: dict[str, tuple[str, datetime]] = {}  # id -> (partition, when its run failed)
+    failures: Counter[str] = Counter()  # id -> failed runs naming it in the window
     succeeded: dict[str, datetime] = {}  # id -> when a run naming it last started
     for record in records:
         run = record.dagster_run
@@ -67,8 +80,10 @@ def _left_by_failed_runs(context: SensorEvaluationContext,
                                              succeeded.get(mangadex_id, record.create_timestamp))
             elif partition:
                 failed.setdefault(mangadex_id, (partition, record.create_timestamp))
+                failures[mangadex_id] += 1
     wanted = {i: p for i, (p, when) in failed.items()
-              if i not in succeeded or succeeded[i] < when}
+              if (i not in succeeded or succeeded[i] < when)
+              and now - when >= retry_wait(failures[i], SETTINGS.new_manga_poll_interval)}
     if not wanted:
         return {}
     with engine.connect() as conn:
@@ -80,11 +95,10 @@ def _left_by_failed_runs(context: SensorEvaluationContext,
             left.setdefault(partition, []).append(mangadex_id)
     return left
 
+
 def _requests_for(manga: int) -> int:
     # Re-reading manga costs one request per 100; a new manga's chapter baseline, up to two.
     return math.ceil(manga / 100) + 2 * manga
-
-
 
 
 @sensor(
