@@ -95,27 +95,6 @@ def _failed_sync(defs_settings: Settings, instance: DagsterInstance):  # type: i
     return defs, result
 
 
-def test_a_failed_run_is_one_line_at_the_webhook_with_its_id_and_reason(
-        simulator: Simulator, db_url: str, webhook: Webhook) -> None:
-    settings = replace(settings_for(db_url, simulator.url), alert_webhook=webhook.url)
-    with instance_for_test() as instance:
-        defs, result = _failed_sync(settings, instance)
-        context = build_run_status_sensor_context(
-            sensor_name="run_failure_alert_sensor", dagster_instance=instance,
-            dagster_run=result.dagster_run, dagster_event=result.get_run_failure_event(),
-            resources={"alert_webhook": defs.resources["alert_webhook"],
-                       "mangahub": defs.resources["mangahub"]},
-        ).for_run_failure()
-        run_failure_alert_sensor(context)
-    assert len(webhook.bodies) == 1
-    # Counted once, by its job and the failure's kind, for /metrics.
-    assert errors_counted(db_url) == {"error_code=mangadex_error,type=sync_manga": 1}
-    text = webhook.bodies[0]["text"]
-    assert isinstance(text, str) and "\n" not in text
-    assert text.startswith(f"mangasync: run {result.run_id} of sync_manga_job failed: "
-                           "step sync_one_manga: sync of manga " + MISSING)
-
-
 def _evaluate_for_failed_sync(settings: Settings) -> tuple[Any, Any]:
     """The sensor's answer for a failed run of sync_manga_job, and that run."""
     with instance_for_test() as instance:
@@ -127,6 +106,19 @@ def _evaluate_for_failed_sync(settings: Settings) -> tuple[Any, Any]:
                        "mangahub": defs.resources["mangahub"]},
         ).for_run_failure()
         return run_failure_alert_sensor(context), result
+
+
+def test_a_failed_run_is_one_line_at_the_webhook_with_its_id_and_reason(
+        simulator: Simulator, db_url: str, webhook: Webhook) -> None:
+    settings = replace(settings_for(db_url, simulator.url), alert_webhook=webhook.url)
+    answer, result = _evaluate_for_failed_sync(settings)
+    assert answer is None and len(webhook.bodies) == 1
+    # Counted once, by its job and the failure's kind, for /metrics.
+    assert errors_counted(db_url) == {"error_code=mangadex_error,type=sync_manga": 1}
+    text = webhook.bodies[0]["text"]
+    assert isinstance(text, str) and "\n" not in text
+    assert text.startswith(f"mangasync: run {result.run_id} of sync_manga_job failed: "
+                           "step sync_one_manga: sync of manga " + MISSING)
 
 
 def test_a_webhook_that_fails_once_still_gets_the_line(
