@@ -106,6 +106,8 @@ def engine(db_url: str) -> Iterator[Engine]:
 # Every test carries one layer marker. `pytest -m unit` is the fast layer: pure rules, no
 # database, no socket, no subprocess, which the guard below enforces, so a test that needs
 # more and is not marked fails with the reason instead of slowing the layer down.
+# Loading the Dagster definitions may read Dagster's own storage (the instance a test before it
+# left current), so tests that build them are `database`, not `unit`.
 LAYERS = ("unit", "database", "process", "browser", "docker")
 DATABASE_FIXTURES = {"db_url", "pg_url", "engine", "pg_template", "sqlite_template"}
 PROCESS_FIXTURES = {"simulator", "make_simulator", "simulator_admin", "server", "receiver"}

@@ -170,6 +170,7 @@ def test_initial_sync_records_the_same_partitions_for_both_catalogue_assets(
     assert pipeline.instance.get_materialized_partitions(GENRE_LINKS) == catalogue_days
 
 
+@pytest.mark.database
 def test_ui_runs_and_backfills_execute_in_process() -> None:
     defs = build_definitions(settings_for("sqlite:///unused.sqlite", "http://127.0.0.1:9"))
     # What the UI's "Materialize" and a backfill run: the implicit asset job.
@@ -195,6 +196,7 @@ def test_schedule_polls_from_the_cursor_by_run_config() -> None:
         assert request.run_config["ops"]["new_chapters"]["config"]["from_cursor"] is True
 
 
+@pytest.mark.database
 def test_assets_carry_owners_tags_kinds_table_schema_and_lineage() -> None:
     defs = build_definitions(settings_for("sqlite:///unused.sqlite", "http://127.0.0.1:9"))
     graph = defs.resolve_asset_graph()
@@ -417,6 +419,7 @@ def _quiet_logger() -> Any:
 
 # --- the dg layout ----------------------------------------------------------------------------
 
+@pytest.mark.database
 def test_every_defs_module_is_loaded_without_being_listed() -> None:
     """A module in defs/ that defines a sensor, job or asset at module level is part of the
     code location: nothing lists modules by hand."""
@@ -468,6 +471,7 @@ def test_dg_sees_one_location_named_mangasync_and_can_scaffold(tmp_path: Path) -
     assert "def probe" in (project / "mangasync_pipeline" / "defs" / "probe.py").read_text()
 
 
+@pytest.mark.database
 def test_local_start_names_the_location_mangasync_and_uses_the_root_dagster_yaml(
         tmp_path: Path) -> None:
     import yaml

@@ -86,6 +86,7 @@ def run_config_examples() -> list[tuple[str, dict[str, object]]]:
     return found
 
 
+@pytest.mark.database
 def test_every_run_config_example_validates_against_its_job() -> None:
     examples = run_config_examples()
     assert {job for job, _ in examples} >= {"sync_manga_job"}
