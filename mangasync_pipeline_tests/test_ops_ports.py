@@ -18,7 +18,7 @@ from mangasync_pipeline.config import Settings, utcnow
 from mangasync_pipeline.defs.resources import build_resources
 from mangasync_pipeline.notify.app import ServerHandle
 from mangasync_pipeline.notify.testing import add_manga, server_settings
-from mangasync_pipeline.ops.system import free_port
+from mangasync_pipeline.ops.system import free_port, port_free
 from mangasync_pipeline.sync import outbox
 
 pytestmark = pytest.mark.process
@@ -130,3 +130,13 @@ def test_a_free_port_is_outside_the_range_the_kernel_assigns_and_can_be_bound(ki
     for port in ports:
         with socket.socket(socket.AF_INET, kind) as sock:
             sock.bind(("127.0.0.1", port))
+
+
+def test_with_an_ipv6_bind_a_free_port_is_free_and_a_taken_one_is_taken() -> None:
+    """MANGASYNC_BIND=:: checked its ports over IPv4 and found every one busy."""
+    port = free_port()
+    assert port_free("::", port) and port_free("::1", port, socket.SOCK_DGRAM)
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as holder:
+        holder.bind(("::1", port))
+        holder.listen()
+        assert not port_free("::1", port)

@@ -69,7 +69,9 @@ def local_address(bind: str) -> str:
 
 
 def port_free(host: str, port: int, kind: int = socket.SOCK_STREAM) -> bool:
-    with socket.socket(socket.AF_INET, kind) as sock:
+    # The family of the address the service will bind: `::` (MANGASYNC_BIND) is IPv6.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, kind) as sock:
         if kind == socket.SOCK_STREAM:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
