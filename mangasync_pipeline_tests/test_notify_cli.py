@@ -155,13 +155,16 @@ def test_server_refuses_an_unmigrated_database_in_one_line(tmp_path: object) -> 
     assert "mangasync migrate" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def _read_err_until(proc: subprocess.Popen[str], text: str, timeout: float) -> list[str]:
-    assert proc.stderr is not None
-    os.set_blocking(proc.stderr.fileno(), False)
+def _read_err_until(proc: subprocess.Popen[str], text: str, timeout: float,
+                    stream: str = "stderr") -> list[str]:
+    """Lines of the process's `stream` up to the first that holds `text`."""
+    pipe = getattr(proc, stream)
+    assert pipe is not None
+    os.set_blocking(pipe.fileno(), False)
     lines: list[str] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        line = proc.stderr.readline()
+        line = pipe.readline()
         if line:
             lines.append(line)
             if text in line:
@@ -280,3 +283,32 @@ def test_listen_takes_its_token_from_a_private_file_or_the_environment(
     result = CliRunner().invoke(cli, ["listen", "--user", "u"], env=env)
     assert result.exit_code == 1
     assert "MANGASYNC_READER_TOKEN" in result.stderr and "--token-file" in result.stderr
+
+
+@pytest.mark.process
+def test_listen_says_who_it_listens_as_before_printing_the_backlog(
+        db_url: str, engine: Engine, tmp_path: Path) -> None:
+    from mangasync_pipeline.notify.app import ServerHandle
+    from mangasync_pipeline.notify.testing import add_manga, fast_options, server_settings
+
+    token = _run(db_url, "users", "add", "reader")[1].strip()
+    manga_id = add_manga(engine, "Waiting")
+    with ServerHandle(server_settings(db_url), fast_options()) as server:
+        # Two notifications wait for the reader, who is offline.
+        for n in range(2):
+            httpx.post(f"{server.http_url}/notify/new-manga",
+                       json={"manga_id": manga_id, "title": f"Waiting {n}"}).raise_for_status()
+        env = {**os.environ, "DATABASE_URL": db_url, "MANGASYNC_READER_TOKEN": token,
+               "MANGASYNC_UDP_PORT": str(server.udp_addr[1])}
+        listen = subprocess.Popen(
+            [sys.executable, "-m", "mangasync_pipeline.cli", "listen", "--user", "reader"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            said = _read_err_until(listen, "Waiting 1", 30, stream="stdout")
+        finally:
+            listen.send_signal(signal.SIGINT)
+            listen.communicate(timeout=10)
+    header = next(i for i, line in enumerate(said) if "listening as reader" in line)
+    first = next(i for i, line in enumerate(said) if "Waiting" in line)
+    assert header < first, said
+

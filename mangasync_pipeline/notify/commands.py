@@ -168,12 +168,13 @@ def _listen_loop(client: NotificationClient, where: str) -> None:
                 time.sleep(backoff)
                 backoff = min(LISTEN_MAX_BACKOFF, backoff * 2)
                 continue
-        client.poll(1.0, lambda msg: click.echo(format_notification(msg)))
+        # Said before the backlog is printed, not after the first poll shows it.
         if client.registrations != registered and client.session is not None:
             registered = client.registrations
             outage, backoff = False, 1.0
             click.echo(f"listening as {client.user} on {where} (session "
                        f"{client.session[:8]}, {client.unread_at_register} unread)", err=True)
+        client.poll(1.0, lambda msg: click.echo(format_notification(msg)))
         sys.stdout.flush()
 
 
