@@ -121,8 +121,3 @@ def no_refused_notifications(mangahub: MangaHubDatabase) -> AssetCheckResult:
             [{"dedup_key": e.dedup_key, "reason": e.last_error} for e in refused],
             {"dedup_key": "string", "reason": "string"})})
 
-
-CHECKS = [manga_have_titles_and_slugs, genre_links_point_at_rows, notification_outbox_backlog,
-          chapters_of_catalogued_manga, total_chapters_not_below_stored,
-          one_notification_per_chapter_number, no_quarantined_manga, no_quarantined_chapters,
-          no_refused_notifications]

@@ -241,5 +241,3 @@ def notification_outbox_sensor(context: SensorEvaluationContext,
     return RunRequest(run_key=f"outbox:{head[0].id}:{head[0].attempts}:{bucket}",
                       tags={"mangasync/outbox_pending": str(backlog.pending)})
 
-
-SENSORS = [new_manga_sensor, notification_outbox_sensor]
