@@ -88,3 +88,22 @@ def outbox_rows(engine: Engine, kind: str | None = None) -> list[Any]:
 def count(engine: Engine, table: Any) -> int:
     with engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(table)).scalar() or 0)
+
+
+class _Recorder(dict[str, str]):
+    """An empty environment that remembers every variable asked of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        self.asked.add(key)
+        return default
+
+
+def settings_variables() -> set[str]:
+    env = _Recorder()
+    Settings.from_env(env)
+    assert len(env.asked) > 20, env.asked
+    return env.asked

@@ -15,30 +15,12 @@ from dagster import validate_run_config
 from mangasync_pipeline.cli import cli
 from mangasync_pipeline.config import Settings
 from mangasync_pipeline.definitions import defs
+from mangasync_pipeline_tests.sync_helpers import settings_variables
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACTS = (ROOT / "docs" / "CONTRACTS.md").read_text()
 README = (ROOT / "README.md").read_text()
 ENV_EXAMPLE = (ROOT / ".env.example").read_text()
-
-
-class _Recorder(dict[str, str]):
-    """An empty environment that remembers every variable asked of it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.asked: set[str] = set()
-
-    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
-        self.asked.add(key)
-        return default
-
-
-def settings_variables() -> set[str]:
-    env = _Recorder()
-    Settings.from_env(env)
-    assert len(env.asked) > 20, env.asked
-    return env.asked
 
 
 def table_names(text: str, heading: str) -> set[str]:

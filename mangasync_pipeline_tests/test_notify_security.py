@@ -283,6 +283,17 @@ def _with_unread(engine: Engine, count: int) -> tuple[int, str]:
     return user_id, token
 
 
+def _register_at(sock: socket.socket, server: ServerHandle, token: str) -> bytes:
+    """The victim registers at `server` from `sock`; the datagram, as an eavesdropper saw it."""
+    sock.connect(server.udp_addr)
+    datagram = protocol.encode(protocol.register_message("victim", token,
+                                                         cookie=fetch_cookie(sock)))
+    sock.send(datagram)
+    answer = _answer(sock)
+    assert answer is not None and answer["type"] == "REGISTERED"
+    return datagram
+
+
 def test_a_captured_register_is_refused_after_a_restart_and_by_another_server(
         db_url: str, engine: Engine) -> None:
     user_id, token = _with_unread(engine, 10)
@@ -293,12 +304,7 @@ def test_a_captured_register_is_refused_after_a_restart_and_by_another_server(
     victim.bind(("127.0.0.1", 0))
     with victim:
         with ServerHandle(server_settings(db_url), options) as first:
-            victim.connect(first.udp_addr)
-            captured = protocol.encode(protocol.register_message(
-                "victim", token, cookie=fetch_cookie(victim)))
-            victim.send(captured)
-            answer = _answer(victim)
-            assert answer is not None and answer["type"] == "REGISTERED"
+            captured = _register_at(victim, first, token)
         # After a restart: the same datagram from the same address and port.
         with ServerHandle(server_settings(db_url), options) as second:
             victim.connect(second.udp_addr)
@@ -313,12 +319,7 @@ def test_a_captured_register_is_refused_after_a_restart_and_by_another_server(
         # Two servers on the same database: what one accepted, the other refuses.
         with ServerHandle(server_settings(db_url), options) as a, \
                 ServerHandle(server_settings(db_url), options) as b:
-            victim.connect(a.udp_addr)
-            fresh = protocol.encode(protocol.register_message(
-                "victim", token, cookie=fetch_cookie(victim)))
-            victim.send(fresh)
-            answer = _answer(victim)
-            assert answer is not None and answer["type"] == "REGISTERED"
+            fresh = _register_at(victim, a, token)
             victim.connect(b.udp_addr)
             victim.send(fresh)
             assert _answer(victim) == {"type": "ERROR", "code": "AUTH_FAILED"}

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from mangasync_pipeline.cli import cli
-from mangasync_pipeline_tests.test_docs_contracts import settings_variables
+from mangasync_pipeline_tests.sync_helpers import settings_variables
 
 ROOT = Path(__file__).resolve().parents[1]
 MANGASYNC_SERVICES = ("migrate", "code-location", "dagster-webserver", "dagster-daemon",

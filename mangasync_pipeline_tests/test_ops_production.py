@@ -19,7 +19,7 @@ from dagster import DagsterInstance, job, op
 from dagster._core.instance.config import dagster_instance_config
 
 from mangasync_pipeline_tests.conftest import PG_ADMIN_DSN, _pg_admin
-from mangasync_pipeline_tests.test_docs_contracts import settings_variables
+from mangasync_pipeline_tests.sync_helpers import settings_variables
 
 ROOT = Path(__file__).resolve().parents[1]
 
