@@ -35,6 +35,23 @@ def _pg_admin(sql: str) -> None:
 
 
 @contextmanager
+def throwaway_pg_database() -> Iterator[str]:
+    """An empty PostgreSQL database on the bench server, dropped afterwards; yields its name."""
+    name = f"mangasync_bench_{uuid.uuid4().hex[:12]}"
+    _pg_admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pg_url(name: str, driver: str = "psycopg") -> str:
+    """The SQLAlchemy URL of database `name` on the bench server."""
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0].split("://", 1)[1]
+    return f"postgresql+{driver}://{base}/{name}"
+
+
+@contextmanager
 def throwaway_db(backend: str, tmp: Path) -> Iterator[str]:
     """A freshly migrated MangaHub database, dropped (PostgreSQL) or left in `tmp` (SQLite)."""
     if backend == "sqlite":
@@ -42,15 +59,10 @@ def throwaway_db(backend: str, tmp: Path) -> Iterator[str]:
         upgrade(url)
         yield url
         return
-    name = f"mangasync_bench_{uuid.uuid4().hex[:12]}"
-    _pg_admin(f'CREATE DATABASE "{name}"')
-    try:
-        base = PG_ADMIN_DSN.rsplit("/", 1)[0].split("://", 1)[1]
-        url = f"postgresql+psycopg://{base}/{name}"
+    with throwaway_pg_database() as name:
+        url = pg_url(name)
         upgrade(url)
         yield url
-    finally:
-        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager
@@ -94,6 +106,12 @@ def stop(proc: subprocess.Popen[Any]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank `q` quantile (0..1) of `values`, which must not be empty."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

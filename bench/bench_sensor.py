@@ -40,7 +40,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import command, free_port, simulator_process, stop, table, throwaway_db
+from _common import (
+    command,
+    free_port,
+    percentile,
+    simulator_process,
+    stop,
+    table,
+    throwaway_db,
+)
 from bench_chapters import Listener, wait_until
 from sqlalchemy import select
 
@@ -54,11 +62,6 @@ RATE = 5.0
 SLOT = 40.0  # seconds: one chapter appears somewhere in each slot
 FOLLOWED = 4
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
 def dagster_home(tmp: Path) -> Path:
@@ -221,7 +224,7 @@ def main() -> None:
         rows.append([
             "`new_chapters_sensor` every 30 s (schedule every 15 min)" if r["way"] == "sensor"
             else "`new_chapters_schedule` every minute (sensor off)",
-            str(len(lat)), f"{statistics.median(lat):.1f} s", f"{p95(lat):.1f} s",
+            str(len(lat)), f"{statistics.median(lat):.1f} s", f"{percentile(lat, 0.95):.1f} s",
             f"{max(lat):.1f} s", f"{r['runs']['runs']} ({r['runs']['empty']} stored nothing)",
             _per_minute(r["requests"], r["minutes"]),
             _per_minute(r["requests"] - r["runs"]["requests"]
