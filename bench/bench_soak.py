@@ -77,7 +77,14 @@ from mangasync_pipeline.db.engine import make_engine
 from mangasync_pipeline.mangadex.simulator import SimulatorAdmin
 from mangasync_pipeline.notify.client import AuthFailed, NotificationClient
 from mangasync_pipeline.notify.users import add_user, library_add
-from mangasync_pipeline.ops.launcher import Launcher, Service, http_ok, python_command, venv_script
+from mangasync_pipeline.ops.launcher import (
+    Launcher,
+    Service,
+    http_ok,
+    python_command,
+    stop_on_signals,
+    venv_script,
+)
 from mangasync_pipeline.ops.system import DEFINITIONS_MODULE, start_system
 
 RATE = 5.0
@@ -213,7 +220,10 @@ class Memory:
                     self.commands.setdefault(pid, cmdline(pid)[:200])
 
     def total(self) -> float:
-        return sum(points[-1][1] for points in self.samples.values() if points)
+        """RSS of the processes alive at the last sample (exited run workers left out)."""
+        last = max((points[-1][0] for points in self.samples.values() if points), default=0.0)
+        return sum(points[-1][1] for points in self.samples.values()
+                   if points and points[-1][0] == last)
 
     def report(self, soak_from: float, soak_to: float) -> list[dict[str, Any]]:
         """Long-lived processes: slope over the soak; short-lived ones (run workers): peak."""
@@ -704,12 +714,13 @@ def progress_line(args: argparse.Namespace, engine: Engine, group: Readers, traf
            "online": group.online(),
            "runs": size["rows"].get("runs", 0),
            "dagster_mb": round(size["database_bytes"] / MB, 1),
-           "rss_mb": round(memory.total(), 0)}
+           "rss_mb": round(memory.total(), 0),
+           "load_average": os.getloadavg()[0]}
     say(f"[{minute:4.1f}/{args.minutes} min] chapters {row['chapters_published']} published, "
         f"{row['chapters_stored']} stored; manga {row['manga_published']}; notifications "
         f"{notes}, received {row['received']}; readers on line {row['online']}/"
         f"{len(group.readers)}; runs {row['runs']}; Dagster DB {row['dagster_mb']} MB; "
-        f"RSS all {row['rss_mb']:.0f} MB")
+        f"RSS all {row['rss_mb']:.0f} MB; load {row['load_average']:.1f}")
     return row
 
 
@@ -914,7 +925,10 @@ def main() -> None:
     args.online_mean = args.online_mean or max(30.0, args.minutes * 6)
     args.offline_mean = args.offline_mean or args.online_mean / 2
     args.retention = args.retention or f"{max(1, int(args.minutes // 2))}m"
-    result = soak(args)
+    # Ctrl-C or a kill stops the stack and drops the databases (also when started with
+    # nohup, which leaves SIGINT ignored).
+    with stop_on_signals():
+        result = soak(args)
     args.json.write_text(json.dumps(result, indent=1, default=str))
     report(result)
     print(f"\nfull result: {args.json}")
