@@ -4,7 +4,9 @@ materialization, so the asset graph and partition status the UI shows stay whole
 
 At MangaDex's real traffic the 30 s chapter sensor launches up to 2,880 runs a day; Dagster
 keeps every run and its events forever unless told otherwise. Sensor and schedule ticks are
-bounded by the `retention` section of the instance configs.
+bounded by the `retention` section of the instance configs. Dagster's `delete_run` leaves the
+asset check executions of a run in their own table (each with its evaluation event), so the job
+deletes those too, but for each check's latest, which the UI shows as the check's state.
 """
 
 
@@ -12,6 +14,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from dagster import (
     AssetKey,
@@ -28,12 +31,16 @@ from dagster import (
     job,
     op,
 )
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
+from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
+from sqlalchemy import delete, func, select
 
 from mangasync_pipeline.config import ConfigError
 from mangasync_pipeline.defs.resources import RunRetention
 
 FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
 PAGE = 500  # run ids read, and storage ids looked up, per query
+T = TypeVar("T")
 log = logging.getLogger("mangasync.retention")
 
 
@@ -41,13 +48,15 @@ log = logging.getLogger("mangasync.retention")
 class PruneReport:
     deleted: int
     kept_for_materializations: int
+    check_executions_deleted: int = 0
 
     def line(self) -> str:
-        return (f"{self.deleted} runs deleted; {self.kept_for_materializations} older runs kept "
-                "because they hold a partition's latest materialization")
+        return (f"{self.deleted} runs deleted with {self.check_executions_deleted} asset check "
+                f"executions; {self.kept_for_materializations} older runs kept because they "
+                "hold a partition's latest materialization")
 
 
-def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
@@ -90,7 +99,25 @@ def prune_runs(instance: DagsterInstance, cutoff: datetime,
         instance.delete_run(run_id)
         if done % 1000 == 0:
             log.info(f"retention: {done} of {len(doomed)} old runs deleted")
-    return PruneReport(deleted=len(doomed), kept_for_materializations=len(old) - len(doomed))
+    return PruneReport(deleted=len(doomed), kept_for_materializations=len(old) - len(doomed),
+                       check_executions_deleted=delete_check_executions(instance, doomed))
+
+
+def delete_check_executions(instance: DagsterInstance, run_ids: list[str]) -> int:
+    """Deletes the asset check executions of `run_ids`, but for each check's latest one;
+    returns how many. `DagsterInstance.delete_run` leaves them (Dagster 1.13), and no public
+    API deletes them, so this goes to the event log's index tables as Dagster's own does."""
+    storage = instance.event_log_storage
+    if not isinstance(storage, SqlEventLogStorage) or not run_ids:
+        return 0
+    table = AssetCheckExecutionsTable
+    latest = select(func.max(table.c.id)).group_by(table.c.asset_key, table.c.check_name)
+    deleted = 0
+    for chunk in _chunks(run_ids, PAGE):
+        with storage.index_connection() as conn:
+            deleted += conn.execute(delete(table).where(
+                table.c.run_id.in_(chunk), table.c.id.not_in(latest.scalar_subquery()))).rowcount
+    return deleted
 
 
 @op(description="Deletes finished runs older than MANGASYNC_RUN_RETENTION, keeping each "
@@ -104,6 +131,7 @@ def prune_old_runs(context: OpExecutionContext, run_retention: RunRetention) -> 
     report = prune_runs(context.instance, cutoff, context.instance.get_asset_keys())
     context.log.info(f"runs created before {cutoff:%Y-%m-%d %H:%M} UTC: {report.line()}")
     return Output(None, metadata={"runs_deleted": report.deleted,
+                                  "check_executions_deleted": report.check_executions_deleted,
                                   "runs_kept_for_materializations":
                                       report.kept_for_materializations,
                                   "cutoff": cutoff.isoformat(timespec="seconds")})
