@@ -125,7 +125,8 @@ def storage(db_name: str) -> dict[str, Any]:
             "SELECT relname, pg_total_relation_size(relid) FROM pg_catalog.pg_statio_user_tables"
         ).fetchall())
         rows = {name: conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0]  # noqa: S608
-                for name in ("runs", "event_logs", "job_ticks") if name in tables}
+                for name in ("runs", "event_logs", "asset_check_executions", "job_ticks")
+                if name in tables}
         statuses = {}
         for name in ("runs", "job_ticks"):
             try:
@@ -875,9 +876,10 @@ def report(r: dict[str, Any]) -> None:
               ("after prune_runs_job", "after_prune"),
               ("after prune and VACUUM FULL", "after_prune_vacuum_full"))
     print(table(["Dagster storage (PostgreSQL)", "database", "runs", "event_logs rows",
-                 "job_ticks rows", *top], [
+                 "asset_check_executions rows", "job_ticks rows", *top], [
         [name, f"{s[k]['database_bytes'] / MB:.1f} MB", s[k]["rows"].get("runs", "-"),
-         s[k]["rows"].get("event_logs", "-"), s[k]["rows"].get("job_ticks", "-"),
+         s[k]["rows"].get("event_logs", "-"), s[k]["rows"].get("asset_check_executions", "-"),
+         s[k]["rows"].get("job_ticks", "-"),
          *(f"{s[k]['tables'].get(tn, 0) / MB:.2f} MB" for tn in top)]
         for name, k in stages]))
     print(f"\ngrowth: {s['growth_bytes'] / MB:.1f} MB for {r['chapters_stored']} chapters "
