@@ -471,6 +471,21 @@ def test_dg_sees_one_location_named_mangasync_and_can_scaffold(tmp_path: Path) -
     assert "def probe" in (project / "mangasync_pipeline" / "defs" / "probe.py").read_text()
 
 
+@pytest.mark.process
+def test_loading_the_definitions_warns_nothing(tmp_path: Path) -> None:
+    """Every code server and run worker loads the definitions: a warning there repeats in the
+    daemon's log once per run, so loading them must print none."""
+    loaded = subprocess.run(
+        [sys.executable, "-W", "default", "-c",
+         "from mangasync_pipeline.definitions import build_definitions\n"
+         "from mangasync_pipeline.config import Settings\n"
+         "build_definitions(Settings()).get_repository_def()\n"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "DAGSTER_HOME": str(tmp_path)})
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert "Warning" not in loaded.stderr, loaded.stderr[-2000:]
+
+
 @pytest.mark.database
 def test_local_start_names_the_location_mangasync_and_uses_the_root_dagster_yaml(
         tmp_path: Path) -> None:
