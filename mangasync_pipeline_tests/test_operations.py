@@ -5,11 +5,13 @@ materialization. Through Dagster's own APIs, against the simulator and real data
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,8 +25,10 @@ from dagster import (
     instance_for_test,
     materialize,
 )
+from dagster._core.definitions.run_request import InstigatorType
+from dagster._core.scheduler.instigation import TickStatus
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import select
+from sqlalchemy import make_url, select
 
 from mangasync_pipeline.config import ConfigError, Settings
 from mangasync_pipeline.db.engine import make_engine
@@ -34,7 +38,10 @@ from mangasync_pipeline.defs.alerts import run_failure_alert_sensor
 from mangasync_pipeline.defs.assets import GENRE_LINKS, MANGA_CATALOGUE, NEW_CHAPTERS, catalogue
 from mangasync_pipeline.mangadex.simulator import Simulator, SimulatorAdmin
 from mangasync_pipeline.notify.app import ServerHandle
+from mangasync_pipeline_tests.conftest import drop_pg_database, new_pg_database
 from mangasync_pipeline_tests.sync_helpers import settings_for
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Webhook:
@@ -305,3 +312,30 @@ def test_work_that_keeps_failing_is_asked_for_again_less_and_less_often() -> Non
     waits = [retry_wait(n, poll) for n in range(1, 8)]
     assert waits[:4] == [timedelta(0), poll, 2 * poll, 4 * poll]  # the first retry at once
     assert waits[-1] == timedelta(hours=2)  # then at most every two hours
+
+
+@pytest.mark.database
+@pytest.mark.parametrize("config", ["dagster.yaml", "mangasync_pipeline/ops/dagster_home.yaml",
+                                    "docker/dagster.yaml"])
+def test_every_instance_config_keeps_ticks_for_days_not_forever(
+        config: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As Dagster reads each shipped instance config: schedule and sensor ticks of every
+    outcome are purged after a bounded number of days (Dagster keeps most forever unasked)."""
+    shutil.copy(ROOT / config, tmp_path / "dagster.yaml")
+    database = None
+    if config.startswith("docker/"):
+        database, url = new_pg_database("template0")
+        where = make_url(url)
+        for name, value in (("USER", where.username), ("PASSWORD", where.password or ""),
+                            ("HOST", where.host), ("PORT", str(where.port or 5432)),
+                            ("DB", where.database)):
+            monkeypatch.setenv(f"DAGSTER_POSTGRES_{name}", str(value))
+    try:
+        with DagsterInstance.from_config(str(tmp_path)) as instance:
+            for kind in (InstigatorType.SCHEDULE, InstigatorType.SENSOR):
+                kept = instance.get_tick_retention_settings(kind)
+                for status in (TickStatus.SUCCESS, TickStatus.SKIPPED, TickStatus.FAILURE):
+                    assert 0 < kept[status] <= 30, (kind, status, kept[status])
+    finally:
+        if database:
+            drop_pg_database(database)
