@@ -19,6 +19,7 @@ import pytest
 from dagster import (
     AssetMaterialization,
     DagsterInstance,
+    DefaultScheduleStatus,
     MetadataValue,
     build_run_status_sensor_context,
     build_sensor_context,
@@ -28,7 +29,7 @@ from dagster import (
 from dagster._core.definitions.run_request import InstigatorType
 from dagster._core.scheduler.instigation import TickStatus
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import make_url, select
+from sqlalchemy import Engine, make_url, select
 
 from mangasync_pipeline.config import ConfigError, Settings
 from mangasync_pipeline.db.engine import make_engine
@@ -339,3 +340,28 @@ def test_every_instance_config_keeps_ticks_for_days_not_forever(
     finally:
         if database:
             drop_pg_database(database)
+
+
+def test_the_outbox_checks_run_on_their_own_schedule_and_flag_an_old_notification(
+        db_url: str, engine: Engine) -> None:
+    """The backlog check belongs to the outbox, not to the catalogue: it is evaluated every
+    15 minutes even when nothing new was synced, which is when a dead server goes unseen."""
+    from mangasync_pipeline.sync import outbox
+
+    with engine.begin() as conn:
+        outbox.enqueue(conn, outbox.NEW_MANGA, {"manga_id": 1, "title": "Waiting"},
+                       "new-manga:waiting", datetime.now(UTC) - timedelta(hours=2))
+    defs = build_definitions(settings_for(db_url, "http://127.0.0.1:9"))
+    schedule = defs.resolve_schedule_def("outbox_checks_schedule")
+    assert schedule.cron_schedule == "*/15 * * * *"
+    assert schedule.default_status == DefaultScheduleStatus.RUNNING
+    with instance_for_test() as instance:
+        result = defs.resolve_job_def("outbox_checks_job").execute_in_process(
+            instance=instance, resources=defs.resources)
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert set(checks) == {"notification_outbox_backlog", "no_refused_notifications"}
+    backlog = checks["notification_outbox_backlog"]
+    assert not backlog.passed
+    assert backlog.metadata["pending"].value == 1
+    assert backlog.metadata["oldest_pending_age_seconds"].value >= 7200
+    assert checks["no_refused_notifications"].passed

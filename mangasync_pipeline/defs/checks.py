@@ -1,17 +1,15 @@
 """Asset checks that catch real breakage in what the assets wrote."""
 
 
-from datetime import timedelta
 
 from dagster import AssetCheckResult, AssetCheckSeverity, asset_check
 from sqlalchemy import and_, func, select
 
-from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db.tables import chapters, genres, manga, manga_genres
 from mangasync_pipeline.defs.assets import GENRE_LINKS, MANGA_CATALOGUE, NEW_CHAPTERS
 from mangasync_pipeline.defs.reporting import table
 from mangasync_pipeline.defs.resources import MangaHubDatabase
-from mangasync_pipeline.sync import outbox, quarantine
+from mangasync_pipeline.sync import quarantine
 
 
 def _count(mangahub: MangaHubDatabase, stmt: object) -> int:
@@ -35,19 +33,6 @@ def genre_links_point_at_rows(mangahub: MangaHubDatabase) -> AssetCheckResult:
         .outerjoin(genres, genres.c.id == manga_genres.c.genre_id))
         .where((manga.c.id.is_(None)) | (genres.c.id.is_(None))))
     return AssetCheckResult(passed=dangling == 0, metadata={"dangling_links": dangling})
-
-
-@asset_check(asset=MANGA_CATALOGUE, description="No notification waits in the outbox for "
-             "more than an hour (is the notification server up?).")
-def notification_outbox_backlog(mangahub: MangaHubDatabase) -> AssetCheckResult:
-    with mangahub.engine().connect() as conn:
-        backlog = outbox.backlog(conn)
-    age = backlog.oldest_age_seconds(utcnow())
-    return AssetCheckResult(
-        passed=age <= timedelta(hours=1).total_seconds(),
-        severity=AssetCheckSeverity.WARN,
-        metadata={"pending": backlog.pending, "oldest_pending_age_seconds": round(age)},
-    )
 
 
 @asset_check(asset=NEW_CHAPTERS, description="No chapter belongs to a manga outside the "
@@ -107,17 +92,3 @@ def no_quarantined_manga(mangahub: MangaHubDatabase) -> AssetCheckResult:
              "(skipped by the boundary checks; read again every 15 minutes until it passes).")
 def no_quarantined_chapters(mangahub: MangaHubDatabase) -> AssetCheckResult:
     return _quarantine(mangahub, quarantine.CHAPTER)
-
-
-@asset_check(asset=MANGA_CATALOGUE, description="The notification server refused no "
-             "notification for good (a refused one is never delivered: see its last_error "
-             "in notification_outbox).")
-def no_refused_notifications(mangahub: MangaHubDatabase) -> AssetCheckResult:
-    with mangahub.engine().connect() as conn:
-        refused = outbox.refused(conn, 10)
-        n = outbox.refused_count(conn)
-    return AssetCheckResult(passed=n == 0, metadata={
-        "refused": n, "latest": table(
-            [{"dedup_key": e.dedup_key, "reason": e.last_error} for e in refused],
-            {"dedup_key": "string", "reason": "string"})})
-
