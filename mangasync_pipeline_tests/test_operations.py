@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -110,7 +109,7 @@ def _evaluate_for_failed_sync(settings: Settings) -> tuple[Any, Any]:
 
 def test_a_failed_run_is_one_line_at_the_webhook_with_its_id_and_reason(
         simulator: Simulator, db_url: str, webhook: Webhook) -> None:
-    settings = replace(settings_for(db_url, simulator.url), alert_webhook=webhook.url)
+    settings = settings_for(db_url, simulator.url, alert_webhook=webhook.url)
     answer, result = _evaluate_for_failed_sync(settings)
     assert answer is None and len(webhook.bodies) == 1
     # Counted once, by its job and the failure's kind, for /metrics.
@@ -124,7 +123,7 @@ def test_a_failed_run_is_one_line_at_the_webhook_with_its_id_and_reason(
 def test_a_webhook_that_fails_once_still_gets_the_line(
         simulator: Simulator, db_url: str, webhook: Webhook) -> None:
     webhook.failures_first = 1
-    settings = replace(settings_for(db_url, simulator.url), alert_webhook=webhook.url)
+    settings = settings_for(db_url, simulator.url, alert_webhook=webhook.url)
     answer, result = _evaluate_for_failed_sync(settings)
     assert answer is None  # posted
     assert [b["text"] for b in webhook.bodies][-1].startswith(  # type: ignore[union-attr]
@@ -138,7 +137,7 @@ def test_a_webhook_that_keeps_refusing_is_tried_three_times_and_the_run_still_co
     """Dagster moves a run-status sensor past a run even when its tick fails, so the sensor
     never raises: it tries three times, logs, and counts the run for /metrics and alerts."""
     webhook.status = 500
-    settings = replace(settings_for(db_url, simulator.url), alert_webhook=webhook.url)
+    settings = settings_for(db_url, simulator.url, alert_webhook=webhook.url)
     answer, _ = _evaluate_for_failed_sync(settings)
     assert answer is not None and "the webhook failed" in str(answer.skip_message)
     assert len(webhook.bodies) == 3
@@ -173,7 +172,7 @@ def test_pruning_deletes_old_runs_but_keeps_each_partitions_latest_materializati
         _, failed = _failed_sync(settings, instance)
         runs["failed"] = failed.run_id
         # Everything so far is older than the retention the prune job runs with.
-        prune_defs = build_definitions(replace(settings, run_retention=timedelta(milliseconds=1)))
+        prune_defs = build_definitions(settings.replace(run_retention=timedelta(milliseconds=1)))
         pruned = prune_defs.resolve_job_def("prune_runs_job").execute_in_process(
             instance=instance, resources=prune_defs.resources)
         assert pruned.success
