@@ -16,6 +16,7 @@ import pytest
 from dagster import (
     AssetMaterialization,
     DagsterInstance,
+    DagsterInvalidConfigError,
     MetadataValue,
     build_run_status_sensor_context,
     build_sensor_context,
@@ -30,7 +31,7 @@ from mangasync_pipeline.db.engine import make_engine
 from mangasync_pipeline.db.tables import sync_metrics
 from mangasync_pipeline.definitions import build_definitions
 from mangasync_pipeline.defs.alerts import run_failure_alert_sensor
-from mangasync_pipeline.defs.assets import GENRE_LINKS, MANGA_CATALOGUE, NEW_CHAPTERS, catalogue
+from mangasync_pipeline.defs.assets import GENRE_LINKS, MANGA_CATALOGUE, NEW_CHAPTERS
 from mangasync_pipeline.mangadex.simulator import Simulator, SimulatorAdmin
 from mangasync_pipeline.notify.app import ServerHandle
 from mangasync_pipeline_tests.sync_helpers import settings_for
@@ -163,6 +164,7 @@ def test_pruning_deletes_old_runs_but_keeps_each_partitions_latest_materializati
                             createdAt=f"{day}T01:00:00+00:00")
     settings = settings_for(db_url, sim.url)
     defs = build_definitions(settings)
+    catalogue = defs.get_assets_def(MANGA_CATALOGUE)
     with instance_for_test() as instance:
         runs = {}
         for name, day in (("first-02", "2025-09-02"), ("latest-02", "2025-09-02"),
@@ -186,20 +188,17 @@ def test_pruning_deletes_old_runs_but_keeps_each_partitions_latest_materializati
         assert (values["runs_deleted"], values["runs_kept_for_materializations"]) == (2, 2)
 
 
-def test_a_retention_set_in_the_launchpad_is_checked_before_anything_is_deleted(
-        db_url: str) -> None:
+def test_the_retention_is_the_settings_and_run_config_cannot_shorten_it(db_url: str) -> None:
     defs = build_definitions(settings_for(db_url, "http://127.0.0.1:9"))
     with instance_for_test() as instance:
         job = defs.resolve_job_def("prune_runs_job")
         job.execute_in_process(instance=instance, resources=defs.resources)
         kept = {r.run_id for r in instance.get_runs()}
-        result = job.execute_in_process(
-            instance=instance, raise_on_error=False,
-            run_config={"resources": {"run_retention": {"config": {"keep": "soon"}}}})
-        assert not result.success
-        failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
-        assert failure is not None and failure.description is not None
-        assert failure.description.startswith("MANGASYNC_RUN_RETENTION='soon': not an interval")
+        # What a Launchpad edit would send: refused before the run starts, nothing deleted.
+        with pytest.raises(DagsterInvalidConfigError, match="run_retention"):
+            job.execute_in_process(
+                instance=instance,
+                run_config={"resources": {"run_retention": {"config": {"keep": "1ms"}}}})
         assert kept <= {r.run_id for r in instance.get_runs()}
 
 
@@ -209,6 +208,7 @@ def test_a_runs_figures_reach_metrics_with_the_seeds_names_and_types(
     with SimulatorAdmin(sim.url) as admin:
         admin.add_manga(title="Made", contentRating="safe", createdAt="2025-09-02T01:00:00+00:00")
     defs = build_definitions(settings_for(db_url, sim.url))
+    catalogue = defs.get_assets_def(MANGA_CATALOGUE)
     with instance_for_test() as instance:
         for _ in range(2):
             assert materialize([catalogue], selection=[MANGA_CATALOGUE], instance=instance,
