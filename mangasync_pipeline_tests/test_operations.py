@@ -8,7 +8,6 @@ import json
 import shutil
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 from dagster import (
     AssetMaterialization,
     DagsterInstance,
+    DagsterInvalidConfigError,
     DefaultScheduleStatus,
     MetadataValue,
     build_run_status_sensor_context,
@@ -36,7 +36,7 @@ from mangasync_pipeline.db.engine import make_engine
 from mangasync_pipeline.db.tables import sync_metrics
 from mangasync_pipeline.definitions import build_definitions
 from mangasync_pipeline.defs.alerts import run_failure_alert_sensor
-from mangasync_pipeline.defs.assets import GENRE_LINKS, MANGA_CATALOGUE, NEW_CHAPTERS, catalogue
+from mangasync_pipeline.defs.assets import GENRE_LINKS, MANGA_CATALOGUE, NEW_CHAPTERS
 from mangasync_pipeline.mangadex.simulator import Simulator, SimulatorAdmin
 from mangasync_pipeline.notify.app import ServerHandle
 from mangasync_pipeline_tests.conftest import drop_pg_database, new_pg_database
@@ -118,7 +118,7 @@ def _evaluate_for_failed_sync(settings: Settings) -> tuple[Any, Any]:
 
 def test_a_failed_run_is_one_line_at_the_webhook_with_its_id_and_reason(
         simulator: Simulator, db_url: str, webhook: Webhook) -> None:
-    settings = replace(settings_for(db_url, simulator.url), alert_webhook=webhook.url)
+    settings = settings_for(db_url, simulator.url, alert_webhook=webhook.url)
     answer, result = _evaluate_for_failed_sync(settings)
     assert answer is None and len(webhook.bodies) == 1
     # Counted once, by its job and the failure's kind, for /metrics.
@@ -132,7 +132,7 @@ def test_a_failed_run_is_one_line_at_the_webhook_with_its_id_and_reason(
 def test_a_webhook_that_fails_once_still_gets_the_line(
         simulator: Simulator, db_url: str, webhook: Webhook) -> None:
     webhook.failures_first = 1
-    settings = replace(settings_for(db_url, simulator.url), alert_webhook=webhook.url)
+    settings = settings_for(db_url, simulator.url, alert_webhook=webhook.url)
     answer, result = _evaluate_for_failed_sync(settings)
     assert answer is None  # posted
     assert [b["text"] for b in webhook.bodies][-1].startswith(  # type: ignore[union-attr]
@@ -146,7 +146,7 @@ def test_a_webhook_that_keeps_refusing_is_tried_three_times_and_the_run_still_co
     """Dagster moves a run-status sensor past a run even when its tick fails, so the sensor
     never raises: it tries three times, logs, and counts the run for /metrics and alerts."""
     webhook.status = 500
-    settings = replace(settings_for(db_url, simulator.url), alert_webhook=webhook.url)
+    settings = settings_for(db_url, simulator.url, alert_webhook=webhook.url)
     answer, _ = _evaluate_for_failed_sync(settings)
     assert answer is not None and "the webhook failed" in str(answer.skip_message)
     assert len(webhook.bodies) == 3
@@ -172,6 +172,7 @@ def test_pruning_deletes_old_runs_but_keeps_each_partitions_latest_materializati
                             createdAt=f"{day}T01:00:00+00:00")
     settings = settings_for(db_url, sim.url)
     defs = build_definitions(settings)
+    catalogue = defs.get_assets_def(MANGA_CATALOGUE)
     with instance_for_test() as instance:
         runs = {}
         for name, day in (("first-02", "2025-09-02"), ("latest-02", "2025-09-02"),
@@ -181,7 +182,7 @@ def test_pruning_deletes_old_runs_but_keeps_each_partitions_latest_materializati
         _, failed = _failed_sync(settings, instance)
         runs["failed"] = failed.run_id
         # Everything so far is older than the retention the prune job runs with.
-        prune_defs = build_definitions(replace(settings, run_retention=timedelta(milliseconds=1)))
+        prune_defs = build_definitions(settings.replace(run_retention=timedelta(milliseconds=1)))
         pruned = prune_defs.resolve_job_def("prune_runs_job").execute_in_process(
             instance=instance, resources=prune_defs.resources)
         assert pruned.success
@@ -195,20 +196,17 @@ def test_pruning_deletes_old_runs_but_keeps_each_partitions_latest_materializati
         assert (values["runs_deleted"], values["runs_kept_for_materializations"]) == (2, 2)
 
 
-def test_a_retention_set_in_the_launchpad_is_checked_before_anything_is_deleted(
-        db_url: str) -> None:
+def test_the_retention_is_the_settings_and_run_config_cannot_shorten_it(db_url: str) -> None:
     defs = build_definitions(settings_for(db_url, "http://127.0.0.1:9"))
     with instance_for_test() as instance:
         job = defs.resolve_job_def("prune_runs_job")
         job.execute_in_process(instance=instance, resources=defs.resources)
         kept = {r.run_id for r in instance.get_runs()}
-        result = job.execute_in_process(
-            instance=instance, raise_on_error=False,
-            run_config={"resources": {"run_retention": {"config": {"keep": "soon"}}}})
-        assert not result.success
-        failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
-        assert failure is not None and failure.description is not None
-        assert failure.description.startswith("MANGASYNC_RUN_RETENTION='soon': not an interval")
+        # What a Launchpad edit would send: refused before the run starts, nothing deleted.
+        with pytest.raises(DagsterInvalidConfigError, match="run_retention"):
+            job.execute_in_process(
+                instance=instance,
+                run_config={"resources": {"run_retention": {"config": {"keep": "1ms"}}}})
         assert kept <= {r.run_id for r in instance.get_runs()}
 
 
@@ -218,6 +216,7 @@ def test_a_runs_figures_reach_metrics_with_the_seeds_names_and_types(
     with SimulatorAdmin(sim.url) as admin:
         admin.add_manga(title="Made", contentRating="safe", createdAt="2025-09-02T01:00:00+00:00")
     defs = build_definitions(settings_for(db_url, sim.url))
+    catalogue = defs.get_assets_def(MANGA_CATALOGUE)
     with instance_for_test() as instance:
         for _ in range(2):
             assert materialize([catalogue], selection=[MANGA_CATALOGUE], instance=instance,

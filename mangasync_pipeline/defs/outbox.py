@@ -14,30 +14,36 @@ from dagster import (
     AssetSelection,
     AssetSpec,
     DefaultScheduleStatus,
+    Definitions,
     ScheduleDefinition,
     asset_check,
     define_asset_job,
+    definitions,
 )
 
-from mangasync_pipeline.config import utcnow
-from mangasync_pipeline.defs.assets import KINDS, MANGA_CATALOGUE, NEW_CHAPTERS, OWNERS
+from mangasync_pipeline.config import Settings, utcnow
+from mangasync_pipeline.defs.assets import MANGA_CATALOGUE, NEW_CHAPTERS, OWNERS, kinds
 from mangasync_pipeline.defs.reporting import table
-from mangasync_pipeline.defs.resources import MangaHubDatabase
+from mangasync_pipeline.defs.resources import MangaHub
+from mangasync_pipeline.defs.settings import current_settings
 from mangasync_pipeline.sync import outbox
 
 NOTIFICATION_OUTBOX = AssetKey("notification_outbox")
 
-notification_outbox = AssetSpec(
-    NOTIFICATION_OUTBOX, deps=[MANGA_CATALOGUE, NEW_CHAPTERS], group_name="notifications",
-    kinds={k for k in KINDS if k != "mangadex"}, owners=OWNERS,
-    description="Notifications queued by the catalogue and chapter syncs (table "
-                "notification_outbox), delivered to the notification server by each run and "
-                "by notification_outbox_sensor.")
+
+
+def outbox_spec(settings: Settings) -> AssetSpec:
+    return AssetSpec(
+        NOTIFICATION_OUTBOX, deps=[MANGA_CATALOGUE, NEW_CHAPTERS], group_name="notifications",
+        kinds=kinds(settings), owners=OWNERS,
+        description="Notifications queued by the catalogue and chapter syncs (table "
+                    "notification_outbox), delivered to the notification server by each run "
+                    "and by notification_outbox_sensor.")
 
 
 @asset_check(asset=NOTIFICATION_OUTBOX, description="No notification waits in the outbox "
              "for more than an hour (is the notification server up?).")
-def notification_outbox_backlog(mangahub: MangaHubDatabase) -> AssetCheckResult:
+def notification_outbox_backlog(mangahub: MangaHub) -> AssetCheckResult:
     with mangahub.engine().connect() as conn:
         backlog = outbox.backlog(conn)
     age = backlog.oldest_age_seconds(utcnow())
@@ -51,7 +57,7 @@ def notification_outbox_backlog(mangahub: MangaHubDatabase) -> AssetCheckResult:
 @asset_check(asset=NOTIFICATION_OUTBOX, description="The notification server refused no "
              "notification for good (a refused one is never delivered: see its last_error "
              "in notification_outbox).")
-def no_refused_notifications(mangahub: MangaHubDatabase) -> AssetCheckResult:
+def no_refused_notifications(mangahub: MangaHub) -> AssetCheckResult:
     with mangahub.engine().connect() as conn:
         refused = outbox.refused(conn, 10)
         n = outbox.refused_count(conn)
@@ -68,3 +74,11 @@ outbox_checks_job = define_asset_job(
 outbox_checks_schedule = ScheduleDefinition(
     name="outbox_checks_schedule", job=outbox_checks_job, cron_schedule="*/15 * * * *",
     execution_timezone="UTC", default_status=DefaultScheduleStatus.RUNNING)
+
+
+@definitions
+def defs() -> Definitions:
+    # A module with a @definitions function contributes only what the function returns.
+    return Definitions(assets=[outbox_spec(current_settings())],
+                       asset_checks=[notification_outbox_backlog, no_refused_notifications],
+                       jobs=[outbox_checks_job], schedules=[outbox_checks_schedule])
