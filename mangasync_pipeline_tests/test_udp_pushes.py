@@ -130,12 +130,22 @@ def test_live_pushes_wait_behind_the_catch_up_and_come_once_after_it() -> None:
 def test_a_full_page_leaves_the_catch_up_open_for_the_next() -> None:
     session = _session(catching_up=True)
     session.live_pending.append(_notice(9))
-    add_page(session, [_notice(1), _notice(2)], page_size=2)
+    assert add_page(session, [_notice(1), _notice(2)], page_size=2)
     assert session.more_after == 2 and session.catching_up
     assert [n.id for n in session.queue] == [1, 2]
-    add_page(session, [], page_size=2)
+    assert add_page(session, [], page_size=2)
     assert session.more_after is None and not session.catching_up
     assert [n.id for n in session.queue] == [1, 2, 9]
+
+
+def test_a_reader_with_nothing_unread_needs_no_pump() -> None:
+    """(A pump would hold off the process's garbage collector for nothing.)"""
+    session = _session(catching_up=True)
+    assert not add_page(session, [], page_size=2)
+    assert not session.catching_up
+    session = _session(catching_up=True)
+    session.seen.add(1)  # already pushed live
+    assert not add_page(session, [_notice(1)], page_size=2)
 
 
 def test_a_closed_session_gets_nothing() -> None:

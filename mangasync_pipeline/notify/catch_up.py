@@ -20,9 +20,10 @@ from mangasync_pipeline.notify.store import Notice
 log = logging.getLogger("mangasync.notify.udp")
 
 
-def add_page(session: Session, page: list[Notice], page_size: int) -> None:
+def add_page(session: Session, page: list[Notice], page_size: int) -> bool:
     """Queue a page of unread notifications; after the last page (a short one), the live ones
-    that waited behind the catch-up, all once each."""
+    that waited behind the catch-up, all once each. True if the session now has something to
+    push or more to load."""
     for notice in page:
         if notice.id not in session.seen:
             session.seen.add(notice.id)
@@ -37,6 +38,7 @@ def add_page(session: Session, page: list[Notice], page_size: int) -> None:
             if notice.id not in session.seen:
                 session.seen.add(notice.id)
                 session.queue.append(notice)
+    return bool(session.queue) or session.more_after is not None
 
 
 class CatchUp:
@@ -97,5 +99,7 @@ class CatchUp:
             self._add(session, page)
 
     def _add(self, session: Session, page: list[Notice]) -> None:
-        add_page(session, page, self.opt.catch_up_page)
-        self.pump(session, 0.0)
+        # Nothing to push and nothing more to load (a reader with nothing unread): no pump, so
+        # no pause of the collector either, which is the whole process's.
+        if add_page(session, page, self.opt.catch_up_page):
+            self.pump(session, 0.0)

@@ -75,18 +75,21 @@ class Pushes:
         self._ready_handle = None
         ready = self._ready
         now = time.monotonic()
-        pushes = self.inflight.new_slice()
-        for _ in range(min(PUMP_BATCH, len(ready))):
-            session = ready.popleft()
-            session.ready = False
-            self._pump(session, now, pushes)
-        self.inflight.arm(pushes)
-        if ready:
-            self._ready_handle = self.loop.call_soon(self._pump_ready)
-            if self.gc_pause.overdue(now):
+        try:
+            pushes = self.inflight.new_slice()
+            for _ in range(min(PUMP_BATCH, len(ready))):
+                session = ready.popleft()
+                session.ready = False
+                self._pump(session, now, pushes)
+            self.inflight.arm(pushes)
+        finally:
+            # (Also if a pump failed: the collector must never stay off for want of a call.)
+            if ready:
+                self._ready_handle = self.loop.call_soon(self._pump_ready)
+                if self.gc_pause.overdue(now):
+                    self.gc_pause.release()
+            else:
                 self.gc_pause.release()
-        else:
-            self.gc_pause.release()
 
     def _pump_later(self, session: Session) -> None:
         session.pump_handle = None
