@@ -4,22 +4,12 @@ one per process, so holds of several endpoints are counted together."""
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
 
 import pytest
 
 from mangasync_pipeline.notify.gc_pause import GcPause
 
-
-@pytest.fixture(autouse=True)
-def collector_on() -> Iterator[None]:
-    was = gc.isenabled()
-    gc.enable()
-    yield
-    if was:
-        gc.enable()
-    else:
-        gc.disable()
+pytestmark = pytest.mark.usefixtures("collector_on")
 
 
 def test_a_hold_turns_the_collector_off_until_released() -> None:

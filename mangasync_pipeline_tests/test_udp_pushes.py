@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -33,13 +33,7 @@ def _session(user_id: int = 1, catching_up: bool = False) -> Session:
                    validated=True, catching_up=catching_up)
 
 
-@pytest.fixture(autouse=True)
-def collector_on() -> Iterator[None]:
-    was = gc.isenabled()
-    gc.enable()
-    yield
-    if was:
-        gc.enable()
+pytestmark = pytest.mark.usefixtures("collector_on")
 
 
 Body = Callable[[Pushes, dict[int, UserState], list[tuple[bytes, Address]]], object]
