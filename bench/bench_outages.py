@@ -59,8 +59,8 @@ BEFORE_LIFETIME = 475.0
 
 
 def settings_for(db: str, url: str) -> Settings:
-    return replace(Settings(), database_url=db, mangadex_api_url=url,
-                   udp_server_url="http://127.0.0.1:9", mangadex_rate_limit=5.0)
+    return Settings(database_url=db, mangadex_api_url=url,
+                    udp_server_url="http://127.0.0.1:9", mangadex_rate_limit=5.0)
 
 
 def step_seconds(instance: DagsterInstance, run_id: str) -> tuple[float, str]:
@@ -163,10 +163,10 @@ def catch_up(tmp: Path, seed: int) -> list[list[Any]]:
         real, pool = everyone[:200], everyone[200:600]
         # Replayed time does not move the breaker's clock: a short open period stands in for
         # the five minutes that pass long before the 2:00 poll.
-        settings = replace(settings_for(db, proxy.url), mangadex_policy=replace(
+        settings = settings_for(db, proxy.url).replace(mangadex_policy=replace(
             POLICY, breaker_open_seconds=1.0))
         engine = _engine(db)
-        with open_client(replace(settings, mangadex_api_url=sim.url)) as direct:
+        with open_client(settings.replace(mangadex_api_url=sim.url)) as direct:
             build_catalogue(engine, direct, real, 200, start - timedelta(hours=1))
         numbers: dict[str, Any] = {}
         normal = add_traffic(sim, rng, start, 1.0, 20.0, real, numbers)

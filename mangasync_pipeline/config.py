@@ -10,9 +10,26 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
 from urllib.parse import urlparse
+
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 DEFAULT_DATABASE_URL = "sqlite:///.mangasync/mangahub.sqlite"
 DEFAULT_SECRET_KEY_FILE = ".mangasync/secret.key"  # beside the default database
@@ -141,15 +158,6 @@ def _schedule_interval(value: str) -> timedelta:
     return interval
 
 
-def _notify_server_url(get: Callable[[str], str | None]) -> str | None:
-    """NOTIFY_SERVER_URL, else its older name UDP_SERVER_URL (still read: deployments set it,
-    though it is the server's HTTP trigger URL, not a UDP address)."""
-    for name in ("NOTIFY_SERVER_URL", "UDP_SERVER_URL"):
-        if (v := get(name)) is not None:
-            return _url(name, v)
-    return None
-
-
 def _day(name: str, value: str) -> date:
     try:
         return date.fromisoformat(value)
@@ -196,6 +204,16 @@ class ClientPolicy:
                        connect_timeout=min(self.connect_timeout, per_attempt / 3),
                        read_timeout=min(self.read_timeout, per_attempt),
                        backoff_max=min(self.backoff_max, 4.0))
+
+
+# The variables of the MangaDex request policy, each with the ClientPolicy field it sets.
+POLICY_VARIABLES = {
+    "MANGADEX_MAX_RETRIES": "max_retries", "MANGADEX_BACKOFF_BASE": "backoff_base",
+    "MANGADEX_BACKOFF_MAX": "backoff_max", "MANGADEX_CONNECT_TIMEOUT": "connect_timeout",
+    "MANGADEX_READ_TIMEOUT": "read_timeout", "MANGADEX_BREAKER_THRESHOLD": "breaker_threshold",
+    "MANGADEX_BREAKER_OPEN": "breaker_open_seconds",
+    "MANGADEX_SENSOR_DEADLINE": "sensor_deadline", "MANGADEX_MAX_BODY_MB": "max_body_bytes",
+}
 
 
 def _client_policy(get: Callable[[str], str | None]) -> ClientPolicy:
@@ -247,112 +265,207 @@ def _secret_key(value: str) -> str:
     return value.strip()
 
 
-@dataclass(frozen=True)
-class Settings:
-    database_url: str = DEFAULT_DATABASE_URL
-    mangadex_api_url: str = "https://api.mangadex.org"
-    mangadex_uploads_url: str = "https://uploads.mangadex.org"
-    mangadex_api_key: str | None = None
-    mangadex_rate_limit: float = 5.0
-    languages: tuple[str, ...] = ("en",)
-    initial_sync_limit: int = 200
-    new_manga_poll_interval: timedelta = timedelta(minutes=5)
-    chapter_poll_interval: timedelta = timedelta(minutes=15)
-    chapter_batch_size: int = 50
-    chapter_lookback: timedelta = timedelta(hours=1)
-    udp_server_url: str = "http://localhost:8085"
-    notify_trigger_token: str | None = None
-    notify_metrics_token: str | None = None  # /metrics only; else the trigger token guards it
-    http_port: int = 8085
-    udp_port: int = 9091
-    bind: str = "127.0.0.1"
-    partitions_start: date = date(2018, 1, 1)
-    mangadex_policy: ClientPolicy = ClientPolicy()
+def _checked(check: Callable[[str, str], Any]) -> Any:
+    """A field check: text from the environment goes through `check(variable, text)`, whose
+    ConfigError names the variable; a typed value given in code is taken as it is."""
+
+    def validate(value: Any, info: ValidationInfo) -> Any:
+        return check(VARIABLES[info.field_name or ""], value) if isinstance(value, str) else value
+
+    return BeforeValidator(validate)
+
+
+def _interval_check(name: str, value: str) -> timedelta:
+    return parse_interval(value, name)
+
+
+def _positive_int(name: str, value: str) -> int:
+    return int(_positive_number(name, value, integer=True))
+
+
+def _title_language(name: str, value: str) -> str:
+    if not re.match(r"^[a-z]{2}(-[a-z]{2})?$", value):
+        raise ConfigError(f"{name}={value!r}: expected a language code like en")
+    return value
+
+
+def _alert_webhook(name: str, value: str) -> str:
+    _url(name, value)  # checked, but kept as given: a path may end in /
+    return value.strip()
+
+
+def _aliases(alias: Any) -> list[str]:
+    if isinstance(alias, AliasChoices):
+        return [c for c in alias.choices if isinstance(c, str)]
+    return [alias] if isinstance(alias, str) else []
+
+
+OLD_NOTIFY_SERVER_URL = "UDP_SERVER_URL"
+
+
+class _Variables(EnvSettingsSource):
+    """The variables of `env` (os.environ unless given) by their exact names; empty counts as
+    unset. The request policy's variables are gathered into `mangadex_policy`."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._env = env
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {name: value for name, value in self._env.items() if value not in (None, "")}
+
+    def __call__(self) -> dict[str, Any]:
+        values = super().__call__()
+        if "NOTIFY_SERVER_URL" not in self.env_vars and OLD_NOTIFY_SERVER_URL in self.env_vars:
+            # Under the name it was given by, so that a bad value's error names it.
+            values[OLD_NOTIFY_SERVER_URL] = values.pop("NOTIFY_SERVER_URL")
+        policy = {name: self.env_vars[name] for name in POLICY_VARIABLES if name in self.env_vars}
+        if policy:
+            values["mangadex_policy"] = policy
+        return values
+
+
+class Settings(BaseSettings):
+    """Every setting of mangasync. `Settings.from_env()` reads the environment, once per
+    process (or `from_env(mapping)`, a given one); `Settings(...)` holds the defaults and what
+    it is given, and reads nothing. A bad value raises one ConfigError naming the variable."""
+
+    model_config = SettingsConfigDict(
+        frozen=True, case_sensitive=True, env_ignore_empty=True, extra="forbid",
+        validate_by_name=True, validate_by_alias=True, arbitrary_types_allowed=True)
+
+    # Secrets (repr=False): a URL's password, tokens and keys stay out of reprs and logs.
+    database_url: Annotated[str, _checked(lambda _n, v: database_url(v))] = Field(
+        DEFAULT_DATABASE_URL, validation_alias="DATABASE_URL", repr=False)
+    mangadex_api_url: Annotated[str, _checked(_url)] = Field(
+        "https://api.mangadex.org", validation_alias="MANGADEX_API_URL")
+    mangadex_uploads_url: Annotated[str, _checked(_url)] = Field(
+        "https://uploads.mangadex.org", validation_alias="MANGADEX_UPLOADS_URL")
+    mangadex_api_key: str | None = Field(None, validation_alias="MANGADEX_API_KEY", repr=False)
+    mangadex_rate_limit: Annotated[float, _checked(_positive_number)] = Field(
+        5.0, validation_alias="MANGADEX_RATE_LIMIT")
+    languages: Annotated[tuple[str, ...], NoDecode, _checked(lambda _n, v: _languages(v))] = \
+        Field(("en",), validation_alias="MANGASYNC_LANGUAGES")
+    initial_sync_limit: Annotated[int, _checked(_positive_int)] = Field(
+        200, validation_alias="INITIAL_SYNC_LIMIT")
+    new_manga_poll_interval: Annotated[timedelta, _checked(_interval_check)] = Field(
+        timedelta(minutes=5), validation_alias="NEW_MANGA_POLL_INTERVAL")
+    chapter_poll_interval: Annotated[timedelta, _checked(lambda _n, v: _schedule_interval(v))] \
+        = Field(timedelta(minutes=15), validation_alias="CHAPTER_POLL_INTERVAL")
+    chapter_batch_size: Annotated[int, _checked(_positive_int)] = Field(
+        50, validation_alias="CHAPTER_BATCH_SIZE")
+    chapter_lookback: Annotated[timedelta, _checked(_interval_check)] = Field(
+        timedelta(hours=1), validation_alias="CHAPTER_LOOKBACK")
+    # The notification server's HTTP trigger URL: NOTIFY_SERVER_URL, else its older name
+    # UDP_SERVER_URL (deployments still set it, though it is not a UDP address). Unset, the
+    # server this same configuration starts (bind and MANGASYNC_HTTP_PORT), so that moving the
+    # server to another port never leaves the triggers behind.
+    udp_server_url: str = Field("", validation_alias=AliasChoices(
+        "NOTIFY_SERVER_URL", OLD_NOTIFY_SERVER_URL))
+    notify_trigger_token: str | None = Field(None, validation_alias="NOTIFY_TRIGGER_TOKEN",
+                                             repr=False)
+    # /metrics only; else the trigger token guards it.
+    notify_metrics_token: str | None = Field(None, validation_alias="NOTIFY_METRICS_TOKEN",
+                                             repr=False)
+    http_port: Annotated[int, _checked(_port)] = Field(
+        8085, validation_alias="MANGASYNC_HTTP_PORT")
+    udp_port: Annotated[int, _checked(_port)] = Field(
+        9091, validation_alias="MANGASYNC_UDP_PORT")
+    bind: str = Field("127.0.0.1", validation_alias="MANGASYNC_BIND")
+    partitions_start: Annotated[date, _checked(_day)] = Field(
+        date(2018, 1, 1), validation_alias="MANGASYNC_PARTITIONS_START")
+    mangadex_policy: Annotated[ClientPolicy, BeforeValidator(
+        lambda v: _client_policy(v.get) if isinstance(v, Mapping) else v)] = ClientPolicy()
     # Catalogue scope and the chapter sensor.
-    content_ratings: tuple[str, ...] = DEFAULT_CONTENT_RATINGS
-    chapter_sensor_interval: timedelta = timedelta(seconds=30)
+    content_ratings: Annotated[tuple[str, ...], NoDecode,
+                               _checked(lambda _n, v: _content_ratings(v))] = Field(
+        DEFAULT_CONTENT_RATINGS, validation_alias="MANGASYNC_CONTENT_RATINGS")
+    chapter_sensor_interval: Annotated[timedelta, _checked(lambda _n, v: _sensor_interval(v))] \
+        = Field(timedelta(seconds=30), validation_alias="CHAPTER_SENSOR_INTERVAL")
     # Notification server: the master key readers' tokens derive from (notify/tokens.py).
-    secret_key: str | None = None
-    secret_key_file: str = DEFAULT_SECRET_KEY_FILE
-    extra: dict[str, str] = field(default_factory=dict)
+    secret_key: Annotated[str | None, _checked(lambda _n, v: _secret_key(v))] = Field(
+        None, validation_alias="MANGASYNC_SECRET_KEY", repr=False)
+    secret_key_file: str = Field(DEFAULT_SECRET_KEY_FILE,
+                                 validation_alias="MANGASYNC_SECRET_KEY_FILE")
     # MANGASYNC_TITLE_LANGUAGE: None keeps MangaDex's main title.
-    title_language: str | None = None
-    # Operations: Slack-compatible webhook told of each failed run; how long runs are kept.
-    alert_webhook: str | None = None
-    run_retention: timedelta = timedelta(days=30)
+    title_language: Annotated[str | None, _checked(_title_language)] = Field(
+        None, validation_alias="MANGASYNC_TITLE_LANGUAGE")
+    # Operations: Slack-compatible webhook told of each failed run (its URL is its secret);
+    # how long runs are kept.
+    alert_webhook: Annotated[str | None, _checked(_alert_webhook)] = Field(
+        None, validation_alias="MANGASYNC_ALERT_WEBHOOK", repr=False)
+    run_retention: Annotated[timedelta, _checked(_interval_check)] = Field(
+        timedelta(days=30), validation_alias="MANGASYNC_RUN_RETENTION")
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise _one_error(exc) from None
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only what the caller passes: `from_env` is the one place the environment is read.
+        return (init_settings,)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _server_url(cls, values: Any) -> Any:
+        if isinstance(values, dict):
+            for name in ("NOTIFY_SERVER_URL", OLD_NOTIFY_SERVER_URL, "udp_server_url"):
+                if isinstance(values.get(name), str):
+                    values = {**values, name: _url(VARIABLES["udp_server_url"]
+                                                   if name == "udp_server_url" else name,
+                                                   values[name])}
+                    break
+        return values
+
+    @model_validator(mode="after")
+    def _default_server_url(self) -> Settings:
+        if not self.udp_server_url:
+            # Frozen: set once here, before anyone reads it.
+            self.__dict__["udp_server_url"] = default_udp_server_url(self.bind, self.http_port)
+        return self
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
+        """The settings `env` (the process's environment unless given) describes."""
+        return cls(**_Variables(cls, os.environ if env is None else env)())
 
-        def get(name: str) -> str | None:
-            value = env.get(name)
-            return value if value not in (None, "") else None
+    @classmethod
+    def variables(cls) -> list[str]:
+        """Every variable `from_env` reads, as CONTRACTS.md lists them."""
+        names = [name for field in cls.model_fields.values()
+                 for name in _aliases(field.validation_alias) if name.isupper()]
+        return names + list(POLICY_VARIABLES)
 
-        kwargs: dict[str, object] = {}
-        if (v := get("DATABASE_URL")) is not None:
-            kwargs["database_url"] = database_url(v)
-        if (v := get("MANGADEX_API_URL")) is not None:
-            kwargs["mangadex_api_url"] = _url("MANGADEX_API_URL", v)
-        if (v := get("MANGADEX_UPLOADS_URL")) is not None:
-            kwargs["mangadex_uploads_url"] = _url("MANGADEX_UPLOADS_URL", v)
-        kwargs["mangadex_api_key"] = get("MANGADEX_API_KEY")
-        if (v := get("MANGADEX_RATE_LIMIT")) is not None:
-            kwargs["mangadex_rate_limit"] = _positive_number("MANGADEX_RATE_LIMIT", v)
-        if (v := get("MANGASYNC_LANGUAGES")) is not None:
-            kwargs["languages"] = _languages(v)
-        if (v := get("INITIAL_SYNC_LIMIT")) is not None:
-            kwargs["initial_sync_limit"] = int(
-                _positive_number("INITIAL_SYNC_LIMIT", v, integer=True))
-        if (v := get("NEW_MANGA_POLL_INTERVAL")) is not None:
-            kwargs["new_manga_poll_interval"] = parse_interval(v, "NEW_MANGA_POLL_INTERVAL")
-        if (v := get("CHAPTER_POLL_INTERVAL")) is not None:
-            kwargs["chapter_poll_interval"] = _schedule_interval(v)
-        if (v := get("CHAPTER_LOOKBACK")) is not None:
-            kwargs["chapter_lookback"] = parse_interval(v, "CHAPTER_LOOKBACK")
-        if (v := get("CHAPTER_BATCH_SIZE")) is not None:
-            kwargs["chapter_batch_size"] = int(
-                _positive_number("CHAPTER_BATCH_SIZE", v, integer=True))
-        if (v := _notify_server_url(get)) is not None:
-            kwargs["udp_server_url"] = v
-        kwargs["notify_trigger_token"] = get("NOTIFY_TRIGGER_TOKEN")
-        kwargs["notify_metrics_token"] = get("NOTIFY_METRICS_TOKEN")
-        if (v := get("MANGASYNC_HTTP_PORT")) is not None:
-            kwargs["http_port"] = _port("MANGASYNC_HTTP_PORT", v)
-        if (v := get("MANGASYNC_UDP_PORT")) is not None:
-            kwargs["udp_port"] = _port("MANGASYNC_UDP_PORT", v)
-        if (v := get("MANGASYNC_BIND")) is not None:
-            kwargs["bind"] = v
-        if (v := get("MANGASYNC_PARTITIONS_START")) is not None:
-            kwargs["partitions_start"] = _day("MANGASYNC_PARTITIONS_START", v)
-        # -- titles (MANGASYNC_TITLE_LANGUAGE) --
-        if (v := get("MANGASYNC_TITLE_LANGUAGE")) is not None:
-            if not re.match(r"^[a-z]{2}(-[a-z]{2})?$", v):
-                raise ConfigError(f"MANGASYNC_TITLE_LANGUAGE={v!r}: expected a language code "
-                                  "like en")
-            kwargs["title_language"] = v
-        if "udp_server_url" not in kwargs:
-            # Unset, the pipeline calls the server this same configuration starts, so that
-            # moving the server to another port never leaves the triggers behind.
-            kwargs["udp_server_url"] = default_udp_server_url(
-                str(kwargs.get("bind", cls.bind)), int(kwargs.get("http_port", cls.http_port)))
-        kwargs["mangadex_policy"] = _client_policy(get)
-        # Catalogue scope and the chapter sensor.
-        if (v := get("MANGASYNC_CONTENT_RATINGS")) is not None:
-            kwargs["content_ratings"] = _content_ratings(v)
-        if (v := get("CHAPTER_SENSOR_INTERVAL")) is not None:
-            kwargs["chapter_sensor_interval"] = _sensor_interval(v)
-        # Notification server: master key (validated when loaded, see notify/tokens.py).
-        if (v := get("MANGASYNC_SECRET_KEY")) is not None:
-            kwargs["secret_key"] = _secret_key(v)
-        if (v := get("MANGASYNC_SECRET_KEY_FILE")) is not None:
-            kwargs["secret_key_file"] = v
-        if (v := get("MANGASYNC_ALERT_WEBHOOK")) is not None:
-            _url("MANGASYNC_ALERT_WEBHOOK", v)  # checked, but kept as given: a path may end in /
-            kwargs["alert_webhook"] = v.strip()
-        if (v := get("MANGASYNC_RUN_RETENTION")) is not None:
-            kwargs["run_retention"] = parse_interval(v, "MANGASYNC_RUN_RETENTION")
-        return cls(**kwargs)  # type: ignore[arg-type]
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with `changes`, checked as any value given in code is."""
+        return type(self)(**{**dict(self), **changes})
+
+
+# Each field and the variable it is read from (CONTRACTS.md's configuration table); the
+# MangaDex request policy is read from POLICY_VARIABLES into `mangadex_policy`.
+VARIABLES = {name: names[0] for name, field in Settings.model_fields.items()
+             if (names := _aliases(field.validation_alias))}
+
+
+def _one_error(exc: ValidationError) -> ConfigError:
+    """The first error as one line naming the variable (a check's own ConfigError as it is)."""
+    error = exc.errors()[0]
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, ConfigError):
+        return cause
+    field = str(error["loc"][0]) if error["loc"] else "?"
+    name = VARIABLES.get(field, field)
+    value = error.get("input")
+    shown = without_password(value) if isinstance(value, str) else value
+    return ConfigError(f"{name}={shown!r}: {error['msg']}")
 
 
 def default_udp_server_url(bind: str, http_port: int) -> str:

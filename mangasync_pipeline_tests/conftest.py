@@ -7,6 +7,7 @@ SQLite one a file copy.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -100,6 +101,15 @@ def engine(db_url: str) -> Iterator[Engine]:
     eng = make_engine(db_url)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture
+def collector_on() -> Iterator[None]:
+    """The cyclic garbage collector enabled for the test, as it was after it."""
+    was = gc.isenabled()
+    gc.enable()
+    yield
+    (gc.enable if was else gc.disable)()
 
 
 # ---- layers --------------------------------------------------------------------------------

@@ -39,9 +39,8 @@ from mangasync_pipeline.db.tables import (
     users,
 )
 from mangasync_pipeline.definitions import build_definitions
-from mangasync_pipeline.defs import assets as asset_defs
-from mangasync_pipeline.defs.assets import GENRE_LINKS, MANGA_CATALOGUE, NEW_CHAPTERS, catalogue
-from mangasync_pipeline.defs.report import MANGAHUB_REPORT, mangahub_report
+from mangasync_pipeline.defs.assets import GENRE_LINKS, MANGA_CATALOGUE, NEW_CHAPTERS
+from mangasync_pipeline.defs.report import MANGAHUB_REPORT
 from mangasync_pipeline.mangadex.simulator import Simulator, SimulatorAdmin
 from mangasync_pipeline_tests.sync_helpers import Pipeline, count, settings_for
 
@@ -80,6 +79,7 @@ def by_partition(instance: DagsterInstance, key: AssetKey, field: str) -> dict[s
 def test_manga_catalogue_alone_over_a_range_reports_each_partition_truthfully(
         sim: Simulator, db_url: str, engine: Engine) -> None:
     defs = build_definitions(settings_for(db_url, sim.url))
+    catalogue = defs.get_assets_def(MANGA_CATALOGUE)
     with instance_for_test() as instance:
         result = materialize([catalogue], selection=[MANGA_CATALOGUE], instance=instance,
                              resources=defs.resources, tags=RANGE_TAGS)
@@ -113,6 +113,7 @@ def test_manga_catalogue_alone_over_a_range_reports_each_partition_truthfully(
 def test_genre_links_alone_rebuilds_only_that_partitions_links(
         sim: Simulator, db_url: str, engine: Engine) -> None:
     defs = build_definitions(settings_for(db_url, sim.url))
+    catalogue = defs.get_assets_def(MANGA_CATALOGUE)
     with instance_for_test() as instance:
         materialize([catalogue], instance=instance, resources=defs.resources, tags=RANGE_TAGS)
         with engine.connect() as conn:
@@ -149,6 +150,7 @@ def test_new_chapters_range_gives_each_day_its_own_stored_count(
                              "createdAt": f"{day}T12:00:00+00:00"}
                             for n, day in ((1, DAYS[0]), (2, DAYS[2]), (3, DAYS[2]))])
     defs = build_definitions(settings_for(pg_url, sim.url))
+    catalogue = defs.get_assets_def(MANGA_CATALOGUE)
     with instance_for_test() as instance:
         materialize([catalogue], instance=instance, resources=defs.resources,
                     partition_key="2025-09-01")
@@ -205,7 +207,7 @@ def test_assets_carry_owners_tags_kinds_table_schema_and_lineage() -> None:
         spec = graph.get(key)
         assert spec.owners == ["team:mangasync"]
         assert spec.tags["source"] == "mangadex" and spec.tags["domain"]
-        assert {"mangadex", asset_defs.BACKEND} <= set(spec.kinds)
+        assert {"mangadex", "sqlite"} <= set(spec.kinds)
         assert spec.metadata["dagster/table_name"] == table
         columns = {c.name for c in spec.metadata["dagster/column_schema"].columns}
         assert {"id", "manga_id", "genre_id"} & columns
@@ -223,6 +225,7 @@ def test_freshness_checks_fail_at_three_intervals_and_the_sensor_evaluates_them(
         simulator: Simulator, pg_url: str) -> None:
     settings = settings_for(pg_url, simulator.url)
     defs = build_definitions(settings)
+    catalogue = defs.get_assets_def(MANGA_CATALOGUE)
     checks = {key.asset_key: key for key in defs.resolve_asset_graph().asset_check_keys
               if key.name == "freshness_check"}
     assert set(checks) == {MANGA_CATALOGUE, NEW_CHAPTERS}
@@ -282,7 +285,7 @@ def test_mangahub_report_publishes_tables_and_its_checks_catch_bad_rows(db_url: 
     now = datetime.now(UTC).replace(microsecond=0)
     _seed_report_rows(engine, now)
     defs = build_definitions(settings_for(db_url, "http://127.0.0.1:9"))
-    result = materialize([mangahub_report], resources=defs.resources)
+    result = materialize([defs.get_assets_def(MANGAHUB_REPORT)], resources=defs.resources)
     metadata = result.asset_materializations_for_node("mangahub_report")[0].metadata
     assert _table(metadata, "manga_by_status") == [{"status": "completed", "manga": 1},
                                                    {"status": "ongoing", "manga": 1}]
@@ -310,7 +313,7 @@ def test_mangahub_report_publishes_tables_and_its_checks_catch_bad_rows(db_url: 
                 dedup_key=key, kind="new-chapter", status="pending", attempts=0,
                 payload={"manga_id": 1, "title": "M1", "chapter": chapter, "language": "en"},
                 next_attempt_at=now_, created_at=now_))
-    result = materialize([mangahub_report], resources=defs.resources)
+    result = materialize([defs.get_assets_def(MANGAHUB_REPORT)], resources=defs.resources)
     evaluations = {r.check_name: r for r in result.get_asset_check_evaluations()}
     assert not evaluations["no_duplicate_announcements"].passed
     assert evaluations["no_duplicate_announcements"].metadata["duplicates"].value == 1
@@ -340,7 +343,7 @@ mutation($params: LaunchBackfillParams!) {
 RESOURCE_CONFIG = """
 query($selector: ResourceSelector!) {
   topLevelResourceDetailsOrError(resourceSelector: $selector) {
-    ... on ResourceDetails { configuredValues { key value type } }
+    ... on ResourceDetails { description configuredValues { key value type } }
   }
 }
 """
@@ -349,8 +352,9 @@ query($selector: ResourceSelector!) {
 @pytest.fixture
 def location_env(sim: Simulator, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The environment the code location reads, pointed at this test's database and MangaDex."""
-    # Heroku-style spelling: the resource fixes it up where it connects.
-    heroku = "postgres://" + pg_url.split("://", 1)[1]
+    # Heroku-style spelling, normalised once by Settings; a password (trust auth ignores it)
+    # that the UI must never show.
+    heroku = "postgres://" + pg_url.split("://", 1)[1].replace("@", ":s3cret-pw@", 1)
     for name, value in {"DATABASE_URL": heroku, "MANGADEX_API_URL": sim.url,
                         "MANGADEX_RATE_LIMIT": "1000", "UDP_SERVER_URL": "http://127.0.0.1:9",
                         "MANGASYNC_PARTITIONS_START": "2025-09-01"}.items():
@@ -376,11 +380,17 @@ def test_graphql_backfills_each_catalogue_asset_alone_and_runs_them_in_process(
             define_out_of_process_context(
             str(ROOT / "workspace.yaml"), None, instance) as context:
         assert [loc.name for loc in context.code_locations] == ["mangasync"]
-        # The UI shows where the database URL comes from, never the URL (and its password).
-        resource = execute_dagster_graphql(context, RESOURCE_CONFIG, variables={
-            "selector": infer_resource_selector(context, "mangahub")})
-        values = resource.data["topLevelResourceDetailsOrError"]["configuredValues"]
-        assert values == [{"key": "url", "value": "DATABASE_URL", "type": "ENV_VAR"}]
+        # The UI names the database and where its URL comes from, never the password; no
+        # resource has run config to show a secret in.
+        shown = {}
+        for key in ("mangahub", "mangadex", "notifier", "settings", "alert_webhook"):
+            resource = execute_dagster_graphql(context, RESOURCE_CONFIG, variables={
+                "selector": infer_resource_selector(context, key)})
+            shown[key] = resource.data["topLevelResourceDetailsOrError"]
+            assert shown[key]["configuredValues"] == [], shown[key]
+        assert "s3cret-pw" not in str(shown)
+        assert "DATABASE_URL" in shown["mangahub"]["description"]
+        assert "2025-09-01" in shown["settings"]["description"]
         for key in (MANGA_CATALOGUE, GENRE_LINKS):
             result = execute_dagster_graphql(context, LAUNCH_BACKFILL, variables={"params": {
                 "partitionNames": DAYS, "assetSelection": [{"path": key.path}]}})
@@ -469,6 +479,21 @@ def test_dg_sees_one_location_named_mangasync_and_can_scaffold(tmp_path: Path) -
     scaffold = _dg(["scaffold", "defs", "dagster.asset", "probe.py"], project)
     assert scaffold.returncode == 0, scaffold.stderr[-2000:]
     assert "def probe" in (project / "mangasync_pipeline" / "defs" / "probe.py").read_text()
+
+
+@pytest.mark.process
+def test_loading_the_definitions_warns_nothing(tmp_path: Path) -> None:
+    """Every code server and run worker loads the definitions: a warning there repeats in the
+    daemon's log once per run, so loading them must print none."""
+    loaded = subprocess.run(
+        [sys.executable, "-W", "default", "-c",
+         "from mangasync_pipeline.definitions import build_definitions\n"
+         "from mangasync_pipeline.config import Settings\n"
+         "build_definitions(Settings()).get_repository_def()\n"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "DAGSTER_HOME": str(tmp_path)})
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert "Warning" not in loaded.stderr, loaded.stderr[-2000:]
 
 
 @pytest.mark.database

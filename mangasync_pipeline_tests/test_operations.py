@@ -5,11 +5,12 @@ materialization. Through Dagster's own APIs, against the simulator and real data
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,24 +18,31 @@ import pytest
 from dagster import (
     AssetMaterialization,
     DagsterInstance,
+    DagsterInvalidConfigError,
+    DefaultScheduleStatus,
     MetadataValue,
     build_run_status_sensor_context,
     build_sensor_context,
     instance_for_test,
     materialize,
 )
+from dagster._core.definitions.run_request import InstigatorType
+from dagster._core.scheduler.instigation import TickStatus
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import select
+from sqlalchemy import Engine, make_url, select
 
 from mangasync_pipeline.config import ConfigError, Settings
 from mangasync_pipeline.db.engine import make_engine
 from mangasync_pipeline.db.tables import sync_metrics
 from mangasync_pipeline.definitions import build_definitions
 from mangasync_pipeline.defs.alerts import run_failure_alert_sensor
-from mangasync_pipeline.defs.assets import GENRE_LINKS, MANGA_CATALOGUE, NEW_CHAPTERS, catalogue
+from mangasync_pipeline.defs.assets import GENRE_LINKS, MANGA_CATALOGUE, NEW_CHAPTERS
 from mangasync_pipeline.mangadex.simulator import Simulator, SimulatorAdmin
 from mangasync_pipeline.notify.app import ServerHandle
+from mangasync_pipeline_tests.conftest import drop_pg_database, new_pg_database
 from mangasync_pipeline_tests.sync_helpers import settings_for
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Webhook:
@@ -110,7 +118,7 @@ def _evaluate_for_failed_sync(settings: Settings) -> tuple[Any, Any]:
 
 def test_a_failed_run_is_one_line_at_the_webhook_with_its_id_and_reason(
         simulator: Simulator, db_url: str, webhook: Webhook) -> None:
-    settings = replace(settings_for(db_url, simulator.url), alert_webhook=webhook.url)
+    settings = settings_for(db_url, simulator.url, alert_webhook=webhook.url)
     answer, result = _evaluate_for_failed_sync(settings)
     assert answer is None and len(webhook.bodies) == 1
     # Counted once, by its job and the failure's kind, for /metrics.
@@ -124,7 +132,7 @@ def test_a_failed_run_is_one_line_at_the_webhook_with_its_id_and_reason(
 def test_a_webhook_that_fails_once_still_gets_the_line(
         simulator: Simulator, db_url: str, webhook: Webhook) -> None:
     webhook.failures_first = 1
-    settings = replace(settings_for(db_url, simulator.url), alert_webhook=webhook.url)
+    settings = settings_for(db_url, simulator.url, alert_webhook=webhook.url)
     answer, result = _evaluate_for_failed_sync(settings)
     assert answer is None  # posted
     assert [b["text"] for b in webhook.bodies][-1].startswith(  # type: ignore[union-attr]
@@ -138,7 +146,7 @@ def test_a_webhook_that_keeps_refusing_is_tried_three_times_and_the_run_still_co
     """Dagster moves a run-status sensor past a run even when its tick fails, so the sensor
     never raises: it tries three times, logs, and counts the run for /metrics and alerts."""
     webhook.status = 500
-    settings = replace(settings_for(db_url, simulator.url), alert_webhook=webhook.url)
+    settings = settings_for(db_url, simulator.url, alert_webhook=webhook.url)
     answer, _ = _evaluate_for_failed_sync(settings)
     assert answer is not None and "the webhook failed" in str(answer.skip_message)
     assert len(webhook.bodies) == 3
@@ -164,6 +172,7 @@ def test_pruning_deletes_old_runs_but_keeps_each_partitions_latest_materializati
                             createdAt=f"{day}T01:00:00+00:00")
     settings = settings_for(db_url, sim.url)
     defs = build_definitions(settings)
+    catalogue = defs.get_assets_def(MANGA_CATALOGUE)
     with instance_for_test() as instance:
         runs = {}
         for name, day in (("first-02", "2025-09-02"), ("latest-02", "2025-09-02"),
@@ -173,7 +182,7 @@ def test_pruning_deletes_old_runs_but_keeps_each_partitions_latest_materializati
         _, failed = _failed_sync(settings, instance)
         runs["failed"] = failed.run_id
         # Everything so far is older than the retention the prune job runs with.
-        prune_defs = build_definitions(replace(settings, run_retention=timedelta(milliseconds=1)))
+        prune_defs = build_definitions(settings.replace(run_retention=timedelta(milliseconds=1)))
         pruned = prune_defs.resolve_job_def("prune_runs_job").execute_in_process(
             instance=instance, resources=prune_defs.resources)
         assert pruned.success
@@ -187,20 +196,17 @@ def test_pruning_deletes_old_runs_but_keeps_each_partitions_latest_materializati
         assert (values["runs_deleted"], values["runs_kept_for_materializations"]) == (2, 2)
 
 
-def test_a_retention_set_in_the_launchpad_is_checked_before_anything_is_deleted(
-        db_url: str) -> None:
+def test_the_retention_is_the_settings_and_run_config_cannot_shorten_it(db_url: str) -> None:
     defs = build_definitions(settings_for(db_url, "http://127.0.0.1:9"))
     with instance_for_test() as instance:
         job = defs.resolve_job_def("prune_runs_job")
         job.execute_in_process(instance=instance, resources=defs.resources)
         kept = {r.run_id for r in instance.get_runs()}
-        result = job.execute_in_process(
-            instance=instance, raise_on_error=False,
-            run_config={"resources": {"run_retention": {"config": {"keep": "soon"}}}})
-        assert not result.success
-        failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
-        assert failure is not None and failure.description is not None
-        assert failure.description.startswith("MANGASYNC_RUN_RETENTION='soon': not an interval")
+        # What a Launchpad edit would send: refused before the run starts, nothing deleted.
+        with pytest.raises(DagsterInvalidConfigError, match="run_retention"):
+            job.execute_in_process(
+                instance=instance,
+                run_config={"resources": {"run_retention": {"config": {"keep": "1ms"}}}})
         assert kept <= {r.run_id for r in instance.get_runs()}
 
 
@@ -210,6 +216,7 @@ def test_a_runs_figures_reach_metrics_with_the_seeds_names_and_types(
     with SimulatorAdmin(sim.url) as admin:
         admin.add_manga(title="Made", contentRating="safe", createdAt="2025-09-02T01:00:00+00:00")
     defs = build_definitions(settings_for(db_url, sim.url))
+    catalogue = defs.get_assets_def(MANGA_CATALOGUE)
     with instance_for_test() as instance:
         for _ in range(2):
             assert materialize([catalogue], selection=[MANGA_CATALOGUE], instance=instance,
@@ -305,3 +312,55 @@ def test_work_that_keeps_failing_is_asked_for_again_less_and_less_often() -> Non
     waits = [retry_wait(n, poll) for n in range(1, 8)]
     assert waits[:4] == [timedelta(0), poll, 2 * poll, 4 * poll]  # the first retry at once
     assert waits[-1] == timedelta(hours=2)  # then at most every two hours
+
+
+@pytest.mark.database
+@pytest.mark.parametrize("config", ["dagster.yaml", "mangasync_pipeline/ops/dagster_home.yaml",
+                                    "docker/dagster.yaml"])
+def test_every_instance_config_keeps_ticks_for_days_not_forever(
+        config: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As Dagster reads each shipped instance config: schedule and sensor ticks of every
+    outcome are purged after a bounded number of days (Dagster keeps most forever unasked)."""
+    shutil.copy(ROOT / config, tmp_path / "dagster.yaml")
+    database = None
+    if config.startswith("docker/"):
+        database, url = new_pg_database("template0")
+        where = make_url(url)
+        for name, value in (("USER", where.username), ("PASSWORD", where.password or ""),
+                            ("HOST", where.host), ("PORT", str(where.port or 5432)),
+                            ("DB", where.database)):
+            monkeypatch.setenv(f"DAGSTER_POSTGRES_{name}", str(value))
+    try:
+        with DagsterInstance.from_config(str(tmp_path)) as instance:
+            for kind in (InstigatorType.SCHEDULE, InstigatorType.SENSOR):
+                kept = instance.get_tick_retention_settings(kind)
+                for status in (TickStatus.SUCCESS, TickStatus.SKIPPED, TickStatus.FAILURE):
+                    assert 0 < kept[status] <= 30, (kind, status, kept[status])
+    finally:
+        if database:
+            drop_pg_database(database)
+
+
+def test_the_outbox_checks_run_on_their_own_schedule_and_flag_an_old_notification(
+        db_url: str, engine: Engine) -> None:
+    """The backlog check belongs to the outbox, not to the catalogue: it is evaluated every
+    15 minutes even when nothing new was synced, which is when a dead server goes unseen."""
+    from mangasync_pipeline.sync import outbox
+
+    with engine.begin() as conn:
+        outbox.enqueue(conn, outbox.NEW_MANGA, {"manga_id": 1, "title": "Waiting"},
+                       "new-manga:waiting", datetime.now(UTC) - timedelta(hours=2))
+    defs = build_definitions(settings_for(db_url, "http://127.0.0.1:9"))
+    schedule = defs.resolve_schedule_def("outbox_checks_schedule")
+    assert schedule.cron_schedule == "*/15 * * * *"
+    assert schedule.default_status == DefaultScheduleStatus.RUNNING
+    with instance_for_test() as instance:
+        result = defs.resolve_job_def("outbox_checks_job").execute_in_process(
+            instance=instance, resources=defs.resources)
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert set(checks) == {"notification_outbox_backlog", "no_refused_notifications"}
+    backlog = checks["notification_outbox_backlog"]
+    assert not backlog.passed
+    assert backlog.metadata["pending"].value == 1
+    assert backlog.metadata["oldest_pending_age_seconds"].value >= 7200
+    assert checks["no_refused_notifications"].passed

@@ -360,6 +360,13 @@ def test_the_compose_stack_runs_syncs_notifies_restarts_and_leaves_nothing(
         admin.add_manga(title="Live Compose Two")
         reader.wait_for("Live Compose Two", 240)
 
+        # The daemon's log tells of runs launched, not of every quiet tick, without colours.
+        daemon_log = stack.compose("logs", "--no-color", "--no-log-prefix",
+                                   "dagster-daemon").stdout
+        assert "Completed launch of run" in daemon_log
+        assert "Checking for new runs for sensor" not in daemon_log
+        assert "\x1b[" not in daemon_log
+
         # A crashed daemon (killed outright) comes back by itself and reports healthy.
         daemon = stack.container("dagster-daemon")
         os.kill(daemon["State"]["Pid"], signal.SIGKILL)

@@ -120,7 +120,9 @@ class Outage:
             repository_def=defs.get_repository_def()))
 
     def mangadex_requests(self) -> int:
-        return self.pipeline.resources()["mangadex"].client().stats.snapshot().total_requests
+        # The process's client for these settings: the one the runs use.
+        client = MangaDexResource(self.pipeline.settings).client()
+        return client.stats.snapshot().total_requests
 
     def wait_for_probe(self) -> None:
         """Until the breaker lets a probe through (its open time is a few seconds here)."""
@@ -356,9 +358,9 @@ def test_a_bad_policy_setting_is_one_line_naming_it(env: dict[str, str], message
 def test_the_policy_reaches_the_resource_and_the_bound_follows_it() -> None:
     settings = Settings.from_env({"MANGADEX_MAX_RETRIES": "0", "MANGADEX_READ_TIMEOUT": "3s",
                                   "MANGADEX_CONNECT_TIMEOUT": "1s", "MANGADEX_BREAKER_OPEN": "2m"})
-    resource = MangaDexResource.from_settings(settings)
-    assert (resource.max_retries, resource.read_timeout_seconds,
-            resource.breaker_open_seconds) == (0, 3.0, 120.0)
+    resource = MangaDexResource(settings)
+    assert (resource.policy.max_retries, resource.policy.read_timeout,
+            resource.policy.breaker_open_seconds) == (0, 3.0, 120.0)
     assert resource.failure_bound() == 4.0  # one attempt: connect + read
     assert Settings.from_env({}).mangadex_policy.failure_bound() <= 90  # the README's promise
 

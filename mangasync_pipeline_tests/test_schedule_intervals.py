@@ -11,8 +11,7 @@ from dagster._utils.schedules import schedule_execution_time_iterator
 
 from mangasync_pipeline.config import ConfigError, Settings
 from mangasync_pipeline.defs.jobs import new_chapters_job
-from mangasync_pipeline.defs.schedules import cron_for, new_chapters_schedule
-from mangasync_pipeline.defs.settings import SETTINGS
+from mangasync_pipeline.defs.schedules import chapters_schedule, cron_for
 
 
 def _ticks(interval: str, days: int = 2) -> list[datetime]:
@@ -54,5 +53,7 @@ def test_an_interval_the_schedule_cannot_keep_is_refused_in_one_line(value: str)
     assert "\n" not in message
 
 
-def test_the_loaded_schedule_uses_the_exact_crons() -> None:
-    assert new_chapters_schedule.cron_schedule == cron_for(SETTINGS.chapter_poll_interval)
+def test_the_schedule_built_from_the_settings_uses_the_exact_crons() -> None:
+    settings = Settings.from_env({"CHAPTER_POLL_INTERVAL": "90m"})
+    assert chapters_schedule(settings).cron_schedule == cron_for(timedelta(minutes=90)) == [
+        "0 0,3,6,9,12,15,18,21 * * *", "30 1,4,7,10,13,16,19,22 * * *"]

@@ -153,9 +153,11 @@ def test_status_and_title_changes_notify_library_users_once(
     assert len(receiver.accepted) == 1
 
     # A second change of the same manga is a new run (not a run key already used). MangaDex
-    # stamps updatedAt to the second, so the change must land in a later second.
-    time.sleep(1.1)
-    admin(sim, "PATCH", f"/_sim/manga/{target}", {"title": {"en": "Renamed Saga"}})
+    # stamps updatedAt to the second: this change is stamped a second after the first.
+    first = admin(sim, "GET", f"/manga/{target}")["data"]["attributes"]["updatedAt"]
+    later = datetime.fromisoformat(first) + timedelta(seconds=1)
+    admin(sim, "PATCH", f"/_sim/manga/{target}", {"title": {"en": "Renamed Saga"},
+                                                   "updatedAt": later.isoformat()})
     again = pipeline.evaluate_sensor("new_manga_sensor")
     assert again[0].run_key != requests[0].run_key
     pipeline.run_requests(again)

@@ -97,6 +97,6 @@ def test_the_setting_reaches_every_client_that_maps_rows(db_url: str) -> None:
                                   "MANGADEX_API_URL": "http://127.0.0.1:9"})
     with open_client(settings) as client:
         assert client.title_language == "en"
-    resource = MangaDexResource.from_settings(settings)
-    assert resource.title_language == "en"
-    assert MangaDexResource.from_settings(Settings.from_env({})).title_language is None
+    assert MangaDexResource(settings).client().title_language == "en"
+    unset = Settings.from_env({"DATABASE_URL": db_url, "MANGADEX_API_URL": "http://127.0.0.1:9"})
+    assert MangaDexResource(unset).client().title_language is None

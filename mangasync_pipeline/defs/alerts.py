@@ -19,7 +19,7 @@ from dagster import (
 )
 
 from mangasync_pipeline.defs.reporting import record_errors
-from mangasync_pipeline.defs.resources import AlertWebhook, MangaHubDatabase
+from mangasync_pipeline.defs.resources import Alerts, MangaHub
 
 
 def _first_line(text: str | None) -> str:
@@ -70,8 +70,8 @@ def failure_line(context: RunFailureSensorContext) -> str:
                 "(run id, job, partition, the failed step's reason) to MANGASYNC_ALERT_WEBHOOK, "
                 "tried three times; a webhook that still fails is logged, and the count reaches "
                 "/metrics and the alert rules all the same.")
-def run_failure_alert_sensor(context: RunFailureSensorContext, alert_webhook: AlertWebhook,
-                             mangahub: MangaHubDatabase) -> SkipReason | None:
+def run_failure_alert_sensor(context: RunFailureSensorContext, alert_webhook: Alerts,
+                             mangahub: MangaHub) -> SkipReason | None:
     line = failure_line(context)
     # Counted first and once: Dagster moves this sensor's cursor past the run whatever the tick
     # does, so a tick that failed later would never come back to it.

@@ -15,17 +15,22 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetMaterialization,
+    AssetsDefinition,
     AssetSpec,
     BackfillPolicy,
     Config,
+    Definitions,
     MaterializeResult,
     asset,
+    definitions,
     multi_asset,
 )
 from sqlalchemy import Engine
 
+from mangasync_pipeline.config import Settings
 from mangasync_pipeline.db import tables
 from mangasync_pipeline.defs.failures import one_line_failures, partition_label
+from mangasync_pipeline.defs.partitions import daily_partitions
 from mangasync_pipeline.defs.reporting import (
     RunMeter,
     delivery_metadata,
@@ -36,12 +41,15 @@ from mangasync_pipeline.defs.reporting import (
     table_metadata,
 )
 from mangasync_pipeline.defs.resources import (
+    MangaDex,
     MangaDexResource,
+    MangaHub,
     MangaHubDatabase,
     NotifierResource,
-    SyncSettings,
+    Notify,
+    SettingsParam,
 )
-from mangasync_pipeline.defs.settings import DAILY, MANGADEX_POOL, RUN_RETRY, SETTINGS
+from mangasync_pipeline.defs.settings import MANGADEX_POOL, RUN_RETRY, current_settings
 from mangasync_pipeline.mangadex.client import MangaDexClient
 from mangasync_pipeline.sync import quarantine
 from mangasync_pipeline.sync.catalogue import (
@@ -68,9 +76,12 @@ NEW_CHAPTERS = AssetKey("new_chapters")
 CATALOGUE_RUN_PARTITIONS = 1000
 
 OWNERS = ["team:mangasync"]
-# The database the assets live in, as the UI's kind icon (the configured URL decides).
-BACKEND = "sqlite" if SETTINGS.database_url.startswith("sqlite") else "postgres"
-KINDS = {"mangadex", BACKEND}
+
+
+def kinds(settings: Settings, *others: str) -> set[str]:
+    """The UI's kind icons: the database the assets live in (the configured URL decides)."""
+    return {*others, MangaHubDatabase(settings.database_url).backend}
+
 
 
 class NewChaptersConfig(Config):
@@ -110,43 +121,47 @@ def _by_partition(keys: list[str], by_day: Mapping[str, int], total: int) -> Cou
     return Counter(dict(by_day))
 
 
-@multi_asset(
-    specs=[
-        AssetSpec(MANGA_CATALOGUE, description="MangaDex manga in MangaHub's `manga` table, "
-                  "partitioned by the day they were created on MangaDex (UTC). Written with "
-                  "their genre links, in one transaction per page.",
-                  group_name="catalogue", kinds=KINDS, owners=OWNERS,
-                  tags={"domain": "catalogue", "source": "mangadex"},
-                  metadata=table_metadata(tables.manga), skippable=True),
-        AssetSpec(GENRE_LINKS, deps=[MANGA_CATALOGUE], description="`genres` and "
-                  "`manga_genres` of the partition's manga. Materialized alone, it re-reads "
-                  "those manga from MangaDex (100 per request) and rebuilds only their links.",
-                  group_name="catalogue", kinds=KINDS, owners=OWNERS,
-                  tags={"domain": "catalogue", "source": "mangadex"},
-                  metadata=table_metadata(tables.manga_genres), skippable=True),
-    ],
-    name="catalogue",
-    partitions_def=DAILY,
-    # Either asset alone, from the UI, GraphQL or `materialize(..., selection=...)`.
-    can_subset=True,
-    backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=CATALOGUE_RUN_PARTITIONS),
-    retry_policy=RUN_RETRY,
-    pool=MANGADEX_POOL,
-)
-def catalogue(context: AssetExecutionContext, config: CatalogueConfig,
-              mangahub: MangaHubDatabase, mangadex: MangaDexResource,
-              notifier: NotifierResource,
-              sync_settings: SyncSettings) -> Iterator[MaterializeResult | AssetMaterialization]:
+def catalogue_assets(settings: Settings) -> AssetsDefinition:
+    """manga_catalogue and genre_links, one step, partitioned from MANGASYNC_PARTITIONS_START."""
+    kind_icons = kinds(settings, "mangadex")
+    return multi_asset(
+        specs=[
+            AssetSpec(MANGA_CATALOGUE, description="MangaDex manga in MangaHub's `manga` table, "
+                      "partitioned by the day they were created on MangaDex (UTC). Written with "
+                      "their genre links, in one transaction per page.",
+                      group_name="catalogue", kinds=kind_icons, owners=OWNERS,
+                      tags={"domain": "catalogue", "source": "mangadex"},
+                      metadata=table_metadata(tables.manga), skippable=True),
+            AssetSpec(GENRE_LINKS, deps=[MANGA_CATALOGUE], description="`genres` and "
+                      "`manga_genres` of the partition's manga. Materialized alone, it re-reads "
+                      "those manga from MangaDex (100 per request) and rebuilds only their links.",
+                      group_name="catalogue", kinds=kind_icons, owners=OWNERS,
+                      tags={"domain": "catalogue", "source": "mangadex"},
+                      metadata=table_metadata(tables.manga_genres), skippable=True),
+        ],
+        name="catalogue",
+        partitions_def=daily_partitions(settings),
+        # Either asset alone, from the UI, GraphQL or `materialize(..., selection=...)`.
+        can_subset=True,
+        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=CATALOGUE_RUN_PARTITIONS),
+        retry_policy=RUN_RETRY,
+        pool=MANGADEX_POOL,
+    )(catalogue)
+
+
+def catalogue(context: AssetExecutionContext, config: CatalogueConfig, mangahub: MangaHub,
+              mangadex: MangaDex, notifier: Notify,
+              settings: SettingsParam) -> Iterator[MaterializeResult | AssetMaterialization]:
     # Everything the step does fails in one line, and only a transient failure is retried: a
     # bug in reporting must not hold a run slot through the RetryPolicy's waits.
     with one_line_failures(f"catalogue {partition_label(context)}"):
-        yield from _catalogue(context, config, mangahub, mangadex, notifier, sync_settings)
+        yield from _catalogue(context, config, mangahub, mangadex, notifier, settings)
 
 
 def _catalogue(context: AssetExecutionContext, config: CatalogueConfig,
                mangahub: MangaHubDatabase, mangadex: MangaDexResource,
                notifier: NotifierResource,
-               sync_settings: SyncSettings) -> Iterator[MaterializeResult | AssetMaterialization]:
+               settings: Settings) -> Iterator[MaterializeResult | AssetMaterialization]:
     engine, client = mangahub.engine(), mangadex.client()
     keys = list(context.partition_keys)
     window = context.partition_time_window
@@ -167,7 +182,7 @@ def _catalogue(context: AssetExecutionContext, config: CatalogueConfig,
             context.log.info(f"importing manga created in [{window.start}, {window.end})")
             report = import_created_range(engine, client, window.start, window.end,
                                           policy=SILENT, progress=context.log.info,
-                                          content_ratings=sync_settings.rating_list)
+                                          content_ratings=settings.content_ratings)
     delivery = notifier.deliver(engine)
     summary = report.summary()
     requests = meter.finish({"manga_synced": summary["manga_inserted"] + summary["manga_updated"]})
@@ -183,7 +198,7 @@ def _catalogue(context: AssetExecutionContext, config: CatalogueConfig,
         **{k: v for k, v in summary.items() if k.startswith(("items_", "pages"))},
         "notifications_queued": summary["notifications_queued"], **requests,
         **delivery_metadata(delivery), "preview": manga_preview(report.changes),
-        "content_ratings": ", ".join(sync_settings.rating_list),
+        "content_ratings": ", ".join(settings.content_ratings),
         "quarantined_records": _quarantined(engine, quarantine.MANGA),
     })})
     links = {"genre_links_added": summary["genre_links_added"],
@@ -225,35 +240,38 @@ def _genre_links_alone(context: AssetExecutionContext, engine: Engine, client: M
         "read": "the partition's catalogued manga, re-read by id (links only)"})})
 
 
-@asset(
-    key=NEW_CHAPTERS,
-    description="Chapters of catalogued manga in MangaHub's `chapters` table, partitioned by "
-                "the day they became readable (readableAt, UTC). Queues NEW_CHAPTER "
-                "notifications by the rules of CONTRACTS.md.",
-    group_name="chapters",
-    kinds=KINDS,
-    owners=OWNERS,
-    tags={"domain": "chapters", "source": "mangadex"},
-    metadata=table_metadata(tables.chapters),
-    # A chapter of any day may belong to a manga created on any day: the whole catalogue is
-    # upstream. The edge is lineage only; nothing waits on it, so a poll is never held up.
-    deps=[AssetDep(MANGA_CATALOGUE, partition_mapping=AllPartitionMapping())],
-    partitions_def=DAILY,
-    backfill_policy=BackfillPolicy.single_run(),
-    retry_policy=RUN_RETRY,
-    pool=MANGADEX_POOL,
-)
-def new_chapters(context: AssetExecutionContext, config: NewChaptersConfig,
-                 mangahub: MangaHubDatabase,
-                 mangadex: MangaDexResource, notifier: NotifierResource,
-                 sync_settings: SyncSettings) -> MaterializeResult:
+def new_chapters_asset(settings: Settings) -> AssetsDefinition:
+    """new_chapters, partitioned from MANGASYNC_PARTITIONS_START."""
+    return asset(
+        key=NEW_CHAPTERS,
+        description="Chapters of catalogued manga in MangaHub's `chapters` table, partitioned by "
+                    "the day they became readable (readableAt, UTC). Queues NEW_CHAPTER "
+                    "notifications by the rules of CONTRACTS.md.",
+        group_name="chapters",
+        kinds=kinds(settings, "mangadex"),
+        owners=OWNERS,
+        tags={"domain": "chapters", "source": "mangadex"},
+        metadata=table_metadata(tables.chapters),
+        # A chapter of any day may belong to a manga created on any day: the whole catalogue is
+        # upstream. The edge is lineage only; nothing waits on it, so a poll is never held up.
+        deps=[AssetDep(MANGA_CATALOGUE, partition_mapping=AllPartitionMapping())],
+        partitions_def=daily_partitions(settings),
+        backfill_policy=BackfillPolicy.single_run(),
+        retry_policy=RUN_RETRY,
+        pool=MANGADEX_POOL,
+    )(new_chapters)
+
+
+def new_chapters(context: AssetExecutionContext, config: NewChaptersConfig, mangahub: MangaHub,
+                 mangadex: MangaDex, notifier: Notify,
+                 settings: SettingsParam) -> MaterializeResult:
     with one_line_failures(f"new_chapters {partition_label(context)}"):
-        return _new_chapters(context, config, mangahub, mangadex, notifier, sync_settings)
+        return _new_chapters(context, config, mangahub, mangadex, notifier, settings)
 
 
 def _new_chapters(context: AssetExecutionContext, config: NewChaptersConfig,
                   mangahub: MangaHubDatabase, mangadex: MangaDexResource,
-                  notifier: NotifierResource, sync_settings: SyncSettings) -> MaterializeResult:
+                  notifier: NotifierResource, settings: Settings) -> MaterializeResult:
     engine, client = mangahub.engine(), mangadex.client()
     meter = RunMeter(engine, client, "new_chapters")
     keys = list(context.partition_keys)
@@ -271,8 +289,8 @@ def _new_chapters(context: AssetExecutionContext, config: NewChaptersConfig,
         if since is not None:
             start = min(max(start, since), end)
         with one_line_failures(f"new_chapters {partition}"):
-            report = sync_chapter_window(engine, client, sync_settings.language_list, start,
-                                         end, lookback=sync_settings.lookback,
+            report = sync_chapter_window(engine, client, settings.languages, start,
+                                         end, lookback=settings.chapter_lookback,
                                          use_cursor=scheduled)
         for name, value in report.summary().items():
             per_day.setdefault(name, Counter())[partition] = value
@@ -298,3 +316,9 @@ def _quarantined(engine: Engine, source: str) -> int:
     """Records of `source` in quarantine now (this run's new ones are `items_quarantined`)."""
     with engine.connect() as conn:
         return quarantine.counts(conn).get(source, 0)
+
+
+@definitions
+def defs() -> Definitions:
+    settings = current_settings()
+    return Definitions(assets=[catalogue_assets(settings), new_chapters_asset(settings)])

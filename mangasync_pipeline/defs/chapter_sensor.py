@@ -12,22 +12,30 @@ from datetime import datetime, timedelta
 
 from dagster import (
     DefaultSensorStatus,
+    Definitions,
     RunConfig,
     RunRequest,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
+    definitions,
     sensor,
 )
 
 from mangasync_pipeline.bounds import CLOCK_SKEW
-from mangasync_pipeline.config import utcnow
+from mangasync_pipeline.config import Settings, utcnow
 from mangasync_pipeline.defs.assets import NewChaptersConfig
 from mangasync_pipeline.defs.inflight import run_in_flight
 from mangasync_pipeline.defs.jobs import new_chapters_job
-from mangasync_pipeline.defs.resources import MangaDexResource, MangaHubDatabase, SyncSettings
-from mangasync_pipeline.defs.schedules import POLL_RUNTIME
-from mangasync_pipeline.defs.settings import SETTINGS
+from mangasync_pipeline.defs.resources import (
+    MangaDex,
+    MangaDexResource,
+    MangaHub,
+    MangaHubDatabase,
+)
+from mangasync_pipeline.defs.schedules import poll_runtime
+from mangasync_pipeline.defs.settings import current_settings
 from mangasync_pipeline.mangadex.errors import MangaDexError
 from mangasync_pipeline.sync.chapter_probe import ProbeCursor, probe_new_chapters
 from mangasync_pipeline.sync.chapters import load_cursors
@@ -49,41 +57,51 @@ def _start(context: SensorEvaluationContext, cursors: dict[str, datetime], now: 
         now).since})
 
 
-@sensor(
-    job=new_chapters_job,
-    name=TRIGGER,
-    minimum_interval_seconds=int(SETTINGS.chapter_sensor_interval.total_seconds()),
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Asks MangaDex (two requests) whether chapters of catalogued manga in the "
-                "followed languages became readable since its cursor; requests a new_chapters "
-                "run for that window only when some did.",
-)
-def new_chapters_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabase,
-                        mangadex: MangaDexResource,
-                        sync_settings: SyncSettings) -> SensorResult | SkipReason:
+def chapters_sensor(settings: Settings) -> SensorDefinition:
+    """new_chapters_sensor, every CHAPTER_SENSOR_INTERVAL."""
+
+    @sensor(
+        job=new_chapters_job,
+        name=TRIGGER,
+        minimum_interval_seconds=int(settings.chapter_sensor_interval.total_seconds()),
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Asks MangaDex (two requests) whether chapters of catalogued manga in the "
+                    "followed languages became readable since its cursor; requests a "
+                    "new_chapters run for that window only when some did.",
+    )
+    def new_chapters_sensor(context: SensorEvaluationContext, mangahub: MangaHub,
+                            mangadex: MangaDex) -> SensorResult | SkipReason:
+        return probe(context, mangahub, mangadex, settings)
+
+    return new_chapters_sensor
+
+
+def probe(context: SensorEvaluationContext, mangahub: MangaHubDatabase,
+          mangadex: MangaDexResource, settings: Settings) -> SensorResult | SkipReason:
+    """One tick: probe MangaDex from the cursor, request runs for the windows with chapters."""
     engine = mangahub.engine_or_skip()
     if isinstance(engine, SkipReason):
         return engine
     now = utcnow().replace(microsecond=0)
-    cursor = _start(context, load_cursors(engine), now, sync_settings.lookback)
+    cursor = _start(context, load_cursors(engine), now, settings.chapter_lookback)
     try:
-        probe = probe_new_chapters(engine, mangadex.sensor_client(),
-                                   sync_settings.language_list, cursor, now,
-                                   hold_until=sync_settings.lookback)
+        found = probe_new_chapters(engine, mangadex.sensor_client(), settings.languages,
+                                   cursor, now, hold_until=settings.chapter_lookback)
     except MangaDexError as exc:
         # The cursor is stored as it was, so an outage at the first tick does not slide it.
         return SensorResult(skip_reason=SkipReason(
             f"MangaDex not reachable, cursor kept at {cursor.earliest.isoformat()}: {exc}"),
             cursor=cursor.encode())
-    new_cursor = (probe.cursor or cursor).encode()
-    if not probe.new:
+    new_cursor = (found.cursor or cursor).encode()
+    if not found.new:
         return SensorResult(skip_reason=SkipReason(
-            f"no new chapters since {cursor.earliest.isoformat()} ({probe.seen} seen, "
-            f"{probe.requests} requests)"), cursor=new_cursor)
+            f"no new chapters since {cursor.earliest.isoformat()} ({found.seen} seen, "
+            f"{found.requests} requests)"), cursor=new_cursor)
 
     requests: list[RunRequest] = []
     waiting: list[str] = []
-    for partition, (since, count) in sorted(probe.windows(SETTINGS.partitions_start).items()):
+    runtime = poll_runtime(settings)
+    for partition, (since, count) in sorted(found.windows(settings.partitions_start).items()):
         in_flight = run_in_flight(context.instance, new_chapters_job.name,
                                   partition_key=partition)
         if in_flight is not None:
@@ -95,16 +113,21 @@ def new_chapters_sensor(context: SensorEvaluationContext, mangahub: MangaHubData
                 since=since.isoformat())}),
             # A window's run is a poll's work at most: the same maximum runtime.
             tags={"mangasync/trigger": TRIGGER, "mangasync/chapters": str(count),
-                  "mangasync/since": since.isoformat(), **POLL_RUNTIME},
+                  "mangasync/since": since.isoformat(), **runtime},
         ))
-    context.log.info(f"{len(probe.new)} new chapters ({', '.join(probe.ids()[:5])}"
-                     f"{'...' if len(probe.new) > 5 else ''}) in {probe.requests} requests; "
+    context.log.info(f"{len(found.new)} new chapters ({', '.join(found.ids()[:5])}"
+                     f"{'...' if len(found.new) > 5 else ''}) in {found.requests} requests; "
                      f"{len(requests)} runs requested"
                      + (f"; waiting on {'; '.join(waiting)}" if waiting else ""))
     if not requests:
         # The cursor holds at the chapters until they are stored: the next tick after that
         # run sees them again if it did not store them.
         return SensorResult(skip_reason=SkipReason(
-            f"{len(probe.new)} new chapters, but a run is in flight: {'; '.join(waiting)}"),
+            f"{len(found.new)} new chapters, but a run is in flight: {'; '.join(waiting)}"),
             cursor=new_cursor)
     return SensorResult(run_requests=requests, cursor=new_cursor)
+
+
+@definitions
+def defs() -> Definitions:
+    return Definitions(sensors=[chapters_sensor(current_settings())])

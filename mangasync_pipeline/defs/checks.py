@@ -1,17 +1,15 @@
 """Asset checks that catch real breakage in what the assets wrote."""
 
 
-from datetime import timedelta
 
 from dagster import AssetCheckResult, AssetCheckSeverity, asset_check
 from sqlalchemy import and_, func, select
 
-from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db.tables import chapters, genres, manga, manga_genres
 from mangasync_pipeline.defs.assets import GENRE_LINKS, MANGA_CATALOGUE, NEW_CHAPTERS
 from mangasync_pipeline.defs.reporting import table
-from mangasync_pipeline.defs.resources import MangaHubDatabase
-from mangasync_pipeline.sync import outbox, quarantine
+from mangasync_pipeline.defs.resources import MangaHub, MangaHubDatabase
+from mangasync_pipeline.sync import quarantine
 
 
 def _count(mangahub: MangaHubDatabase, stmt: object) -> int:
@@ -20,7 +18,7 @@ def _count(mangahub: MangaHubDatabase, stmt: object) -> int:
 
 
 @asset_check(asset=MANGA_CATALOGUE, description="Every manga has a title and a slug.")
-def manga_have_titles_and_slugs(mangahub: MangaHubDatabase) -> AssetCheckResult:
+def manga_have_titles_and_slugs(mangahub: MangaHub) -> AssetCheckResult:
     bad = _count(mangahub, select(func.count()).select_from(manga).where(
         (func.trim(manga.c.title) == "") | (func.trim(manga.c.slug) == "")))
     total = _count(mangahub, select(func.count()).select_from(manga))
@@ -29,7 +27,7 @@ def manga_have_titles_and_slugs(mangahub: MangaHubDatabase) -> AssetCheckResult:
 
 @asset_check(asset=GENRE_LINKS, description="Every genre link points at an existing manga "
              "and genre.")
-def genre_links_point_at_rows(mangahub: MangaHubDatabase) -> AssetCheckResult:
+def genre_links_point_at_rows(mangahub: MangaHub) -> AssetCheckResult:
     dangling = _count(mangahub, select(func.count()).select_from(
         manga_genres.outerjoin(manga, manga.c.id == manga_genres.c.manga_id)
         .outerjoin(genres, genres.c.id == manga_genres.c.genre_id))
@@ -37,22 +35,9 @@ def genre_links_point_at_rows(mangahub: MangaHubDatabase) -> AssetCheckResult:
     return AssetCheckResult(passed=dangling == 0, metadata={"dangling_links": dangling})
 
 
-@asset_check(asset=MANGA_CATALOGUE, description="No notification waits in the outbox for "
-             "more than an hour (is the notification server up?).")
-def notification_outbox_backlog(mangahub: MangaHubDatabase) -> AssetCheckResult:
-    with mangahub.engine().connect() as conn:
-        backlog = outbox.backlog(conn)
-    age = backlog.oldest_age_seconds(utcnow())
-    return AssetCheckResult(
-        passed=age <= timedelta(hours=1).total_seconds(),
-        severity=AssetCheckSeverity.WARN,
-        metadata={"pending": backlog.pending, "oldest_pending_age_seconds": round(age)},
-    )
-
-
 @asset_check(asset=NEW_CHAPTERS, description="No chapter belongs to a manga outside the "
              "catalogue.")
-def chapters_of_catalogued_manga(mangahub: MangaHubDatabase) -> AssetCheckResult:
+def chapters_of_catalogued_manga(mangahub: MangaHub) -> AssetCheckResult:
     orphans = _count(mangahub, select(func.count()).select_from(
         chapters.outerjoin(manga, manga.c.id == chapters.c.manga_id))
         .where(manga.c.id.is_(None)))
@@ -61,7 +46,7 @@ def chapters_of_catalogued_manga(mangahub: MangaHubDatabase) -> AssetCheckResult
 
 @asset_check(asset=NEW_CHAPTERS, description="total_chapters is never below the highest "
              "stored whole chapter number.")
-def total_chapters_not_below_stored(mangahub: MangaHubDatabase) -> AssetCheckResult:
+def total_chapters_not_below_stored(mangahub: MangaHub) -> AssetCheckResult:
     top = (select(chapters.c.manga_id, func.max(chapters.c.chapter_number).label("top"))
            .group_by(chapters.c.manga_id).subquery())
     behind = _count(mangahub, select(func.count()).select_from(
@@ -73,7 +58,7 @@ def total_chapters_not_below_stored(mangahub: MangaHubDatabase) -> AssetCheckRes
 
 @asset_check(asset=NEW_CHAPTERS, description="At most one NEW_CHAPTER per manga, language and "
              "chapter label.")
-def one_notification_per_chapter_number(mangahub: MangaHubDatabase) -> AssetCheckResult:
+def one_notification_per_chapter_number(mangahub: MangaHub) -> AssetCheckResult:
     # Per label, not per number: "12" and "12a" are two chapters, each announced once.
     dupes = (select(chapters.c.manga_id).where(chapters.c.notified.is_(True),
                                                chapters.c.chapter_number.is_not(None))
@@ -99,25 +84,11 @@ def _quarantine(mangahub: MangaHubDatabase, source: str) -> AssetCheckResult:
 
 @asset_check(asset=MANGA_CATALOGUE, description="No MangaDex manga is quarantined (skipped "
              "by the boundary checks; read again every 15 minutes until it passes).")
-def no_quarantined_manga(mangahub: MangaHubDatabase) -> AssetCheckResult:
+def no_quarantined_manga(mangahub: MangaHub) -> AssetCheckResult:
     return _quarantine(mangahub, quarantine.MANGA)
 
 
 @asset_check(asset=NEW_CHAPTERS, description="No chapter of a catalogued manga is quarantined "
              "(skipped by the boundary checks; read again every 15 minutes until it passes).")
-def no_quarantined_chapters(mangahub: MangaHubDatabase) -> AssetCheckResult:
+def no_quarantined_chapters(mangahub: MangaHub) -> AssetCheckResult:
     return _quarantine(mangahub, quarantine.CHAPTER)
-
-
-@asset_check(asset=MANGA_CATALOGUE, description="The notification server refused no "
-             "notification for good (a refused one is never delivered: see its last_error "
-             "in notification_outbox).")
-def no_refused_notifications(mangahub: MangaHubDatabase) -> AssetCheckResult:
-    with mangahub.engine().connect() as conn:
-        refused = outbox.refused(conn, 10)
-        n = outbox.refused_count(conn)
-    return AssetCheckResult(passed=n == 0, metadata={
-        "refused": n, "latest": table(
-            [{"dedup_key": e.dedup_key, "reason": e.last_error} for e in refused],
-            {"dedup_key": "string", "reason": "string"})})
-

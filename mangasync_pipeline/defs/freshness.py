@@ -6,25 +6,36 @@ the check fails. The sensor below evaluates the checks (Dagster's own, no run ne
 
 from dagster import (
     DefaultSensorStatus,
+    Definitions,
     build_last_update_freshness_checks,
     build_sensor_for_freshness_checks,
+    definitions,
 )
 
+from mangasync_pipeline.config import Settings
 from mangasync_pipeline.defs.assets import MANGA_CATALOGUE, NEW_CHAPTERS
-from mangasync_pipeline.defs.settings import SETTINGS
+from mangasync_pipeline.defs.settings import current_settings
 
 STALE_AFTER_POLLS = 3
 
-catalogue_freshness = build_last_update_freshness_checks(
-    assets=[MANGA_CATALOGUE],
-    lower_bound_delta=STALE_AFTER_POLLS * SETTINGS.new_manga_poll_interval)
 
-chapters_freshness = build_last_update_freshness_checks(
-    assets=[NEW_CHAPTERS],
-    lower_bound_delta=STALE_AFTER_POLLS * SETTINGS.chapter_poll_interval)
+def freshness(settings: Settings) -> Definitions:
+    """The checks, at three of NEW_MANGA_POLL_INTERVAL and CHAPTER_POLL_INTERVAL, and the
+    sensor that evaluates them."""
+    checks = [
+        *build_last_update_freshness_checks(
+            assets=[MANGA_CATALOGUE],
+            lower_bound_delta=STALE_AFTER_POLLS * settings.new_manga_poll_interval),
+        *build_last_update_freshness_checks(
+            assets=[NEW_CHAPTERS],
+            lower_bound_delta=STALE_AFTER_POLLS * settings.chapter_poll_interval),
+    ]
+    sensor = build_sensor_for_freshness_checks(
+        freshness_checks=checks, default_status=DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=60)
+    return Definitions(asset_checks=checks, sensors=[sensor])
 
-freshness_checks_sensor = build_sensor_for_freshness_checks(
-    freshness_checks=[*catalogue_freshness, *chapters_freshness],
-    default_status=DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=60,
-)
+
+@definitions
+def defs() -> Definitions:
+    return freshness(current_settings())

@@ -16,6 +16,7 @@ from dagster import (
 
 from mangasync_pipeline.defs.assets import GENRE_LINKS, MANGA_CATALOGUE, NEW_CHAPTERS
 from mangasync_pipeline.defs.failures import one_line_failures
+from mangasync_pipeline.defs.partitions import partition_of
 from mangasync_pipeline.defs.reporting import (
     RunMeter,
     delivery_metadata,
@@ -23,13 +24,8 @@ from mangasync_pipeline.defs.reporting import (
     manga_preview,
     preview,
 )
-from mangasync_pipeline.defs.resources import (
-    MangaDexResource,
-    MangaHubDatabase,
-    NotifierResource,
-    SyncSettings,
-)
-from mangasync_pipeline.defs.settings import MANGADEX_POOL, RUN_RETRY, partition_of
+from mangasync_pipeline.defs.resources import MangaDex, MangaHub, Notify, SettingsParam
+from mangasync_pipeline.defs.settings import MANGADEX_POOL, RUN_RETRY
 from mangasync_pipeline.sync.catalogue import import_ids, initial_sync
 from mangasync_pipeline.sync.catalogue_store import NotifyPolicy
 from mangasync_pipeline.sync.manga_sync import OutsideRatings, refuse_requests, sync_one
@@ -54,14 +50,14 @@ class InitialSyncConfig(Config):
 
 @op(pool=MANGADEX_POOL, retry_policy=RUN_RETRY)
 def import_newest_manga(context: OpExecutionContext, config: InitialSyncConfig,
-                        mangahub: MangaHubDatabase, mangadex: MangaDexResource,
-                        sync_settings: SyncSettings) -> Iterator[AssetMaterialization | Output]:
+                        mangahub: MangaHub, mangadex: MangaDex,
+                        settings: SettingsParam) -> Iterator[AssetMaterialization | Output]:
     """Imports the newest INITIAL_SYNC_LIMIT manga once; `force` runs it again."""
     engine, client = mangahub.engine(), mangadex.client()
     meter = RunMeter(engine, client, "initial_sync")
     with one_line_failures("initial sync"):
-        result = initial_sync(engine, client, sync_settings.initial_sync_limit,
-                              force=config.force, content_ratings=sync_settings.rating_list)
+        result = initial_sync(engine, client, settings.initial_sync_limit,
+                              force=config.force, content_ratings=settings.content_ratings)
     report = result.catalogue
     requests = meter.finish({"manga_synced": report.seen})
     if result.skipped:
@@ -100,14 +96,13 @@ class SyncMangaConfig(Config):
 
 @op(pool=MANGADEX_POOL)
 def sync_one_manga(context: OpExecutionContext, config: SyncMangaConfig,
-                   mangahub: MangaHubDatabase, mangadex: MangaDexResource,
-                   notifier: NotifierResource,
-                   sync_settings: SyncSettings) -> Iterator[AssetMaterialization | Output]:
+                   mangahub: MangaHub, mangadex: MangaDex, notifier: Notify,
+                   settings: SettingsParam) -> Iterator[AssetMaterialization | Output]:
     engine, client = mangahub.engine(), mangadex.client()
     with one_line_failures(f"sync of manga {config.mangadex_id}"):
         try:
             found = sync_one(engine, client, config.mangadex_id.strip().lower(),
-                             sync_settings.language_list, sync_settings.rating_list)
+                             settings.languages, settings.content_ratings)
         except OutsideRatings as exc:
             # Not a failure of the run: the operator's setting says no. The caller of the
             # HTTP route reads the reason on its request.
@@ -122,12 +117,13 @@ def sync_one_manga(context: OpExecutionContext, config: SyncMangaConfig,
     # What it wrote, on the asset graph: the manga's catalogue partition (with its genre
     # links) and the new_chapters partitions its chapters landed in.
     source = {"source": "sync_manga_job", "mangadex_id": found["mangadex_id"]}
-    day = partition_of(found["catalogue_day"])
+    day = partition_of(found["catalogue_day"], settings)
     for key in (MANGA_CATALOGUE, GENRE_LINKS):
         yield AssetMaterialization(asset_key=key, partition=day,
                                    metadata={**source, "catalogue": found["catalogue"]})
     for chapter_day, stored in found["chapter_days"].items():
-        yield AssetMaterialization(asset_key=NEW_CHAPTERS, partition=partition_of(chapter_day),
+        yield AssetMaterialization(asset_key=NEW_CHAPTERS,
+                                   partition=partition_of(chapter_day, settings),
                                    metadata={**source, "chapters_stored": stored})
     yield Output(None, metadata={
         **{k: v for k, v in found.items() if k not in ("new_chapters", "chapter_days")},
@@ -144,8 +140,8 @@ def sync_manga_job() -> None:
 
 
 @op
-def deliver_outbox(context: OpExecutionContext, mangahub: MangaHubDatabase,
-                   notifier: NotifierResource) -> Output:
+def deliver_outbox(context: OpExecutionContext, mangahub: MangaHub,
+                   notifier: Notify) -> Output:
     report = notifier.deliver(mangahub.engine())
     if report.errors:
         context.log.warning(f"notification server not reachable: {report.errors[0]}")
@@ -165,8 +161,8 @@ class RefreshMangaConfig(Config):
 
 @op(pool=MANGADEX_POOL, retry_policy=RUN_RETRY)
 def refresh_manga(context: OpExecutionContext, config: RefreshMangaConfig,
-                  mangahub: MangaHubDatabase, mangadex: MangaDexResource,
-                  notifier: NotifierResource) -> Iterator[AssetMaterialization | Output]:
+                  mangahub: MangaHub, mangadex: MangaDex, notifier: Notify,
+                  settings: SettingsParam) -> Iterator[AssetMaterialization | Output]:
     """Re-reads changed catalogued manga (100 per request); status or title changes notify."""
     engine, client = mangahub.engine(), mangadex.client()
     meter = RunMeter(engine, client, "refresh_manga")
@@ -181,8 +177,9 @@ def refresh_manga(context: OpExecutionContext, config: RefreshMangaConfig,
     # The catalogue partitions (manga and their genre links) it rewrote, on the asset graph.
     for day, updated in sorted(report.updated_days.items()):
         for key in (MANGA_CATALOGUE, GENRE_LINKS):
-            yield AssetMaterialization(asset_key=key, partition=partition_of(day), metadata={
-                "manga_updated": updated, "source": "refresh_manga_job"})
+            yield AssetMaterialization(
+                asset_key=key, partition=partition_of(day, settings),
+                metadata={"manga_updated": updated, "source": "refresh_manga_job"})
     yield Output(None, metadata={**summary, **requests, **delivery_metadata(delivery),
                                  "preview": manga_preview(report.changes)})
 

@@ -10,22 +10,25 @@ from __future__ import annotations
 from dagster import (
     DagsterRunStatus,
     DefaultSensorStatus,
+    Definitions,
     RunConfig,
     RunRequest,
     RunsFilter,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
+    definitions,
     sensor,
 )
 from sqlalchemy import bindparam, select, update
 
-from mangasync_pipeline.config import utcnow
+from mangasync_pipeline.config import Settings, utcnow
 from mangasync_pipeline.db.tables import manga, manual_sync_requests
 from mangasync_pipeline.defs.inflight import max_runtime_tags
 from mangasync_pipeline.defs.jobs import REQUEST_TAG, SyncMangaConfig, sync_manga_job
-from mangasync_pipeline.defs.resources import MangaHubDatabase, SyncSettings
-from mangasync_pipeline.defs.settings import SETTINGS
+from mangasync_pipeline.defs.resources import MangaHub, MangaHubDatabase
+from mangasync_pipeline.defs.settings import current_settings
 from mangasync_pipeline.sync.manga_sync import rating_refusal, refuse_requests
 
 ACTIVE = ("pending", "requested", "running")
@@ -34,21 +37,31 @@ PER_TICK = 50  # requests looked at per tick: each costs one run-storage query
 _FINISHED = {DagsterRunStatus.SUCCESS: "succeeded", DagsterRunStatus.FAILURE: "failed",
              DagsterRunStatus.CANCELED: "failed"}
 
-# One manga: its entity and both views of its whole feed, a few pages each.
-SYNC_RUNTIME = max_runtime_tags(20, SETTINGS.mangadex_rate_limit,
-                                SETTINGS.mangadex_policy.failure_bound())
+
+def manual_sync(settings: Settings) -> SensorDefinition:
+    """manual_sync_sensor; its runs' maximum runtime follows the rate limit and retry policy."""
+    # One manga: its entity and both views of its whole feed, a few pages each.
+    runtime = max_runtime_tags(20, settings.mangadex_rate_limit,
+                               settings.mangadex_policy.failure_bound())
+
+    @sensor(
+        job=sync_manga_job,
+        minimum_interval_seconds=10,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Turns manual sync requests recorded by the notification server "
+                    "(POST /api/manga/{ref}/sync) into sync_manga_job runs and records each "
+                    "run's id and outcome for the caller.",
+    )
+    def manual_sync_sensor(context: SensorEvaluationContext,
+                           mangahub: MangaHub) -> SensorResult | SkipReason:
+        return hand_over(context, mangahub, settings, runtime)
+
+    return manual_sync_sensor
 
 
-@sensor(
-    job=sync_manga_job,
-    minimum_interval_seconds=10,
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Turns manual sync requests recorded by the notification server "
-                "(POST /api/manga/{ref}/sync) into sync_manga_job runs and records each run's "
-                "id and outcome for the caller.",
-)
-def manual_sync_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabase,
-                       sync_settings: SyncSettings) -> SensorResult | SkipReason:
+def hand_over(context: SensorEvaluationContext, mangahub: MangaHubDatabase, settings: Settings,
+              runtime: dict[str, str]) -> SensorResult | SkipReason:
+    """One tick: a run for each new request, each run's outcome back to its request."""
     engine = mangahub.engine_or_skip()
     if isinstance(engine, SkipReason):
         return engine
@@ -66,7 +79,7 @@ def manual_sync_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatab
     for row in active:
         # A catalogued manga's stored rating answers without a run; one not catalogued yet
         # is refused by its run once MangaDex says how it is rated.
-        refusal = rating_refusal(row.mangadex_id, row.content_rating, sync_settings.rating_list)
+        refusal = rating_refusal(row.mangadex_id, row.content_rating, settings.content_ratings)
         if row.status == "pending" and row.catalogued is not None and \
                 row.content_rating is not None and refusal:
             refuse_requests(engine, [row.id], refusal)
@@ -87,7 +100,7 @@ def manual_sync_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatab
             job_name=sync_manga_job.name, run_key=f"manual-sync:{row.id}",
             run_config=RunConfig(ops={"sync_one_manga": SyncMangaConfig(
                 mangadex_id=row.mangadex_id)}),
-            tags={**tags, "mangasync/trigger": "manual_sync_sensor", **SYNC_RUNTIME}))
+            tags={**tags, "mangasync/trigger": "manual_sync_sensor", **runtime}))
         if row.status == "pending":
             changes.append({"rid": row.id, "status": "requested", "run_id": None,
                             "error": None})
@@ -103,3 +116,8 @@ def manual_sync_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatab
         return SensorResult(run_requests=requests)
     return SensorResult(skip_reason=SkipReason(
         f"{len(active)} manual sync request(s) in progress, none new"))
+
+
+@definitions
+def defs() -> Definitions:
+    return Definitions(sensors=[manual_sync(current_settings())])

@@ -9,7 +9,9 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
+    AssetsDefinition,
     DefaultScheduleStatus,
+    Definitions,
     MaterializeResult,
     MetadataValue,
     ScheduleDefinition,
@@ -18,17 +20,19 @@ from dagster import (
     TableSchema,
     asset,
     define_asset_job,
+    definitions,
 )
 
-from mangasync_pipeline.config import utcnow
+from mangasync_pipeline.config import Settings, utcnow
 from mangasync_pipeline.defs.assets import (
-    BACKEND,
     GENRE_LINKS,
     MANGA_CATALOGUE,
     NEW_CHAPTERS,
     OWNERS,
+    kinds,
 )
-from mangasync_pipeline.defs.resources import MangaHubDatabase
+from mangasync_pipeline.defs.resources import MangaHub
+from mangasync_pipeline.defs.settings import current_settings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,27 +69,31 @@ def frame_table(frame: "pd.DataFrame", limit: int = PREVIEW_ROWS) -> MetadataVal
         schema=schema)
 
 
-@asset(
-    key=MANGAHUB_REPORT,
-    description="What MangaHub holds, for the operator: manga by status, content rating and "
-                "genre, chapters per language per day (30 days), notification latency, the "
-                "outbox, readers and follows. Read with pandas once a day; nothing is written.",
-    group_name="reporting",
-    kinds={"pandas", BACKEND},
-    owners=OWNERS,
-    tags={"domain": "reporting", "source": "mangahub"},
-    deps=[MANGA_CATALOGUE, GENRE_LINKS, NEW_CHAPTERS],
-    check_specs=[
-        AssetCheckSpec(NO_DUPLICATE_ANNOUNCEMENTS, asset=MANGAHUB_REPORT,
-                       description="No chapter number of a manga and language is announced "
-                                   "twice (5 and 5.0 count as one)."),
-        AssetCheckSpec(NOTIFICATIONS_POINT_AT_CHAPTERS, asset=MANGAHUB_REPORT,
-                       description="Every NEW_CHAPTER notification names a chapter MangaHub "
-                                   "stores."),
-    ],
-)
+def report_asset(settings: Settings) -> AssetsDefinition:
+    """mangahub_report, its kind icons following the configured database."""
+    return asset(
+        key=MANGAHUB_REPORT,
+        description="What MangaHub holds, for the operator: manga by status, content rating and "
+                    "genre, chapters per language per day (30 days), notification latency, the "
+                    "outbox, readers and follows. Read with pandas once a day; nothing is written.",
+        group_name="reporting",
+        kinds=kinds(settings, "pandas"),
+        owners=OWNERS,
+        tags={"domain": "reporting", "source": "mangahub"},
+        deps=[MANGA_CATALOGUE, GENRE_LINKS, NEW_CHAPTERS],
+        check_specs=[
+            AssetCheckSpec(NO_DUPLICATE_ANNOUNCEMENTS, asset=MANGAHUB_REPORT,
+                           description="No chapter number of a manga and language is announced "
+                                       "twice (5 and 5.0 count as one)."),
+            AssetCheckSpec(NOTIFICATIONS_POINT_AT_CHAPTERS, asset=MANGAHUB_REPORT,
+                           description="Every NEW_CHAPTER notification names a chapter MangaHub "
+                                       "stores."),
+        ],
+    )(mangahub_report)
+
+
 def mangahub_report(context: AssetExecutionContext,
-                    mangahub: MangaHubDatabase) -> Iterator[MaterializeResult | AssetCheckResult]:
+                    mangahub: MangaHub) -> Iterator[MaterializeResult | AssetCheckResult]:
     from mangasync_pipeline.db.report import build_report
 
     report = build_report(mangahub.engine(), utcnow())
@@ -123,3 +131,9 @@ mangahub_report_schedule = ScheduleDefinition(
     name="mangahub_report_schedule", job=mangahub_report_job, cron_schedule="0 6 * * *",
     execution_timezone="UTC", default_status=DefaultScheduleStatus.RUNNING,
     description="The report once a day at 06:00 UTC.")
+
+
+@definitions
+def defs() -> Definitions:
+    return Definitions(assets=[report_asset(current_settings())], jobs=[mangahub_report_job],
+                       schedules=[mangahub_report_schedule])

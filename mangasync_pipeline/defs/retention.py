@@ -23,7 +23,6 @@ from dagster import (
     DagsterInstance,
     DagsterRunStatus,
     DefaultScheduleStatus,
-    Failure,
     OpExecutionContext,
     Output,
     RunsFilter,
@@ -35,8 +34,7 @@ from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
 from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 from sqlalchemy import delete, func, select
 
-from mangasync_pipeline.config import ConfigError
-from mangasync_pipeline.defs.resources import RunRetention
+from mangasync_pipeline.defs.resources import SettingsParam
 
 FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
 PAGE = 500  # run ids read, and storage ids looked up, per query
@@ -122,11 +120,8 @@ def delete_check_executions(instance: DagsterInstance, run_ids: list[str]) -> in
 
 @op(description="Deletes finished runs older than MANGASYNC_RUN_RETENTION, keeping each "
                 "partition's latest materialization.")
-def prune_old_runs(context: OpExecutionContext, run_retention: RunRetention) -> Output:
-    try:
-        cutoff = datetime.now(UTC) - run_retention.interval()
-    except ConfigError as exc:  # a value typed into the Launchpad: one line, nothing deleted
-        raise Failure(description=str(exc), allow_retries=False) from None
+def prune_old_runs(context: OpExecutionContext, settings: SettingsParam) -> Output:
+    cutoff = datetime.now(UTC) - settings.run_retention
     # Every asset the instance has events of, including ones no longer defined.
     report = prune_runs(context.instance, cutoff, context.instance.get_asset_keys())
     context.log.info(f"runs created before {cutoff:%Y-%m-%d %H:%M} UTC: {report.line()}")

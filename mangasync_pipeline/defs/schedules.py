@@ -4,23 +4,29 @@ from datetime import UTC, timedelta
 
 from dagster import (
     DefaultScheduleStatus,
+    Definitions,
     RunConfig,
     RunRequest,
+    ScheduleDefinition,
     ScheduleEvaluationContext,
     SkipReason,
+    definitions,
     schedule,
 )
 
+from mangasync_pipeline.config import Settings
 from mangasync_pipeline.defs.assets import NewChaptersConfig
 from mangasync_pipeline.defs.inflight import describe_run, max_runtime_tags, run_in_flight
 from mangasync_pipeline.defs.jobs import new_chapters_job
-from mangasync_pipeline.defs.settings import SETTINGS
+from mangasync_pipeline.defs.settings import current_settings
 
-# A poll reads what became readable since the last one plus the lookback: a few pages of
-# /chapter and a baseline feed per newly seen manga, at most one batch of CHAPTER_BATCH_SIZE.
-POLL_REQUESTS = 10 + 2 * SETTINGS.chapter_batch_size
-POLL_RUNTIME = max_runtime_tags(POLL_REQUESTS, SETTINGS.mangadex_rate_limit,
-                                SETTINGS.mangadex_policy.failure_bound())
+
+def poll_runtime(settings: Settings) -> dict[str, str]:
+    """`dagster/max_runtime` of a poll. A poll reads what became readable since the last one
+    plus the lookback: a few pages of /chapter and a baseline feed per newly seen manga, at
+    most one batch of CHAPTER_BATCH_SIZE."""
+    return max_runtime_tags(10 + 2 * settings.chapter_batch_size, settings.mangadex_rate_limit,
+                            settings.mangadex_policy.failure_bound())
 
 
 def cron_for(interval: timedelta) -> str | list[str]:
@@ -41,15 +47,26 @@ def cron_for(interval: timedelta) -> str | list[str]:
             for minute, hours in sorted(hours_at.items())]
 
 
-@schedule(
-    cron_schedule=cron_for(SETTINGS.chapter_poll_interval),
-    job=new_chapters_job,
-    execution_timezone="UTC",
-    default_status=DefaultScheduleStatus.RUNNING,
-    description="Materializes today's new_chapters partition, and yesterday's too during the "
-                "first interval after midnight UTC so late chapters of the old day are kept.",
-)
-def new_chapters_schedule(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
+def chapters_schedule(settings: Settings) -> ScheduleDefinition:
+    """new_chapters_schedule, every CHAPTER_POLL_INTERVAL."""
+
+    @schedule(
+        cron_schedule=cron_for(settings.chapter_poll_interval),
+        job=new_chapters_job,
+        execution_timezone="UTC",
+        default_status=DefaultScheduleStatus.RUNNING,
+        description="Materializes today's new_chapters partition, and yesterday's too during "
+                    "the first interval after midnight UTC so late chapters of the old day are "
+                    "kept.",
+    )
+    def new_chapters_schedule(context: ScheduleEvaluationContext
+                              ) -> list[RunRequest] | SkipReason:
+        return poll(context, settings)
+
+    return new_chapters_schedule
+
+
+def poll(context: ScheduleEvaluationContext, settings: Settings) -> list[RunRequest] | SkipReason:
     when = context.scheduled_execution_time.astimezone(UTC)
     # Polls resume at the cursor: run config, so the Launchpad shows it and a re-execution
     # without it reads whole days.
@@ -57,10 +74,11 @@ def new_chapters_schedule(context: ScheduleEvaluationContext) -> list[RunRequest
     today = when.date()
     days = [today]
     midnight = when.replace(hour=0, minute=0, second=0, microsecond=0)
-    if when - midnight < SETTINGS.chapter_poll_interval:
+    if when - midnight < settings.chapter_poll_interval:
         yesterday = today - timedelta(days=1)
-        if yesterday >= SETTINGS.partitions_start:
+        if yesterday >= settings.partitions_start:
             days.append(yesterday)
+    runtime = poll_runtime(settings)
     requests, busy = [], []
     for day in days:
         # One poll per partition: a run that is still queued or hanging on MangaDex owns it,
@@ -72,8 +90,12 @@ def new_chapters_schedule(context: ScheduleEvaluationContext) -> list[RunRequest
             continue
         requests.append(RunRequest(partition_key=day.isoformat(),
                                    run_key=f"chapters:{day}:{when.isoformat()}", run_config=poll,
-                                   tags=POLL_RUNTIME))
+                                   tags=runtime))
     if busy:
         context.log.info(f"not polling again: {'; '.join(busy)}")
     return requests or SkipReason(f"{'; '.join(busy)}: not requesting another poll")
 
+
+@definitions
+def defs() -> Definitions:
+    return Definitions(schedules=[chapters_schedule(current_settings())])

@@ -8,18 +8,21 @@ from dagster import (
     AssetObservation,
     DagsterRunStatus,
     DefaultSensorStatus,
+    Definitions,
     MetadataValue,
     RunConfig,
     RunRequest,
     RunsFilter,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
+    definitions,
     sensor,
 )
 from sqlalchemy import Engine, select
 
-from mangasync_pipeline.config import utcnow
+from mangasync_pipeline.config import Settings, utcnow
 from mangasync_pipeline.db.tables import manga
 from mangasync_pipeline.defs.assets import MANGA_CATALOGUE, CatalogueConfig
 from mangasync_pipeline.defs.inflight import (
@@ -35,8 +38,9 @@ from mangasync_pipeline.defs.jobs import (
     deliver_notifications_job,
     refresh_manga_job,
 )
-from mangasync_pipeline.defs.resources import MangaDexResource, MangaHubDatabase, SyncSettings
-from mangasync_pipeline.defs.settings import SETTINGS, partition_of
+from mangasync_pipeline.defs.partitions import partition_of
+from mangasync_pipeline.defs.resources import MangaDex, MangaDexResource, MangaHub, MangaHubDatabase
+from mangasync_pipeline.defs.settings import current_settings
 from mangasync_pipeline.mangadex.errors import MangaDexError
 from mangasync_pipeline.sync import outbox, state
 from mangasync_pipeline.sync.catalogue import PollCursor, detect_changes, start_cursor
@@ -57,8 +61,8 @@ def retry_wait(failures: int, interval: timedelta) -> timedelta:
     return min(interval * 2 ** (failures - 2), RETRY_WAIT_MAX)
 
 
-def _left_by_failed_runs(context: SensorEvaluationContext,
-                         engine: Engine) -> dict[str, list[str]]:
+def _left_by_failed_runs(context: SensorEvaluationContext, engine: Engine,
+                         poll_interval: timedelta) -> dict[str, list[str]]:
     """Per partition, the manga named by this sensor's catalogue runs that failed or were
     cancelled lately, still not catalogued, and not named by a later run that succeeded (a
     manga that run did not store was quarantined or is gone: asking again would not help)."""
@@ -83,7 +87,7 @@ def _left_by_failed_runs(context: SensorEvaluationContext,
                 failures[mangadex_id] += 1
     wanted = {i: p for i, (p, when) in failed.items()
               if (i not in succeeded or succeeded[i] < when)
-              and now - when >= retry_wait(failures[i], SETTINGS.new_manga_poll_interval)}
+              and now - when >= retry_wait(failures[i], poll_interval)}
     if not wanted:
         return {}
     with engine.connect() as conn:
@@ -101,17 +105,27 @@ def _requests_for(manga: int) -> int:
     return math.ceil(manga / 100) + 2 * manga
 
 
-@sensor(
-    jobs=[catalogue_job, refresh_manga_job],
-    minimum_interval_seconds=max(30, int(SETTINGS.new_manga_poll_interval.total_seconds())),
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Asks MangaDex (one updatedAtSince keyset query) for manga created or changed "
-                "since its cursor; requests catalogue runs for the new ones' day partitions and "
-                "one refresh run for changed ones.",
-)
-def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabase,
-                     mangadex: MangaDexResource,
-                     sync_settings: SyncSettings) -> SensorResult | SkipReason:
+def manga_sensor(settings: Settings) -> SensorDefinition:
+    """new_manga_sensor, every NEW_MANGA_POLL_INTERVAL (30 s at the least)."""
+
+    @sensor(
+        jobs=[catalogue_job, refresh_manga_job],
+        minimum_interval_seconds=max(30, int(settings.new_manga_poll_interval.total_seconds())),
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Asks MangaDex (one updatedAtSince keyset query) for manga created or "
+                    "changed since its cursor; requests catalogue runs for the new ones' day "
+                    "partitions and one refresh run for changed ones.",
+    )
+    def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHub,
+                         mangadex: MangaDex) -> SensorResult | SkipReason:
+        return detect(context, mangahub, mangadex, settings)
+
+    return new_manga_sensor
+
+
+def detect(context: SensorEvaluationContext, mangahub: MangaHubDatabase,
+           mangadex: MangaDexResource, settings: Settings) -> SensorResult | SkipReason:
+    """One tick: new and changed manga since the cursor, as catalogue and refresh runs."""
     engine = mangahub.engine_or_skip()
     if isinstance(engine, SkipReason):
         return engine
@@ -140,7 +154,7 @@ def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabas
             state.set_state(conn, state.NEW_MANGA_POLL, last_cursor=cursor.encode())
     try:
         detection = detect_changes(engine, mangadex.sensor_client(), cursor,
-                                   content_ratings=sync_settings.rating_list)
+                                   content_ratings=settings.content_ratings)
     except MangaDexError as exc:
         state.mark_error(engine, state.NEW_MANGA_POLL, str(exc))
         return SensorResult(skip_reason=SkipReason(
@@ -148,10 +162,11 @@ def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabas
             cursor=cursor.encode())
     by_partition: dict[str, list[str]] = {}
     for day, ids in detection.new_by_day.items():
-        by_partition.setdefault(partition_of(day), []).extend(ids)
+        by_partition.setdefault(partition_of(day, settings), []).extend(ids)
     # The manga of a catalogue run that failed may be behind the cursor by now: ask for them
     # again until they are catalogued, whatever the scan finds.
-    for partition, ids in _left_by_failed_runs(context, engine).items():
+    for partition, ids in _left_by_failed_runs(context, engine,
+                                                  settings.new_manga_poll_interval).items():
         wanted = by_partition.setdefault(partition, [])
         for mangadex_id in ids:
             if mangadex_id not in wanted:
@@ -221,7 +236,7 @@ def new_manga_sensor(context: SensorEvaluationContext, mangahub: MangaHubDatabas
                 "not accepted yet (oldest first, with backoff).",
 )
 def notification_outbox_sensor(context: SensorEvaluationContext,
-                               mangahub: MangaHubDatabase) -> RunRequest | SkipReason:
+                               mangahub: MangaHub) -> RunRequest | SkipReason:
     engine = mangahub.engine_or_skip()
     if isinstance(engine, SkipReason):
         return engine
@@ -241,3 +256,7 @@ def notification_outbox_sensor(context: SensorEvaluationContext,
     return RunRequest(run_key=f"outbox:{head[0].id}:{head[0].attempts}:{bucket}",
                       tags={"mangasync/outbox_pending": str(backlog.pending)})
 
+
+@definitions
+def defs() -> Definitions:
+    return Definitions(sensors=[manga_sensor(current_settings()), notification_outbox_sensor])

@@ -79,15 +79,15 @@ class SqlCircuitStore:
     def __init__(self, url: str) -> None:
         from sqlalchemy import inspect
 
-        from mangasync_pipeline.db.engine import make_engine
+        from mangasync_pipeline.db.engine import shared_engine
         from mangasync_pipeline.db.tables import mangadex_circuit
 
-        self._engine = make_engine(url)
+        # The process's one engine for the MangaHub database: no pool of the breaker's own.
+        self._engine = shared_engine(url)
         self._table = mangadex_circuit
         if not inspect(self._engine).has_table(mangadex_circuit.name):
             from mangasync_pipeline.db.engine import describe
 
-            self._engine.dispose()
             raise MangaDexError(
                 f"database {describe(url)} has no table {mangadex_circuit.name} for the "
                 "MangaDex circuit breaker: run `mangasync migrate` first"
@@ -156,7 +156,7 @@ class SqlCircuitStore:
         return sqlite_insert(self._table).values(values).on_conflict_do_nothing()
 
     def close(self) -> None:
-        self._engine.dispose()
+        pass  # the engine is shared with everything else on that URL
 
 
 def _hms(moment: datetime | None) -> str:

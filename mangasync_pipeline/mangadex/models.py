@@ -563,6 +563,15 @@ def _raw_id(obj: object) -> str:
     return "<no id>"
 
 
+def _source_of(endpoint: str) -> str:
+    """What a collection holds, by the endpoint asked: never by the `type` an item claims (a
+    chapter calling itself a manga was quarantined where the chapter sync never looked)."""
+    path = endpoint.split("?", 1)[0].rstrip("/")
+    if path == "/chapter" or path.endswith("/feed"):
+        return "chapter"
+    return {"/manga/tag": "tag", "/manga": "manga"}.get(path, "item")
+
+
 def parse_collection(
     payload: object,
     endpoint: str,
@@ -594,10 +603,8 @@ def parse_collection(
                 field, parent, created = "item", None, None
                 reason = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
             if is_uuid(raw_id):
-                source = obj.get("type") if isinstance(obj, dict) else None
-                rejected.append(Rejection(
-                    source if source in ("manga", "chapter", "tag") else "item",
-                    raw_id.lower(), field, reason, parent, created))
+                rejected.append(Rejection(_source_of(endpoint), raw_id.lower(), field, reason,
+                                          parent, created))
             (logger or log).warning("skipped item %s from %s: %s", raw_id, endpoint, reason)
 
     def _count(key: str, default: int) -> int:

@@ -12,8 +12,9 @@ Where the bucket lives:
 - a SQLite MangaHub DB: pyrate-limiter's SQLite bucket in a file beside the DB file,
   behind its file lock so processes take turns;
 - a PostgreSQL MangaHub DB: pyrate-limiter's Postgres bucket (table
-  `ratelimit___mangadex`) in that same database. Stamps are this machine's wall clock,
-  so processes on several hosts need synchronised clocks (NTP), as they do anyway.
+  `ratelimit___mangadex`) in that same database, over the connection pool of the process's
+  one engine for it (`shared_engine`). Stamps are this machine's wall clock, so processes on
+  several hosts need synchronised clocks (NTP), as they do anyway.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import contextlib
 import math
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,10 @@ from pyrate_limiter import (
     RateItem,
     SQLiteBucket,
 )
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
+
+from mangasync_pipeline.db.engine import shared_engine
 
 DEFAULT_MARGIN = 0.04
 _LEAK_EVERY = 64
@@ -65,43 +70,78 @@ def _make_bucket(rate: Rate, state_url: str | None, name: str) -> AbstractBucket
             [rate], table=f"{name}_rate", db_path=str(path), use_file_lock=True
         )
     if backend == "postgresql":
-        from psycopg_pool import ConnectionPool
-
-        conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        pool = ConnectionPool(conninfo, min_size=1, max_size=4, open=True)
-        return _LockedPostgresBucket(pool, name, [rate], conninfo)
+        # The URL as Settings normalised it (postgresql+psycopg): the engine's connections
+        # are psycopg's, which is what pyrate's bucket speaks.
+        engine = shared_engine(state_url)
+        return _LockedPostgresBucket(_EnginePool(engine), name, [rate], engine)
     raise ValueError(f"rate limit state: unsupported database URL scheme {url.drivername!r}")
 
 
+class _EnginePool:
+    """The part of psycopg_pool's ConnectionPool that pyrate's Postgres bucket uses, over a
+    SQLAlchemy engine's pool: the limiter opens no connection pool of its own."""
+
+    closed = False
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Any]:
+        # As psycopg_pool does: commit when the block ends, roll back when it raises.
+        proxied = self._engine.raw_connection()
+        conn = proxied.driver_connection
+        try:
+            yield conn
+            conn.commit()  # type: ignore[union-attr]
+        except BaseException:
+            conn.rollback()  # type: ignore[union-attr]
+            raise
+        finally:
+            proxied.close()  # back to the engine's pool
+
+    def close(self) -> None:
+        pass  # the engine is the process's, shared with everything else on that URL
+
+
 class _AdvisoryLock:
-    """A PostgreSQL session advisory lock on its own connection, as a context manager.
+    """A PostgreSQL session advisory lock, as a context manager, on a connection of the
+    engine's pool taken for the length of the lock.
 
     pyrate's Postgres bucket has no cross-process lock: two processes could each stamp, and
     the one descheduled before its insert would be admitted with a stale stamp. Holding this
     around stamp-and-put serialises them as SQLite's file lock does.
     """
 
-    def __init__(self, conninfo: str, key: int) -> None:
-        import psycopg
-
-        self._conn = psycopg.connect(conninfo, autocommit=True)
+    def __init__(self, engine: Engine, key: int) -> None:
+        self._engine = engine
         self._key = key
+        self._held: Any = None
 
     def __enter__(self) -> None:
-        self._conn.execute("SELECT pg_advisory_lock(%s)", (self._key,))
+        self._held = self._engine.raw_connection()
+        conn = self._held.driver_connection
+        conn.autocommit = True  # a session lock, outside any transaction
+        conn.execute("SELECT pg_advisory_lock(%s)", (self._key,))
 
     def __exit__(self, *_: object) -> None:
-        self._conn.execute("SELECT pg_advisory_unlock(%s)", (self._key,))
+        held, self._held = self._held, None
+        conn = held.driver_connection
+        try:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (self._key,))
+            conn.autocommit = False
+        finally:
+            held.close()
 
     def close(self) -> None:
-        self._conn.close()
+        pass
 
 
 class _LockedPostgresBucket(PostgresBucket):  # type: ignore[misc]
-    def __init__(self, pool: Any, table: str, rates: list[Rate], conninfo: str) -> None:
+    def __init__(self, pool: Any, table: str, rates: list[Rate], engine: Engine) -> None:
         super().__init__(pool, table, rates)
         key = int.from_bytes(table.encode()[:8].ljust(8, b"\0"), "big") & (2**63 - 1)
-        self._advisory = _AdvisoryLock(conninfo, key)
+        self._advisory = _AdvisoryLock(engine, key)
 
     def limiter_lock(self) -> object:
         return self._advisory

@@ -1,6 +1,7 @@
 """In-memory state of UDP sessions: one `Session` per registered device, one `UserState` per user.
 
-Nothing here touches the database or the network; the UDP endpoint drives it.
+Nothing here touches the database or the network; the UDP endpoint's parts drive it
+(`session_table`, `pushes`, `retransmission`, `ack_batch`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class Session:
     more_after: int | None = None  # more unread beyond this id remain in the database
     live_pending: list[Notice] = field(default_factory=list)
     pump_handle: asyncio.TimerHandle | None = None
-    ready: bool = False  # in the endpoint's list of sessions to pump next
+    ready: bool = False  # in the list of sessions `Pushes` pumps next
     loading: bool = False
     closed: bool = False
     # Address validation (the QUIC rule): until the address echoes the session id in a PING

@@ -24,8 +24,8 @@ def fast_options(**changes: object) -> ServerOptions:
 
 
 def server_settings(db_url: str, **changes: object) -> Settings:
-    base = Settings(database_url=db_url, http_port=0, udp_port=0, bind="127.0.0.1")
-    return replace(base, **changes)  # type: ignore[arg-type]
+    return Settings(**{"database_url": db_url, "http_port": 0, "udp_port": 0,
+                       "bind": "127.0.0.1", **changes})
 
 
 def add_manga(engine: Engine, title: str = "Awesome Manga", slug: str | None = None) -> int:

@@ -9,6 +9,7 @@ then kills what is left. Ctrl-C, SIGTERM and SIGHUP on the launcher all lead to 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -28,6 +29,14 @@ import click
 # Every process we start (and everything it starts) carries this in its environment, so
 # that tests can prove none outlived a stop.
 LAUNCH_MARKER = "MANGASYNC_LAUNCH_ID"
+
+
+# ANSI colour and style sequences (ESC [ ... m), as coloured log formatters write them.
+_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def without_colours(line: str) -> str:
+    return _COLOUR.sub("", line)
 
 
 class LaunchError(RuntimeError):
@@ -106,15 +115,17 @@ class Launcher:
         env = {**os.environ, **service.env, LAUNCH_MARKER: self.launch_id,
                "PYTHONUNBUFFERED": "1"}
         log_file: IO[bytes] | None = None
-        stdout: int | IO[bytes] | None
+        stdout: int | None
         if service.output == "inherit":
             stdout = None
-        elif service.output == "terminal":
-            stdout = subprocess.PIPE
         else:
-            path = Path(service.output)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            log_file = stdout = path.open("ab")
+            # Read line by line, for the terminal's prefixes and to keep colour codes out of
+            # log files (Dagster colours its lines whatever its output is).
+            stdout = subprocess.PIPE
+            if service.output != "terminal":
+                path = Path(service.output)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                log_file = path.open("ab")
         try:
             process = subprocess.Popen(
                 list(service.argv), env=env, cwd=service.cwd, stdin=subprocess.DEVNULL,
@@ -122,21 +133,33 @@ class Launcher:
                 start_new_session=True,
             )
         except OSError as exc:
+            if log_file is not None:
+                log_file.close()
             raise LaunchError(f"cannot start {service.name} ({service.argv[0]}): {exc}") from None
         running = Running(service, process, log_file)
-        if service.output == "terminal":
-            assert process.stdout is not None
+        if process.stdout is not None:
+            target = self._pump if log_file is None else self._copy
             running.pump = threading.Thread(
-                target=self._pump, args=(service.name, process.stdout, sys.stderr), daemon=True)
+                target=target, args=(service.name, process.stdout, log_file or sys.stderr),
+                daemon=True)
             running.pump.start()
         self.running.append(running)
         return running
 
     def _pump(self, name: str, stream: IO[bytes], sink: TextIO) -> None:
+        keep_colours = sink.isatty()
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip()
+            if not keep_colours:
+                line = without_colours(line)
             with self._terminal_lock:
                 print(f"{name:>9} | {line}", file=sink, flush=True)
+
+    @staticmethod
+    def _copy(_name: str, stream: IO[bytes], log_file: IO[bytes]) -> None:
+        for raw in iter(stream.readline, b""):
+            log_file.write(without_colours(raw.decode("utf-8", "replace")).encode())
+            log_file.flush()
 
     def wait_until(self, running: Running, ready: Callable[[], bool], timeout: float,
                    what: str) -> None:

@@ -1,5 +1,5 @@
 """The long-running parts of mangasync on one machine: notification server and Dagster
-(webserver and daemon via `dg dev`), shared by `scripts/run.sh` and `mangasync demo`."""
+(webserver and daemon, as in production), shared by `scripts/run.sh` and `mangasync demo`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import random
 import signal
 import socket
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
@@ -20,7 +21,6 @@ from mangasync_pipeline.ops.launcher import (
     Service,
     http_ok,
     python_command,
-    venv_script,
 )
 
 DEFINITIONS_MODULE = "mangasync_pipeline.definitions"
@@ -44,7 +44,7 @@ def local_dagster_home(env: Mapping[str, str], cwd: Path) -> Path:
 
 
 def prepare_dagster_home(home: Path) -> Path:
-    """DAGSTER_HOME with an instance config and the workspace `dg dev` loads.
+    """DAGSTER_HOME with an instance config and the workspace Dagster loads.
 
     Files are written only when missing, so an operator's edits survive restarts (and a
     checkout's own dagster.yaml and workspace.yaml are used as they stand). The workspace
@@ -172,20 +172,27 @@ def start_system(launcher: Launcher, settings: Settings, env: Mapping[str, str],
 
     home = prepare_dagster_home(dagster_home)
     dagster_env = {**env, "DAGSTER_HOME": str(home)}
-    dagster = launcher.start(Service(
-        "dagster",
-        [venv_script("dg"), "dev", "--workspace", str(home / "workspace.yaml"),
-         "--host", dagster_host, "--port", str(dagster_port)],
-        # Started in DAGSTER_HOME: storage paths in its dagster.yaml are relative to it, and
-        # Dagster warns of a dagster.yaml in a working directory other than DAGSTER_HOME.
-        env=dagster_env, cwd=home, output=output("dagster"),
-        # Dagster shuts its webserver, daemon and code servers down cleanly on SIGINT.
-        stop_signal=signal.SIGINT, stop_timeout=45,
-    ))
+    workspace = str(home / "workspace.yaml")
+
+    def dagster(name: str, *argv: str) -> Running:
+        return launcher.start(Service(
+            name, [sys.executable, "-m", "mangasync_pipeline.ops.dagster_logging", *argv],
+            # Started in DAGSTER_HOME: storage paths in its dagster.yaml are relative to it, and
+            # Dagster warns of a dagster.yaml in a working directory other than DAGSTER_HOME.
+            env=dagster_env, cwd=home, output=output("dagster"),
+            # Dagster shuts down cleanly (code servers, run workers' hand-off) on SIGINT.
+            stop_signal=signal.SIGINT, stop_timeout=45,
+        ))
+
+    # Webserver and daemon as two processes, as production runs them (not `dg dev`): the
+    # daemon's logging is then ours to set (ops/dagster_logging.py).
+    webserver = dagster("webserver", "dagster-webserver", "--workspace", workspace,
+                        "--host", dagster_host, "--port", str(dagster_port))
+    dagster("daemon", "dagster-daemon", "run", "--workspace", workspace)
     ui = f"http://{local_address(dagster_host)}:{dagster_port}"
-    launcher.wait_until(dagster, lambda: http_ok(f"{ui}/server_info"), 240,
+    launcher.wait_until(webserver, lambda: http_ok(f"{ui}/server_info"), 240,
                         f"Dagster UI on {ui}")
-    return server, dagster, Endpoints(
+    return server, webserver, Endpoints(
         dagster_ui=ui,
         server_http=f"http://{server_host}:{settings.http_port}",
         server_udp=f"{server_host}:{settings.udp_port}",

@@ -31,7 +31,9 @@ it, from any process):
 - `DELETE /_sim/manga/{id}`: take a manga down (then 404, and an empty feed).
 - `POST /_sim/chapters`: `[{manga, chapter, language="en", group (name or id) or
   groups (a joint release), publishAt?, createdAt?, updatedAt?, externalUrl?, pages?,
-  title?, volume?, id?}]` -> `{"ids": [...]}`; `chapter: null` is a oneshot.
+  title?, volume?, id?, attributes?, type?}]` -> `{"ids": [...]}`; `chapter: null` is a
+  oneshot; `attributes` are served over the chapter's own as given, `type` replaces the
+  item's `"chapter"` (a hostile item claiming to be something else).
 - Requests without a `User-Agent` get MangaDex's `400 text/plain` answer.
 - `GET|POST /_sim/clock`: `{"offset_seconds": N}` sets the absolute offset from real time.
 - `POST /_sim/faults`: any of `error_rate` (0..1, seeded) + `error_status`, `burst_429`

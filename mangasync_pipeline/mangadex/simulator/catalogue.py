@@ -420,6 +420,7 @@ class Catalogue:
                 ch.updated_at = parse_iso(s["updatedAt"]) if "updatedAt" in s else created
                 ch.version = 1
                 ch.raw = _raw(s, f"chapters[{i}]")
+                ch.kind = str(s.get("type", "chapter"))
                 if ch.id in self.chapters or any(c.id == ch.id for c in made):
                     raise ValueError(f"chapter {ch.id} already exists")
                 made.append(ch)

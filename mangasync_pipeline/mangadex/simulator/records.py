@@ -105,6 +105,7 @@ class Chapter:
     # Attributes rendered over the record's own, as given: hostile values (a 13-digit label,
     # 10^12 pages, a float) that the typed fields above cannot hold.
     raw: dict[str, Any] | None = None
+    kind: str = "chapter"  # the item's `type`, as given: a hostile item may claim another
 
 
 @dataclass(slots=True, eq=False)

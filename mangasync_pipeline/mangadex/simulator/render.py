@@ -223,8 +223,8 @@ def chapter_json(c: Chapter, includes: frozenset[str]) -> bytes:
         rels.append(_user_json(u))
     else:
         rels.append(_bare(u.id, "user"))
-    return b'{"id":"%s","type":"chapter","attributes":%s,"relationships":[%s]}' % (
-        c.id.encode(), attrs, b",".join(rels))
+    return b'{"id":"%s","type":"%s","attributes":%s,"relationships":[%s]}' % (
+        c.id.encode(), c.kind.encode(), attrs, b",".join(rels))
 
 
 def broken_item(item_json: bytes, kind: str) -> bytes:
