@@ -5,7 +5,7 @@
 
 The stack is started as an operator starts it, by the project's launcher (`ops/launcher.py`,
 `ops/system.py::start_system`): the MangaDex simulator at 5 requests/s, `mangasync server`,
-and `dg dev` (Dagster webserver, daemon, code server, a run worker per run) with every
+and Dagster's webserver and daemon (each with its code server; a run worker per run) with every
 schedule and sensor at its shipped setting. Dagster's instance is the packaged
 `ops/dagster_home.yaml` with its storage in a PostgreSQL database of its own; MangaHub's
 database is PostgreSQL too. `initial_sync_job` imports the catalogue first.
