@@ -22,7 +22,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, TextIO
+from typing import IO
 
 import click
 
@@ -37,6 +37,20 @@ _COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 
 def without_colours(line: str) -> str:
     return _COLOUR.sub("", line)
+
+
+def _pump(stream: IO[bytes], write: Callable[[str], None], keep_colours: bool) -> None:
+    """Each line a service prints, to the terminal or its log file as it comes."""
+    for raw in iter(stream.readline, b""):
+        line = raw.decode("utf-8", "replace").rstrip("\n")
+        write(line if keep_colours else without_colours(line))
+
+
+def _file_writer(log_file: IO[bytes]) -> Callable[[str], None]:
+    def write(line: str) -> None:
+        log_file.write(f"{line}\n".encode())
+        log_file.flush()
+    return write
 
 
 class LaunchError(RuntimeError):
@@ -138,28 +152,21 @@ class Launcher:
             raise LaunchError(f"cannot start {service.name} ({service.argv[0]}): {exc}") from None
         running = Running(service, process, log_file)
         if process.stdout is not None:
-            target = self._pump if log_file is None else self._copy
+            if log_file is not None:
+                write, keep_colours = _file_writer(log_file), False
+            else:
+                write, keep_colours = self._terminal_writer(service.name), sys.stderr.isatty()
             running.pump = threading.Thread(
-                target=target, args=(service.name, process.stdout, log_file or sys.stderr),
-                daemon=True)
+                target=_pump, args=(process.stdout, write, keep_colours), daemon=True)
             running.pump.start()
         self.running.append(running)
         return running
 
-    def _pump(self, name: str, stream: IO[bytes], sink: TextIO) -> None:
-        keep_colours = sink.isatty()
-        for raw in iter(stream.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip()
-            if not keep_colours:
-                line = without_colours(line)
+    def _terminal_writer(self, name: str) -> Callable[[str], None]:
+        def write(line: str) -> None:
             with self._terminal_lock:
-                print(f"{name:>9} | {line}", file=sink, flush=True)
-
-    @staticmethod
-    def _copy(_name: str, stream: IO[bytes], log_file: IO[bytes]) -> None:
-        for raw in iter(stream.readline, b""):
-            log_file.write(without_colours(raw.decode("utf-8", "replace")).encode())
-            log_file.flush()
+                print(f"{name:>9} | {line.rstrip()}", file=sys.stderr, flush=True)
+        return write
 
     def wait_until(self, running: Running, ready: Callable[[], bool], timeout: float,
                    what: str) -> None:
