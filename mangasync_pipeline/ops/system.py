@@ -188,10 +188,12 @@ def start_system(launcher: Launcher, settings: Settings, env: Mapping[str, str],
     # daemon's logging is then ours to set (ops/dagster_logging.py).
     webserver = dagster("webserver", "dagster-webserver", "--workspace", workspace,
                         "--host", dagster_host, "--port", str(dagster_port))
-    dagster("daemon", "dagster-daemon", "run", "--workspace", workspace)
     ui = f"http://{local_address(dagster_host)}:{dagster_port}"
     launcher.wait_until(webserver, lambda: http_ok(f"{ui}/server_info"), 240,
                         f"Dagster UI on {ui}")
+    # The daemon only once the webserver has opened (and, the first time, created) Dagster's
+    # storage: two processes setting up one SQLite storage at once can fail on its lock.
+    dagster("daemon", "dagster-daemon", "run", "--workspace", workspace)
     return server, webserver, Endpoints(
         dagster_ui=ui,
         server_http=f"http://{server_host}:{settings.http_port}",
