@@ -120,7 +120,10 @@ def test_run_offline_says_why_keeps_running_and_stops_on_ctrl_c(
         [sys.executable, "-m", "mangasync_pipeline.ops.run", "--dagster-port", str(ui)],
         {"MANGADEX_API_URL": f"http://127.0.0.1:{dead}", "MANGASYNC_HTTP_PORT": str(http),
          "MANGASYNC_UDP_PORT": str(udp), "UDP_SERVER_URL": f"http://127.0.0.1:{http}",
-         "NEW_MANGA_POLL_INTERVAL": "30s", "DAGSTER_HOME": "", "DATABASE_URL": ""})
+         "NEW_MANGA_POLL_INTERVAL": "30s", "DAGSTER_HOME": "", "DATABASE_URL": "",
+         # The circuit opens on the third refused connection, within the first sensor tick,
+         # instead of after ten (about a minute of ticks and backoff with the defaults).
+         "MANGADEX_BREAKER_THRESHOLD": "3", "MANGADEX_BACKOFF_MAX": "1s"})
     session.wait_for("mangasync is running", 240)
     assert http_ok(f"http://127.0.0.1:{ui}/server_info")
     assert http_ok(f"http://127.0.0.1:{http}/health")
