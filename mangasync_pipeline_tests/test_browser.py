@@ -152,7 +152,7 @@ def test_asset_graph_and_materialization_metadata(launch: Starter, browser: Any,
     ui_port = free_port()
     session = launch(
         [sys.executable, "-m", "mangasync_pipeline.cli", "demo", "--manga", "80",
-         "--initial-sync", "20", "--publish-every", "5", "--poll-interval", "15s",
+         "--initial-sync", "20", "--publish-every", "600", "--poll-interval", "15s",
          "--dagster-port", str(ui_port), "--http-port", str(free_port()),
          "--udp-port", str(free_port(kind=socket.SOCK_DGRAM)),
          "--mangadex-port", str(free_port())],

@@ -466,6 +466,8 @@ def _dg(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.process
 def test_dg_sees_one_location_named_mangasync_and_can_scaffold(tmp_path: Path) -> None:
+    checked = _dg(["check", "defs"], ROOT)  # what an operator runs after changing the project
+    assert checked.returncode == 0, checked.stderr[-2000:]
     listed = _dg(["list", "defs", "--json"], ROOT)
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert "manga_catalogue" in listed.stdout and "mangahub_report" in listed.stdout

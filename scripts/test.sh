@@ -36,7 +36,11 @@ if ! command -v dockerd >/dev/null || ! command -v docker >/dev/null \
     echo "test.sh: the live compose test needs Docker: sudo apt-get install -y docker.io debootstrap" >&2
   fi
 fi
-VIRTUAL_ENV="$PWD/.venv" .venv/bin/dg check defs >/dev/null  # the code location loads, as dg sees it
+# The suite starts hundreds of Python processes (workers, CLIs, Dagster code servers and run
+# workers); with bytecode caching off (PYTHONDONTWRITEBYTECODE, set on some machines) each
+# recompiles the project and pytest re-rewrites the asserts of every plugin's modules, about
+# 3 s of CPU per worker before its first test. The caches go to git-ignored __pycache__/.
+unset PYTHONDONTWRITEBYTECODE
 # Six workers on two cores: most tests wait (sockets, subprocesses, timeouts), so more workers
 # than cores finish sooner; MANGASYNC_TEST_WORKERS overrides it. One test handed out at a time:
 # the long tests (run first, see conftest.py) spread over the workers instead of all going to
