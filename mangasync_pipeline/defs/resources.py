@@ -22,6 +22,7 @@ from mangasync_pipeline.db.engine import describe, shared_engine
 from mangasync_pipeline.db.migrate import SchemaError, check_schema
 from mangasync_pipeline.mangadex.client import MangaDexClient
 from mangasync_pipeline.sync.notifier import DeliveryReport, Notifier
+from mangasync_pipeline.tls import tls_context
 
 _checked: set[str] = set()
 _clients: dict[tuple[Any, ...], MangaDexClient] = {}
@@ -148,7 +149,8 @@ class AlertWebhook:
         for attempt in range(attempts):
             try:
                 # A chat webhook answers well under a second; a hanging one must not eat the tick.
-                httpx.post(self.url, json={"text": text}, timeout=5.0).raise_for_status()
+                httpx.post(self.url, json={"text": text}, timeout=5.0,
+                           verify=tls_context()).raise_for_status()
                 return
             except httpx.HTTPError:
                 if attempt == attempts - 1:

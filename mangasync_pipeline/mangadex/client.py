@@ -48,6 +48,7 @@ from mangasync_pipeline.mangadex.models import (
 from mangasync_pipeline.mangadex.ratelimit import DEFAULT_MARGIN, RateLimiter
 from mangasync_pipeline.mangadex.sanitize import clean_text
 from mangasync_pipeline.mangadex.stats import ClientStats
+from mangasync_pipeline.tls import tls_context
 
 T = TypeVar("T", Manga, Chapter)
 
@@ -131,6 +132,7 @@ class MangaDexClient:
             headers=headers,
             timeout=httpx.Timeout(policy.read_timeout, connect=policy.connect_timeout),
             follow_redirects=False,
+            verify=tls_context(),
         )
         self.limiter = RateLimiter(rate_limit, state_url, margin=rate_margin)
         self.breaker = CircuitBreaker(

@@ -23,6 +23,7 @@ from sqlalchemy import Engine, text
 from mangasync_pipeline import __version__
 from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.sync import metrics, outbox
+from mangasync_pipeline.tls import tls_context
 
 log = logging.getLogger("mangasync.notifier")
 
@@ -55,7 +56,7 @@ class Notifier:
         self.server_url = server_url.rstrip("/")
         self._http = httpx.Client(base_url=self.server_url, headers=headers,
                                   timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
-                                  transport=transport)
+                                  transport=transport, verify=tls_context())
         self._batch = True  # until a server answers that it has no batch route
         self._last_failure = ""
 

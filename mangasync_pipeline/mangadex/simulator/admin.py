@@ -6,6 +6,8 @@ from typing import Any
 
 import httpx
 
+from mangasync_pipeline.tls import tls_context
+
 
 class SimulatorError(RuntimeError):
     """The simulator refused an admin call; the message is its one-line reason."""
@@ -16,7 +18,8 @@ class SimulatorAdmin:
 
     def __init__(self, url: str, timeout: float = 30.0) -> None:
         self.url = url.rstrip("/")
-        self._client = httpx.Client(base_url=self.url, timeout=timeout)
+        self._client = httpx.Client(base_url=self.url, timeout=timeout,
+                                    verify=tls_context())
 
     def close(self) -> None:
         self._client.close()
