@@ -10,7 +10,6 @@ import subprocess
 from datetime import timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, insert
@@ -18,6 +17,7 @@ from sqlalchemy import Engine, insert
 from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db import tables as t
 from mangasync_pipeline.notify.app import ServerHandle
+from mangasync_pipeline_tests import web
 
 RULES = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"
 pytestmark = pytest.mark.process
@@ -50,7 +50,7 @@ def test_every_series_the_rules_watch_is_served_by_metrics(
         conn.execute(insert(t.sync_state).values(
             sync_type="chapter_check", status="idle", last_success_at=now - timedelta(hours=1),
             updated_at=now))
-    text = httpx.get(f"{server.http_url}/metrics").text
+    text = web.get(f"{server.http_url}/metrics").text
     samples = {s.name: s for f in text_string_to_metric_families(text) for s in f.samples}
     assert samples["mangasync_mangadex_breaker_open"].value == 1.0
     assert samples["mangasync_outbox_pending"].value == 1.0

@@ -16,11 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from mangasync_pipeline.ops.system import free_port
-from mangasync_pipeline_tests import test_ops_run
+from mangasync_pipeline_tests import test_ops_run, web
 from mangasync_pipeline_tests.test_ops_run import Starter
 
 pytestmark = pytest.mark.browser
@@ -132,7 +131,7 @@ def materialize_report(ui: str) -> None:
     """What "Materialize" on mangahub_report does, through the webserver's GraphQL."""
     selector = {"repositoryLocationName": "mangasync", "repositoryName": "__repository__",
                 "jobName": "mangahub_report_job"}
-    answer = httpx.post(f"{ui}/graphql", timeout=60, json={
+    answer = web.post(f"{ui}/graphql", timeout=60, json={
         "query": LAUNCH_REPORT, "variables": {"params": {"selector": selector}}}).json()
     assert answer["data"]["launchRun"]["__typename"] == "LaunchRunSuccess", answer
 

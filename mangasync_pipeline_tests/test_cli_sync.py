@@ -11,7 +11,6 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -20,6 +19,7 @@ from mangasync_pipeline.db.migrate import upgrade
 from mangasync_pipeline.db.tables import manga
 from mangasync_pipeline.mangadex.dates import as_utc
 from mangasync_pipeline.mangadex.simulator import Simulator
+from mangasync_pipeline_tests import web
 
 
 def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -33,7 +33,7 @@ def test_initial_sync_backfill_and_sync_manga_from_the_command_line(tmp_path: Pa
     url = f"sqlite:///{tmp_path / 'hub.sqlite'}"
     upgrade(url)
     with Simulator(seed=5, manga_count=300, rate_limit=None, chapters_per_manga=3) as sim:
-        httpx.post(f"{sim.url}/_sim/manga", json={"count": 12, "day": "2022-02-02"})
+        web.post(f"{sim.url}/_sim/manga", json={"count": 12, "day": "2022-02-02"})
         env = {"DATABASE_URL": url, "MANGADEX_API_URL": sim.url, "INITIAL_SYNC_LIMIT": "50",
                "MANGADEX_RATE_LIMIT": "200", "UDP_SERVER_URL": "http://127.0.0.1:9"}
         first = _run(["initial-sync"], env, tmp_path)
@@ -66,7 +66,7 @@ def test_initial_sync_backfill_and_sync_manga_from_the_command_line(tmp_path: Pa
 def _visible_in(sim_url: str, first: str, after_last: str) -> int:
     """Manga MangaDex's default ratings show created in [first, after_last), by its totals."""
     def since(day: str) -> int:
-        return int(httpx.get(f"{sim_url}/manga", params={
+        return int(web.get(f"{sim_url}/manga", params={
             "createdAtSince": f"{day}T00:00:00", "limit": "0"}).json()["total"])
     return since(first) - since(after_last)
 
@@ -75,15 +75,15 @@ def test_backfill_of_a_month_is_one_keyset_pass_with_counts_per_day(
         tmp_path: Path, db_url: str) -> None:
     with Simulator(seed=9, manga_count=40, rate_limit=None, chapters_per_manga=0) as sim:
         for n, day in ((150, "2022-03-02"), (40, "2022-03-05"), (260, "2022-03-20")):
-            httpx.post(f"{sim.url}/_sim/manga", json={"count": n, "day": day})
+            web.post(f"{sim.url}/_sim/manga", json={"count": n, "day": day})
         expected = _visible_in(sim.url, "2022-03-01", "2022-04-01")
-        httpx.post(f"{sim.url}/_sim/stats/reset")
+        web.post(f"{sim.url}/_sim/stats/reset")
         env = {"DATABASE_URL": db_url, "MANGADEX_API_URL": sim.url,
                "MANGADEX_RATE_LIMIT": "200", "UDP_SERVER_URL": "http://127.0.0.1:9"}
         filled = _run(["backfill", "--from", "2022-03-01", "--to", "2022-03-31",
                        "--what", "catalogue"], env, tmp_path)
         assert filled.returncode == 0, filled.stderr
-        requests = httpx.get(f"{sim.url}/_sim/stats").json()["requests"].get("/manga", 0)
+        requests = web.get(f"{sim.url}/_sim/stats").json()["requests"].get("/manga", 0)
 
     # The floor is a request per 100 manga; reading day by day would cost at least 31.
     floor = math.ceil(expected / 100)
@@ -121,7 +121,7 @@ def test_backfill_refuses_days_without_a_partition_before_any_request(tmp_path: 
             assert refused.returncode == 1
             assert refused.stderr.strip().startswith(f"Error: {said}")
             assert len(refused.stderr.strip().splitlines()) == 1
-        assert httpx.get(f"{sim.url}/_sim/stats").json()["total"] == 0
+        assert web.get(f"{sim.url}/_sim/stats").json()["total"] == 0
 
 
 @pytest.mark.process
@@ -129,7 +129,7 @@ def test_sync_manga_refuses_a_manga_outside_the_content_ratings(tmp_path: Path) 
     url = f"sqlite:///{tmp_path / 'hub.sqlite'}"
     upgrade(url)
     with Simulator(seed=5, manga_count=20, rate_limit=None, chapters_per_manga=1) as sim:
-        mid = httpx.post(f"{sim.url}/_sim/manga", json={
+        mid = web.post(f"{sim.url}/_sim/manga", json={
             "contentRating": "pornographic"}).json()["ids"][0]
         env = {"DATABASE_URL": url, "MANGADEX_API_URL": sim.url, "MANGADEX_RATE_LIMIT": "200",
                "UDP_SERVER_URL": "http://127.0.0.1:9",
@@ -152,7 +152,7 @@ def test_an_initial_sync_stopped_from_outside_leaves_no_state_running(tmp_path: 
     url = f"sqlite:///{tmp_path / 'hub.sqlite'}"
     upgrade(url)
     with Simulator(seed=5, manga_count=20, rate_limit=None) as sim:
-        httpx.post(f"{sim.url}/_sim/faults", json={"drip": 10, "drip_ms": 500})
+        web.post(f"{sim.url}/_sim/faults", json={"drip": 10, "drip_ms": 500})
         env = {"DATABASE_URL": url, "MANGADEX_API_URL": sim.url, "MANGADEX_RATE_LIMIT": "200",
                "UDP_SERVER_URL": "http://127.0.0.1:9"}
         proc = subprocess.Popen([sys.executable, "-m", "mangasync_pipeline.cli", "initial-sync"],

@@ -7,13 +7,13 @@ import os
 import subprocess
 import sys
 
-import httpx
 import pytest
 from sqlalchemy import Engine
 
 from mangasync_pipeline.config import ConfigError
 from mangasync_pipeline.notify.app import ServerHandle
 from mangasync_pipeline.notify.testing import add_manga, fast_options, server_settings
+from mangasync_pipeline_tests import web
 
 GUARDED = [
     ("POST", "/notify/new-manga"), ("POST", "/notify/new-chapter"),
@@ -29,17 +29,17 @@ def test_every_route_but_health_needs_the_token(db_url: str, engine: Engine) -> 
     with ServerHandle(settings, fast_options()) as server:
         for method, path in GUARDED:
             for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "s3cret"}):
-                r = httpx.request(method, f"{server.http_url}{path}", headers=headers,
+                r = web.request(method, f"{server.http_url}{path}", headers=headers,
                                   json={"manga_id": manga_id, "title": "T"})
                 assert r.status_code == 401, (method, path, headers)
                 assert r.json() == {"error": "missing or wrong Authorization: Bearer token"}
-        assert httpx.get(f"{server.http_url}/health").status_code == 200
+        assert web.get(f"{server.http_url}/health").status_code == 200
         good = {"Authorization": "Bearer s3cret"}
-        assert httpx.post(f"{server.http_url}/notify/new-manga", headers=good,
+        assert web.post(f"{server.http_url}/notify/new-manga", headers=good,
                           json={"manga_id": manga_id, "title": "T"}).status_code == 202
-        assert httpx.post(f"{server.http_url}/api/manga/{manga_id}/sync",
+        assert web.post(f"{server.http_url}/api/manga/{manga_id}/sync",
                           headers=good).status_code == 202
-        assert httpx.get(f"{server.http_url}/metrics", headers=good).status_code == 200
+        assert web.get(f"{server.http_url}/metrics", headers=good).status_code == 200
 
 
 def test_metrics_can_have_a_token_of_its_own(db_url: str) -> None:
@@ -47,10 +47,10 @@ def test_metrics_can_have_a_token_of_its_own(db_url: str) -> None:
                                notify_metrics_token="scrape")
     with ServerHandle(settings, fast_options()) as server:
         url = f"{server.http_url}/metrics"
-        assert httpx.get(url, headers={"Authorization": "Bearer scrape"}).status_code == 200
-        assert httpx.get(url, headers={"Authorization": "Bearer trigger"}).status_code == 401
+        assert web.get(url, headers={"Authorization": "Bearer scrape"}).status_code == 200
+        assert web.get(url, headers={"Authorization": "Bearer trigger"}).status_code == 401
         # The scraper's token triggers nothing.
-        assert httpx.post(f"{server.http_url}/notify/new-manga",
+        assert web.post(f"{server.http_url}/notify/new-manga",
                           headers={"Authorization": "Bearer scrape"},
                           json={"manga_id": 1, "title": "T"}).status_code == 401
 
@@ -66,7 +66,7 @@ def test_a_public_bind_without_a_token_refuses_to_start(db_url: str, bind: str) 
 def test_a_public_bind_with_a_token_starts(db_url: str) -> None:
     settings = server_settings(db_url, bind="0.0.0.0", notify_trigger_token="s3cret")
     with ServerHandle(settings, fast_options()) as server:
-        assert httpx.get(f"http://127.0.0.1:{server.server.http_port}/health").status_code == 200
+        assert web.get(f"http://127.0.0.1:{server.server.http_port}/health").status_code == 200
 
 
 def test_the_server_command_says_in_one_line_why_it_refuses_a_public_bind(db_url: str) -> None:

@@ -22,6 +22,7 @@ from mangasync_pipeline.notify.testing import (
 )
 from mangasync_pipeline.sync import outbox
 from mangasync_pipeline.sync.notifier import Notifier
+from mangasync_pipeline_tests import web
 from mangasync_pipeline_tests.receiver import Receiver
 
 
@@ -36,8 +37,8 @@ def test_each_trigger_of_a_batch_has_its_own_result(server: ServerHandle,
     [(reader, _, _)] = add_users(engine, 1)
     follow(engine, [reader], manga_id)
     url = f"{server.http_url}/notify/batch"
-    first = httpx.post(url, json={"triggers": [_chapter(manga_id, 1, "c1")]}).json()
-    r = httpx.post(url, json={"triggers": [
+    first = web.post(url, json={"triggers": [_chapter(manga_id, 1, "c1")]}).json()
+    r = web.post(url, json={"triggers": [
         _chapter(manga_id, 2, "c2", label="2a"),
         _chapter(manga_id, 1, "c1"),  # seen in the earlier batch
         _chapter(manga_id, "٣", "c3"),  # not ASCII digits
@@ -76,7 +77,7 @@ def test_each_trigger_of_a_batch_has_its_own_result(server: ServerHandle,
 ])
 def test_a_malformed_batch_is_one_400_naming_the_field(server: ServerHandle, engine: Engine,
                                                        body: dict[str, Any], error: str) -> None:
-    r = httpx.post(f"{server.http_url}/notify/batch", json=body)
+    r = web.post(f"{server.http_url}/notify/batch", json=body)
     assert r.status_code == 400 and r.json() == {"error": error}
 
 
@@ -85,12 +86,12 @@ def test_chapter_numbers_are_ascii_digits_and_labels_travel(server: ServerHandle
     manga_id = add_manga(engine)
     url = f"{server.http_url}/notify/new-chapter"
     for number in ("٣", "３", "1.٥", "²"):
-        r = httpx.post(url, json={"manga_id": manga_id, "title": "T", "chapter": number})
+        r = web.post(url, json={"manga_id": manga_id, "title": "T", "chapter": number})
         assert r.status_code == 400 and r.json()["error"].startswith("chapter: "), number
-    r = httpx.post(url, json={"manga_id": manga_id, "title": "T", "chapter": 10.5,
+    r = web.post(url, json={"manga_id": manga_id, "title": "T", "chapter": 10.5,
                               "label": "x" * 33})
     assert r.status_code == 400 and r.json()["error"] == "label: longer than 32 characters"
-    assert httpx.post(url, json={"manga_id": manga_id, "title": "T", "chapter": "10.50",
+    assert web.post(url, json={"manga_id": manga_id, "title": "T", "chapter": "10.50",
                                  "label": "10.5"}).status_code == 202
     with engine.connect() as conn:
         assert conn.execute(select(t.notification_triggers.c.payload)).scalar_one()[

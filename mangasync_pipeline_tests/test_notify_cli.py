@@ -19,6 +19,7 @@ from mangasync_pipeline.cli import cli
 from mangasync_pipeline.db import tables as t
 from mangasync_pipeline.notify.testing import add_manga
 from mangasync_pipeline.ops.system import free_port
+from mangasync_pipeline_tests import web
 
 
 def _run(db_url: str, *args: str) -> tuple[int, str, str]:
@@ -110,7 +111,7 @@ def test_server_and_listen_commands_end_to_end(db_url: str, engine: Engine) -> N
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{base}/health").status_code == 200:
+                if web.get(f"{base}/health").status_code == 200:
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
@@ -120,10 +121,10 @@ def test_server_and_listen_commands_end_to_end(db_url: str, engine: Engine) -> N
         # What `ps` shows every user of the machine holds no token.
         assert token not in Path(f"/proc/{listen.pid}/cmdline").read_text()
         deadline = time.monotonic() + 10
-        while httpx.get(f"{base}/health").json()["udp"]["sessions"] == 0:
+        while web.get(f"{base}/health").json()["udp"]["sessions"] == 0:
             assert time.monotonic() < deadline, "listen did not register"
             time.sleep(0.1)
-        r = httpx.post(f"{base}/notify/new-chapter", json={
+        r = web.post(f"{base}/notify/new-chapter", json={
             "manga_id": manga_id, "title": "Awesome Manga", "chapter": "42.5"})
         assert r.json()["online"] == 1
         line = _read_line(listen, 10)
@@ -296,7 +297,7 @@ def test_listen_says_who_it_listens_as_before_printing_the_backlog(
     with ServerHandle(server_settings(db_url), fast_options()) as server:
         # Two notifications wait for the reader, who is offline.
         for n in range(2):
-            httpx.post(f"{server.http_url}/notify/new-manga",
+            web.post(f"{server.http_url}/notify/new-manga",
                        json={"manga_id": manga_id, "title": f"Waiting {n}"}).raise_for_status()
         env = {**os.environ, "DATABASE_URL": db_url, "MANGASYNC_READER_TOKEN": token,
                "MANGASYNC_UDP_PORT": str(server.udp_addr[1])}

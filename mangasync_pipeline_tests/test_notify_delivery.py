@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import time
 
-import httpx
 from sqlalchemy import Engine, select
 
 from mangasync_pipeline.db import tables as t
@@ -13,6 +12,7 @@ from mangasync_pipeline.notify.app import ServerHandle
 from mangasync_pipeline.notify.client import NotificationClient
 from mangasync_pipeline.notify.testing import add_manga, fast_options, follow, server_settings
 from mangasync_pipeline.notify.users import add_user
+from mangasync_pipeline_tests import web
 
 
 def _unread(engine: Engine, user_id: int) -> list[int]:
@@ -39,7 +39,7 @@ def test_online_user_receives_pushes_and_ack_marks_them_read(
     follow(engine, [alice], manga_id)
     with NotificationClient(*server.udp_addr, "alice", token) as client:
         assert client.register()["unread"] == 0
-        chapter = httpx.post(f"{server.http_url}/notify/new-chapter", json={
+        chapter = web.post(f"{server.http_url}/notify/new-chapter", json={
             "manga_id": manga_id, "title": "Awesome Manga", "chapter": "42.5",
             "chapter_title": "The Duel", "language": "en"})
         assert chapter.status_code == 202
@@ -67,7 +67,7 @@ def test_offline_user_gets_every_unread_oldest_first_on_register(
     follow(engine, [user_id], manga_id)
     ids = []
     for number in range(1, 8):
-        r = httpx.post(f"{server.http_url}/notify/new-chapter", json={
+        r = web.post(f"{server.http_url}/notify/new-chapter", json={
             "manga_id": manga_id, "title": "Awesome Manga", "chapter": number})
         assert r.json() == {"notification_ids": r.json()["notification_ids"],
                             "recipients": 1, "online": 0}
@@ -91,12 +91,12 @@ def _lossy_delivery(server: ServerHandle, engine: Engine) -> None:
     user_id, token = add_user(engine, "dave")
     follow(engine, [user_id], manga_id)
     for number in range(10):
-        httpx.post(f"{server.http_url}/notify/new-chapter",
+        web.post(f"{server.http_url}/notify/new-chapter",
                    json={"manga_id": manga_id, "title": "Lossy", "chapter": number})
     with NotificationClient(*server.udp_addr, "dave", token, drop_rate=0.3, seed=7) as client:
         client.register(timeout=0.5, attempts=20)
         for number in range(10, 20):
-            httpx.post(f"{server.http_url}/notify/new-chapter",
+            web.post(f"{server.http_url}/notify/new-chapter",
                        json={"manga_id": manga_id, "title": "Lossy", "chapter": number})
         got = client.wait_for(20, 8)
         for _ in range(5):
@@ -121,7 +121,7 @@ def test_server_restart_mid_retransmission_loses_nothing(db_url: str, engine: En
         deaf = NotificationClient(*first.udp_addr, "erin", token)
         deaf.register()
         deaf.drop_rate = 1.0
-        posted = [httpx.post(f"{first.http_url}/notify/new-chapter", json={
+        posted = [web.post(f"{first.http_url}/notify/new-chapter", json={
             "manga_id": manga_id, "title": "Restart", "chapter": n}).json()["notification_ids"][0]
             for n in range(5)]
         assert _wait_until(lambda: first.call(
@@ -151,7 +151,7 @@ def test_listen_style_client_reregisters_after_restart(db_url: str, engine: Engi
         while client.registrations < 2 and time.monotonic() < deadline:
             client.poll(0.2)
         assert client.registrations == 2
-        httpx.post(f"{second.http_url}/notify/new-manga",
+        web.post(f"{second.http_url}/notify/new-manga",
                    json={"manga_id": manga_id, "title": "After restart"})
         assert [m["title"] for m in client.wait_for(1, 5)] == ["After restart"]
     assert _unread(engine, user_id) == []
@@ -165,7 +165,7 @@ def test_several_devices_each_get_the_push_and_one_ack_is_enough(
             NotificationClient(*server.udp_addr, "gus", token) as laptop:
         phone.register()
         laptop.register()
-        r = httpx.post(f"{server.http_url}/notify/new-manga",
+        r = web.post(f"{server.http_url}/notify/new-manga",
                        json={"manga_id": manga_id, "title": "Two devices"})
         assert r.json()["online"] == 1
         assert phone.wait_for(1, 5)[0]["id"] == laptop.wait_for(1, 5)[0]["id"]
@@ -179,7 +179,7 @@ def test_send_budget_paces_a_burst(db_url: str, engine: Engine) -> None:
     options = fast_options(send_budget=3, budget_window=1.0)
     with ServerHandle(server_settings(db_url), options) as server:
         for n in range(8):
-            httpx.post(f"{server.http_url}/notify/new-chapter",
+            web.post(f"{server.http_url}/notify/new-chapter",
                        json={"manga_id": manga_id, "title": "Flood", "chapter": n})
         with NotificationClient(*server.udp_addr, "hal", token) as client:
             client.register()
@@ -206,7 +206,7 @@ def test_a_live_session_gets_again_what_its_retries_missed(db_url: str, engine: 
         client.register()
         client.drop_rate = 1.0  # every push and every retry is lost, for now
         for number in range(21):
-            httpx.post(f"{server.http_url}/notify/new-chapter",
+            web.post(f"{server.http_url}/notify/new-chapter",
                        json={"manga_id": manga_id, "title": "Stranded", "chapter": number})
 
         def given_up() -> int:
@@ -250,7 +250,7 @@ def test_the_garbage_collector_runs_again_once_a_broadcast_is_sent(
                 client.register()
             assert gc.isenabled()
             assert holds() == 0
-            r = httpx.post(f"{server.http_url}/notify/new-manga",
+            r = web.post(f"{server.http_url}/notify/new-manga",
                            json={"manga_id": manga_id, "title": "Burst"})
             assert r.json()["online"] == 3
             assert all(len(client.wait_for(1, 5)) == 1 for client in clients)
@@ -284,7 +284,7 @@ def test_through_30_percent_loss_each_way_every_notification_arrives_within_45_s
             shown[msg["chapter"]] = time.monotonic() - posted
 
         posted = time.monotonic()
-        r = httpx.post(f"{server.http_url}/notify/batch", json={"triggers": [
+        r = web.post(f"{server.http_url}/notify/batch", json={"triggers": [
             {"kind": "new-chapter", "manga_id": manga_id, "title": "Lossy", "chapter": n}
             for n in range(21)]})
         assert r.json()["counts"] == {"accepted": 21}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-import httpx
 import hypothesis
 import pytest
 import schemathesis
@@ -22,6 +21,7 @@ from mangasync_pipeline.notify.testing import (
     follow,
     server_settings,
 )
+from mangasync_pipeline_tests import web
 
 
 def _count(engine: Engine, table: t.Table) -> int:  # type: ignore[name-defined]
@@ -46,7 +46,7 @@ def _count(engine: Engine, table: t.Table) -> int:  # type: ignore[name-defined]
 def test_malformed_triggers_are_400_naming_the_field_and_store_nothing(
         server: ServerHandle, engine: Engine, body: bytes, field: str) -> None:
     add_manga(engine)
-    r = httpx.post(f"{server.http_url}/notify/new-chapter", content=body,
+    r = web.post(f"{server.http_url}/notify/new-chapter", content=body,
                    headers={"content-type": "application/json"})
     assert r.status_code == 400
     assert r.json()["error"].startswith(field)
@@ -54,9 +54,9 @@ def test_malformed_triggers_are_400_naming_the_field_and_store_nothing(
 
 
 def test_unknown_manga_is_404_and_oversize_body_413(server: ServerHandle, engine: Engine) -> None:
-    r = httpx.post(f"{server.http_url}/notify/new-manga", json={"manga_id": 999, "title": "T"})
+    r = web.post(f"{server.http_url}/notify/new-manga", json={"manga_id": 999, "title": "T"})
     assert r.status_code == 404 and "999" in r.json()["error"]
-    r = httpx.post(f"{server.http_url}/notify/new-manga",
+    r = web.post(f"{server.http_url}/notify/new-manga",
                    json={"manga_id": 1, "title": "T", "pad": "x" * 70_000})
     assert r.status_code == 413
     assert _count(engine, t.notification_triggers) == 0
@@ -68,10 +68,10 @@ def test_bearer_token_is_required_when_configured(db_url: str, engine: Engine) -
     with ServerHandle(settings, fast_options()) as server:
         body = {"manga_id": manga_id, "title": "T"}
         url = f"{server.http_url}/notify/new-manga"
-        assert httpx.post(url, json=body).status_code == 401
-        assert httpx.post(url, json=body, headers={"Authorization": "Bearer nope"}
+        assert web.post(url, json=body).status_code == 401
+        assert web.post(url, json=body, headers={"Authorization": "Bearer nope"}
                           ).status_code == 401
-        assert httpx.post(url, json=body, headers={"Authorization": "Bearer s3cret"}
+        assert web.post(url, json=body, headers={"Authorization": "Bearer s3cret"}
                           ).status_code == 202
 
 
@@ -82,18 +82,18 @@ def test_dedup_key_answers_like_the_first_and_identical_notifications_wait_an_ho
     follow(engine, [u for u, _, _ in users[:2]], manga_id)
     url = f"{server.http_url}/notify/new-chapter"
     body = {"manga_id": manga_id, "title": "T", "chapter": 12, "dedup_key": "ch-12"}
-    first = httpx.post(url, json=body)
-    again = httpx.post(url, json=body)
+    first = web.post(url, json=body)
+    again = web.post(url, json=body)
     assert first.status_code == again.status_code == 202
     assert first.json() == again.json()
     assert first.json()["recipients"] == 2
     # No key, same chapter written differently: still the same notification within the hour.
-    third = httpx.post(url, json={"manga_id": manga_id, "title": "T", "chapter": "12.0"})
+    third = web.post(url, json={"manga_id": manga_id, "title": "T", "chapter": "12.0"})
     assert third.json()["recipients"] == 0
     assert _count(engine, t.notifications) == 2
     with engine.begin() as conn:
         conn.execute(t.notifications.update().values(created_at=utcnow() - timedelta(hours=2)))
-    assert httpx.post(url, json={"manga_id": manga_id, "title": "T", "chapter": 12}
+    assert web.post(url, json={"manga_id": manga_id, "title": "T", "chapter": 12}
                       ).json()["recipients"] == 2
 
 
@@ -101,7 +101,7 @@ def test_big_broadcast_is_summarised_but_counts_are_exact(
         server: ServerHandle, engine: Engine) -> None:
     manga_id = add_manga(engine)
     add_users(engine, 1500)
-    r = httpx.post(f"{server.http_url}/notify/new-manga", json={"manga_id": manga_id,
+    r = web.post(f"{server.http_url}/notify/new-manga", json={"manga_id": manga_id,
                                                                "title": "For everyone"})
     body = r.json()
     assert r.status_code == 202
@@ -121,7 +121,7 @@ def test_health_reports_syncs_breaker_and_sessions(server: ServerHandle, engine:
         conn.execute(insert(t.mangadex_circuit).values(
             name="mangadex", state="open", opened_until=now + timedelta(minutes=5),
             updated_at=now))
-    body = httpx.get(f"{server.http_url}/health").json()
+    body = web.get(f"{server.http_url}/health").json()
     assert body["status"] == "degraded"
     assert body["database"] == "ok"
     assert body["mangadex"]["breaker"] == "open"
@@ -139,8 +139,8 @@ def test_metrics_include_sync_metrics_rows_from_other_processes(
              "value": 7, "updated_at": utcnow()},
             {"name": "chapters_synced_total", "labels": "", "value": 3, "updated_at": utcnow()},
         ])
-    httpx.post(f"{server.http_url}/notify/new-manga", json={"manga_id": manga_id, "title": "T"})
-    text = httpx.get(f"{server.http_url}/metrics").text
+    web.post(f"{server.http_url}/notify/new-manga", json={"manga_id": manga_id, "title": "T"})
+    text = web.get(f"{server.http_url}/metrics").text
     assert 'mangasync_mangadex_requests_total{endpoint="manga",status="200"} 7.0' in text
     assert "mangasync_chapters_synced_total 3.0" in text
     assert "mangasync_notifications_pending 2.0" in text
@@ -173,6 +173,6 @@ def test_triggers_fuzzed_from_the_openapi_document_never_answer_500(
 
 
 def test_manual_sync_of_an_unknown_manga_is_404(server: ServerHandle) -> None:
-    r = httpx.post(f"{server.http_url}/api/manga/no-such-manga/sync")
+    r = web.post(f"{server.http_url}/api/manga/no-such-manga/sync")
     assert r.status_code == 404
     assert "no-such-manga" in r.json()["error"]

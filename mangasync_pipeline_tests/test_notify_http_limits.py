@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from mangasync_pipeline.notify.app import ServerHandle
 from mangasync_pipeline.notify.testing import add_manga, fast_options, server_settings
 from mangasync_pipeline.ops.system import free_port
+from mangasync_pipeline_tests import web
 
 SLOW_HEADER = b"GET /health HTTP/1.1\r\nHost: mangahub\r\nX-Slow: "  # never finished
 
@@ -114,7 +115,7 @@ def test_headers_that_never_end_are_cut_off_and_idle_keep_alive_is_kept(
 ])
 def test_hostile_paths_get_a_json_error_with_a_4xx(
         server: ServerHandle, method: str, path: str) -> None:
-    r = httpx.request(method, f"{server.http_url}{path}")
+    r = web.request(method, f"{server.http_url}{path}")
     assert 400 <= r.status_code < 500, r.text
     body = r.json()
     assert set(body) == {"error"} and isinstance(body["error"], str), body

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import Engine, select
 
 from mangasync_pipeline.db import tables as t
 from mangasync_pipeline.notify.app import ServerHandle
 from mangasync_pipeline.notify.testing import add_manga, add_users, follow
+from mangasync_pipeline_tests import web
 
 
 def _messages(engine: Engine) -> list[tuple[Any, ...]]:
@@ -48,7 +48,7 @@ def test_distinct_notifications_within_the_hour_all_reach_the_reader(
     readers = add_users(engine, 2)
     follow(engine, [u for u, _, _ in readers], manga_id)
     for kind, body in DISTINCT[case]:
-        r = httpx.post(f"{server.http_url}/notify/{kind}", json={"manga_id": manga_id, **body})
+        r = web.post(f"{server.http_url}/notify/{kind}", json={"manga_id": manga_id, **body})
         assert r.status_code == 202, r.text
         assert r.json()["recipients"] == 2, r.json()
         assert "suppressed" not in r.json()
@@ -63,9 +63,9 @@ def test_the_same_notification_again_is_suppressed_and_said_per_reader(
     url = f"{server.http_url}/notify/new-chapter"
     body = {"manga_id": manga_id, "title": "T", "chapter": 12, "label": "12a",
             "language": "en"}
-    first = httpx.post(url, json=body).json()
+    first = web.post(url, json=body).json()
     follow(engine, [cat], manga_id)  # cat follows since: only cat has not seen it
-    again = httpx.post(url, json={**body, "chapter": "12.0"}).json()
+    again = web.post(url, json={**body, "chapter": "12.0"}).json()
     assert again["recipients"] == 1
     ids = dict(zip(sorted([ann, ben]), first["notification_ids"], strict=True))
     assert again["suppressed"] == [{"user_id": ann, "same_as": ids[ann]},
@@ -79,10 +79,10 @@ def test_a_dedup_key_deduplicates_by_the_key_alone(server: ServerHandle,
     manga_id = add_manga(engine)
     follow(engine, [u for u, _, _ in add_users(engine, 1)], manga_id)
     url = f"{server.http_url}/notify/manga-update"
-    first = httpx.post(url, json={"manga_id": manga_id, "title": "T", "message": "Status: x",
+    first = web.post(url, json={"manga_id": manga_id, "title": "T", "message": "Status: x",
                                   "dedup_key": "k1"})
     # The same key with another body: answers like the first, creates nothing.
-    again = httpx.post(url, json={"manga_id": manga_id, "title": "T", "message": "other",
+    again = web.post(url, json={"manga_id": manga_id, "title": "T", "message": "other",
                                   "dedup_key": "k1"})
     assert again.json() == first.json()
     assert len(_messages(engine)) == 1
@@ -94,7 +94,7 @@ def test_a_batch_says_what_it_suppressed_per_trigger(server: ServerHandle,
     [(ann, _, _)] = add_users(engine, 1)
     follow(engine, [ann], manga_id)
     item = {"kind": "manga-update", "manga_id": manga_id, "title": "T", "message": "m"}
-    r = httpx.post(f"{server.http_url}/notify/batch", json={"triggers": [
+    r = web.post(f"{server.http_url}/notify/batch", json={"triggers": [
         item, item, {**item, "message": "n"}]})
     results = r.json()["results"]
     assert [x["recipients"] for x in results] == [1, 0, 1]

@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import Engine
 
@@ -19,6 +18,7 @@ from mangasync_pipeline.notify.app import ServerHandle
 from mangasync_pipeline.notify.client import NotificationClient
 from mangasync_pipeline.notify.testing import fast_options, fetch_cookie, server_settings
 from mangasync_pipeline.notify.users import add_user
+from mangasync_pipeline_tests import web
 
 
 def _socket_from(source: str, server: ServerHandle) -> socket.socket:
@@ -165,7 +165,7 @@ def test_one_account_registering_without_end_holds_at_most_the_session_cap(
         with NotificationClient(*server.udp_addr, "reader", token, source="127.0.0.3") as r:
             assert r.register(timeout=2.0, attempts=1)["type"] == "REGISTERED"
         assert time.monotonic() - started < 2.0
-        assert httpx.get(f"{server.http_url}/health", timeout=2.0).status_code == 200
+        assert web.get(f"{server.http_url}/health", timeout=2.0).status_code == 200
         time.sleep(0.3)
         hog_sessions = server.call(lambda s: [len(st.sessions) for st in s.udp.users.values()
                                               if any(x.username == "hog"

@@ -7,13 +7,13 @@ from __future__ import annotations
 import logging
 import time
 
-import httpx
 import pytest
 from sqlalchemy import Engine
 
 from mangasync_pipeline.db.engine import make_engine
 from mangasync_pipeline.notify.app import ServerHandle
 from mangasync_pipeline.notify.testing import add_manga, fast_options, server_settings
+from mangasync_pipeline_tests import web
 from mangasync_pipeline_tests.conftest import _pg_admin
 
 
@@ -33,22 +33,22 @@ def test_database_outage_is_503_then_recovers_without_restart(
     caplog.set_level(logging.INFO, logger="mangasync.notify")
     with ServerHandle(server_settings(pg_url), fast_options()) as server:
         trigger = f"{server.http_url}/notify/new-manga"
-        assert httpx.post(trigger, json={"manga_id": manga_id, "title": "A"}).status_code == 202
+        assert web.post(trigger, json={"manga_id": manga_id, "title": "A"}).status_code == 202
         _cut(dbname, allow=False)
         try:
             for n in range(5):
-                r = httpx.post(trigger, json={"manga_id": manga_id, "title": f"B{n}"})
+                r = web.post(trigger, json={"manga_id": manga_id, "title": f"B{n}"})
                 assert r.status_code == 503
                 assert r.json()["error"].startswith("database unavailable, retry later")
                 assert int(r.headers["retry-after"]) > 0
-            batch = httpx.post(f"{server.http_url}/notify/batch", json={"triggers": [
+            batch = web.post(f"{server.http_url}/notify/batch", json={"triggers": [
                 {"kind": "new-manga", "manga_id": manga_id, "title": "C"}]})
             assert batch.status_code == 503 and "retry-after" in batch.headers
-            health = httpx.get(f"{server.http_url}/health")
+            health = web.get(f"{server.http_url}/health")
             assert health.status_code == 200
             assert health.json()["status"] == "degraded"
             assert health.json()["database"].startswith("down: ")
-            metrics = httpx.get(f"{server.http_url}/metrics")
+            metrics = web.get(f"{server.http_url}/metrics")
             assert metrics.status_code == 200
             assert "mangasync_database_up 0.0" in metrics.text
             assert "mangasync_notify_triggers_total" in metrics.text
@@ -56,13 +56,13 @@ def test_database_outage_is_503_then_recovers_without_restart(
             _cut(dbname, allow=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            r = httpx.post(trigger, json={"manga_id": manga_id, "title": "D"})
+            r = web.post(trigger, json={"manga_id": manga_id, "title": "D"})
             if r.status_code == 202:
                 break
             time.sleep(0.2)
         assert r.status_code == 202
-        assert "mangasync_database_up 1.0" in httpx.get(f"{server.http_url}/metrics").text
-        assert httpx.get(f"{server.http_url}/health").json()["database"] == "ok"
+        assert "mangasync_database_up 1.0" in web.get(f"{server.http_url}/metrics").text
+        assert web.get(f"{server.http_url}/health").json()["database"] == "ok"
     lines = [r.getMessage() for r in caplog.records
              if r.name in ("mangasync.notify.database", "mangasync.notify.pubsub")]
     down = [m for m in lines if "unreachable" in m or "lost" in m]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from sqlalchemy import Engine, select
 
@@ -15,6 +14,7 @@ from mangasync_pipeline.notify.app import ServerHandle
 from mangasync_pipeline.notify.client import NotificationClient
 from mangasync_pipeline.notify.testing import add_manga, fast_options, follow, server_settings
 from mangasync_pipeline.notify.users import add_user
+from mangasync_pipeline_tests import web
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def test_trigger_on_one_server_reaches_sessions_on_the_other(pg_url: str, engine
         on_b.register()
         alice_on_b.register()
         alice_on_b.drop_rate = 1.0  # this device never ACKs: only the other one does
-        r = httpx.post(f"{a.http_url}/notify/new-chapter",
+        r = web.post(f"{a.http_url}/notify/new-chapter",
                        json={"manga_id": manga_id, "title": "Shared", "chapter": 3})
         assert r.json()["recipients"] == 2
         assert on_b.wait_for(1, 5)[0]["chapter"] == "3"  # held by server b

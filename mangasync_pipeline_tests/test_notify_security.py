@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import Engine, insert, select
 
@@ -28,6 +27,7 @@ from mangasync_pipeline.notify.testing import (
     server_settings,
 )
 from mangasync_pipeline.notify.users import add_user
+from mangasync_pipeline_tests import web
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ def test_ack_ping_unregister_from_another_address_are_ignored(
     with NotificationClient(*server.udp_addr, "bob", token) as bob:
         bob.register()
         bob.drop_rate = 1.0  # bob never sees (so never ACKs) the push
-        httpx.post(f"{server.http_url}/notify/new-manga", json={"manga_id": manga_id,
+        web.post(f"{server.http_url}/notify/new-manga", json={"manga_id": manga_id,
                                                                 "title": "Mine"})
         time.sleep(0.2)
         [nid] = _read_flags(engine)
@@ -127,7 +127,7 @@ def test_ack_of_another_users_ids_changes_nothing(server: ServerHandle, engine: 
     manga_id = add_manga(engine)
     _, carol_token = add_user(engine, "carol")
     _, dan_token = add_user(engine, "dan")
-    httpx.post(f"{server.http_url}/notify/new-manga", json={"manga_id": manga_id, "title": "T"})
+    web.post(f"{server.http_url}/notify/new-manga", json={"manga_id": manga_id, "title": "T"})
     flags = _read_flags(engine)
     with NotificationClient(*server.udp_addr, "dan", dan_token) as dan:
         dan.register()
@@ -256,7 +256,7 @@ def test_ten_thousand_random_datagrams_do_not_stop_service(
         s.close()
     with NotificationClient(*server.udp_addr, "fred", token) as client:
         client.register()
-        r = httpx.post(f"{server.http_url}/notify/new-manga",
+        r = web.post(f"{server.http_url}/notify/new-manga",
                        json={"manga_id": manga_id, "title": "Still here"})
         assert r.status_code == 202
         assert client.wait_for(1, 5)[0]["title"] == "Still here"

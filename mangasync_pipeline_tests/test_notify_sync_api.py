@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 from dagster import DagsterInstance, RunRequest, build_sensor_context
 from sqlalchemy import Engine, select
 
@@ -18,6 +17,7 @@ from mangasync_pipeline.notify.client import NotificationClient
 from mangasync_pipeline.notify.testing import add_manga, fast_options, follow, server_settings
 from mangasync_pipeline.notify.users import add_user
 from mangasync_pipeline.sync.catalogue import SILENT, import_ids
+from mangasync_pipeline_tests import web
 from mangasync_pipeline_tests.sync_helpers import client_for, settings_for
 
 
@@ -37,10 +37,10 @@ def test_manual_sync_is_a_dagster_run_that_notifies_the_new_chapter(
         db_url: str, engine: Engine) -> None:
     with Simulator(seed=2, manga_count=3, rate_limit=None, chapters_per_manga=0) as sim:
         admin = f"{sim.url}/_sim"
-        mid = httpx.post(f"{admin}/manga", json={
+        mid = web.post(f"{admin}/manga", json={
             "title": {"en": "Manual Sync"}, "createdAt": "2025-01-01T00:00:00",
             "contentRating": "safe"}).json()["ids"][0]
-        httpx.post(f"{admin}/chapters", json=[
+        web.post(f"{admin}/chapters", json=[
             {"manga": mid, "chapter": str(n), "createdAt": f"2025-01-0{n + 1}T00:00:00"}
             for n in range(1, 4)])
         with client_for(settings_for(db_url, sim.url)) as client:
@@ -50,19 +50,19 @@ def test_manual_sync_is_a_dagster_run_that_notifies_the_new_chapter(
                 manga.c.mangadex_id == mid)).one()
         user_id, token = add_user(engine, "reader")
         follow(engine, [user_id], local_id)
-        httpx.post(f"{admin}/chapters", json=[{"manga": mid, "chapter": "4"}])
+        web.post(f"{admin}/chapters", json=[{"manga": mid, "chapter": "4"}])
 
         with ServerHandle(server_settings(db_url), fast_options()) as server, \
                 NotificationClient(*server.udp_addr, "reader", token) as reader:
             reader.register()
             served = sim.stats.total
-            r = httpx.post(f"{server.http_url}/api/manga/{slug}/sync")
+            r = web.post(f"{server.http_url}/api/manga/{slug}/sync")
             assert r.status_code == 202, r.text
             asked = r.json()
             assert asked["status"] == "pending" and asked["mangadex_id"] == mid
             assert r.headers["location"] == asked["follow"]
             # The same manga again while the first is waiting: the same request, no second run.
-            again = httpx.post(f"{server.http_url}/api/manga/{local_id}/sync").json()
+            again = web.post(f"{server.http_url}/api/manga/{local_id}/sync").json()
             assert again["request_id"] == asked["request_id"] and not again["new_request"]
             assert sim.stats.total == served  # the server asked MangaDex nothing
 
@@ -79,7 +79,7 @@ def test_manual_sync_is_a_dagster_run_that_notifies_the_new_chapter(
             assert [(m["type"], m["chapter"]) for m in pushed] == [("NEW_CHAPTER", "4")]
 
             assert _tick(defs, instance) == []
-            followed = httpx.get(f"{server.http_url}{asked['follow']}").json()
+            followed = web.get(f"{server.http_url}{asked['follow']}").json()
             assert followed["status"] == "succeeded" and followed["run_id"] == result.run_id
     with engine.connect() as conn:
         assert len(conn.execute(select(chapters.c.id)).all()) == 4
@@ -91,12 +91,12 @@ def test_manual_syncs_are_limited_per_caller_and_never_touch_mangadex(
     # MangaDex unreachable: before, three manual syncs opened the shared breaker.
     settings = server_settings(db_url, mangadex_api_url="http://127.0.0.1:9")
     with ServerHandle(settings, fast_options()) as server:
-        answers = [httpx.post(f"{server.http_url}/api/manga/{i}/sync") for i in ids]
+        answers = [web.post(f"{server.http_url}/api/manga/{i}/sync") for i in ids]
         assert [a.status_code for a in answers] == [202, 202, 202, 429, 429]
         assert int(answers[3].headers["retry-after"]) >= 1
         assert "a minute" in answers[3].json()["error"]
-        assert httpx.get(f"{server.http_url}/health").json()["mangadex"]["breaker"] == "closed"
-        assert httpx.get(f"{server.http_url}/api/sync-requests/999").status_code == 404
+        assert web.get(f"{server.http_url}/health").json()["mangadex"]["breaker"] == "closed"
+        assert web.get(f"{server.http_url}/api/sync-requests/999").status_code == 404
     with engine.connect() as conn:
         assert conn.execute(select(mangadex_circuit.c.state)).all() == []
 
@@ -104,11 +104,11 @@ def test_manual_syncs_are_limited_per_caller_and_never_touch_mangadex(
 def test_manual_sync_of_an_unknown_manga_is_404_and_records_nothing(
         db_url: str, engine: Engine) -> None:
     with ServerHandle(server_settings(db_url), fast_options()) as server:
-        r = httpx.post(f"{server.http_url}/api/manga/no-such-manga/sync")
+        r = web.post(f"{server.http_url}/api/manga/no-such-manga/sync")
         assert r.status_code == 404 and "no-such-manga" in r.json()["error"]
         # A MangaDex id not catalogued yet is a valid request: the run imports it.
         uuid = "0b6f0a61-8d3c-4b5e-9f53-6f3f5ac3b1f0"
-        r = httpx.post(f"{server.http_url}/api/manga/{uuid}/sync")
+        r = web.post(f"{server.http_url}/api/manga/{uuid}/sync")
         assert r.status_code == 202 and r.json()["manga_id"] is None
 
 
@@ -117,14 +117,14 @@ def test_manual_sync_outside_the_content_ratings_is_refused_with_its_reason(
     with Simulator(seed=2, manga_count=3, rate_limit=None, chapters_per_manga=0) as sim:
         admin = f"{sim.url}/_sim"
         # One catalogued while the operator still took erotica, one never catalogued.
-        known = httpx.post(f"{admin}/manga", json={"contentRating": "erotica"}).json()["ids"][0]
-        unknown = httpx.post(f"{admin}/manga",
+        known = web.post(f"{admin}/manga", json={"contentRating": "erotica"}).json()["ids"][0]
+        unknown = web.post(f"{admin}/manga",
                              json={"contentRating": "pornographic"}).json()["ids"][0]
         with client_for(settings_for(db_url, sim.url)) as client:
             import_ids(engine, client, [known], policy=SILENT)
         settings = settings_for(db_url, sim.url, content_ratings=("safe", "suggestive"))
         with ServerHandle(server_settings(db_url), fast_options()) as server:
-            asked = {mid: httpx.post(f"{server.http_url}/api/manga/{mid}/sync").json()
+            asked = {mid: web.post(f"{server.http_url}/api/manga/{mid}/sync").json()
                      for mid in (known, unknown)}
             defs = build_definitions(settings)
             instance = DagsterInstance.ephemeral()
@@ -138,7 +138,7 @@ def test_manual_sync_outside_the_content_ratings_is_refused_with_its_reason(
             result = _run(defs, instance, request)
             assert result.success
             assert _tick(defs, instance) == []
-            shown = {mid: httpx.get(f"{server.http_url}{a['follow']}").json()
+            shown = {mid: web.get(f"{server.http_url}{a['follow']}").json()
                      for mid, a in asked.items()}
     for mid, rating in ((known, "erotica"), (unknown, "pornographic")):
         assert shown[mid]["status"] == "refused"

@@ -13,7 +13,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from dagster import (
     AssetMaterialization,
@@ -39,6 +38,7 @@ from mangasync_pipeline.defs.alerts import run_failure_alert_sensor
 from mangasync_pipeline.defs.assets import GENRE_LINKS, MANGA_CATALOGUE, NEW_CHAPTERS
 from mangasync_pipeline.mangadex.simulator import Simulator, SimulatorAdmin
 from mangasync_pipeline.notify.app import ServerHandle
+from mangasync_pipeline_tests import web
 from mangasync_pipeline_tests.conftest import drop_pg_database, new_pg_database
 from mangasync_pipeline_tests.sync_helpers import settings_for
 
@@ -221,7 +221,7 @@ def test_a_runs_figures_reach_metrics_with_the_seeds_names_and_types(
         for _ in range(2):
             assert materialize([catalogue], selection=[MANGA_CATALOGUE], instance=instance,
                                resources=defs.resources, partition_key="2025-09-02").success
-    text = httpx.get(f"{server.http_url}/metrics").text
+    text = web.get(f"{server.http_url}/metrics").text
     families = {f.name: f for f in text_string_to_metric_families(text)}
     runs = families["mangasync_mangadex_sync_runs"]
     assert runs.type == "counter"

@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 import pytest
 
 from mangasync_pipeline.mangadex.simulator.admin import SimulatorAdmin
 from mangasync_pipeline.ops.system import free_port
+from mangasync_pipeline_tests import web
 
 pytestmark = pytest.mark.docker
 
@@ -126,7 +126,7 @@ class Stack:
         return f"http://127.0.0.1:{self.ports['DAGSTER_WEBSERVER_PORT']}"
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        response = httpx.post(f"{self.ui}/graphql", json={"query": query,
+        response = web.post(f"{self.ui}/graphql", json={"query": query,
                                                            "variables": variables or {}},
                               timeout=30)
         assert response.status_code == 200, response.text[-2000:]
@@ -315,7 +315,7 @@ def test_the_compose_stack_runs_syncs_notifies_restarts_and_leaves_nothing(
 
     # The UI's pages and GraphQL answer (they answered 500 on the storage bug).
     for page in ("/", "/runs", "/assets", "/jobs", "/automation", "/deployment", "/server_info"):
-        response = httpx.get(f"{stack.ui}{page}", timeout=30)
+        response = web.get(f"{stack.ui}{page}", timeout=30)
         assert response.status_code == 200, (page, response.text[-1000:])
     assert stack.graphql("{ runsOrError { __typename } }")["runsOrError"]["__typename"] == "Runs"
 

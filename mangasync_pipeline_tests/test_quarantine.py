@@ -14,6 +14,7 @@ from mangasync_pipeline.notify.triggers import NewChapter, NewManga
 from mangasync_pipeline.sync import quarantine, state
 from mangasync_pipeline.sync.catalogue import PollCursor
 from mangasync_pipeline.sync.notifier import Notifier
+from mangasync_pipeline_tests import web
 from mangasync_pipeline_tests.receiver import Receiver
 from mangasync_pipeline_tests.sync_helpers import Pipeline, outbox_rows, settings_for
 from mangasync_pipeline_tests.test_sync_chapters import World, world  # noqa: F401
@@ -169,9 +170,8 @@ def test_hostile_manga_are_quarantined_and_the_cursor_never_jumps(
 
 
 def httpx_admin(url: str, method: str, path: str, body: Any = None) -> Any:
-    import httpx
 
-    response = httpx.request(method, f"{url}{path}", json=body, timeout=30)
+    response = web.request(method, f"{url}{path}", json=body, timeout=30)
     response.raise_for_status()
     return response.json()
 
@@ -220,9 +220,8 @@ def test_a_trigger_the_server_refuses_is_marked_counted_and_fails_a_check(
     rows = {r.dedup_key: r for r in outbox_rows(engine)}
     assert rows["new-manga:ghost"].status == "rejected"
     assert rows["new-manga:ghost"].delivered_at is None and rows["new-manga:ghost"].last_error
-    import httpx
 
-    scraped = httpx.get(f"{server.http_url}/metrics", timeout=10).text
+    scraped = web.get(f"{server.http_url}/metrics", timeout=10).text
     assert 'mangasync_notifications_refused_total{kind="new-manga"} 1.0' in scraped
     # The accepted one is the seed's notifications-sent counter, by notification type.
     assert 'mangasync_mangadex_notifications_sent_total{type="NEW_MANGA"} 1.0' in scraped

@@ -17,6 +17,7 @@ import pytest
 
 from mangasync_pipeline.mangadex.models import parse_chapter, parse_collection, parse_manga
 from mangasync_pipeline.mangadex.simulator import Simulator, SimulatorAdmin
+from mangasync_pipeline_tests import web
 
 # The real captures (shared/mangadex/fixtures, copied byte for byte beside the tests).
 FIXTURES = Path(__file__).parent / "fixtures" / "mangadex"
@@ -185,7 +186,7 @@ def test_a_chapter_with_several_groups(client: httpx.Client,
 
 
 def test_a_request_without_user_agent_gets_mangadex_s_plain_400(simulator: Simulator) -> None:
-    r = httpx.get(f"{simulator.url}/manga", headers={"User-Agent": ""})
+    r = web.get(f"{simulator.url}/manga", headers={"User-Agent": ""})
     assert r.status_code == 400
     assert r.headers["content-type"] == "text/plain"
     assert r.text == "You must set an appropriate User-Agent header"
@@ -552,7 +553,7 @@ def test_cli_serves_until_interrupted() -> None:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         url = line.split(" on ", 1)[1].split(" ", 1)[0]
-        assert httpx.get(f"{url}/ping").text == "pong"
+        assert web.get(f"{url}/ping").text == "pong"
         assert get_ok(httpx.Client(base_url=url), "/manga", limit=0)["total"] > 0
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=10)

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import Engine, select
 
@@ -20,6 +19,7 @@ from mangasync_pipeline.mangadex.models import parse_manga
 from mangasync_pipeline.mangadex.simulator import Simulator
 from mangasync_pipeline.sync.catalogue import SILENT, import_created_range, initial_sync
 from mangasync_pipeline.sync.notifier import Notifier
+from mangasync_pipeline_tests import web
 from mangasync_pipeline_tests.receiver import Receiver
 from mangasync_pipeline_tests.sync_helpers import (
     Pipeline,
@@ -37,7 +37,7 @@ def sim() -> Iterator[Simulator]:
 
 
 def admin(sim: Simulator, method: str, path: str, body: Any = None) -> Any:
-    response = httpx.request(method, f"{sim.url}{path}", json=body, timeout=30)
+    response = web.request(method, f"{sim.url}{path}", json=body, timeout=30)
     response.raise_for_status()
     return response.json()
 

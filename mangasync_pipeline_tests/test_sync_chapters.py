@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import Engine, event, func, insert, select, update
 
@@ -34,6 +33,7 @@ from mangasync_pipeline.sync.chapters import (
 )
 from mangasync_pipeline.sync.manga_sync import sync_one
 from mangasync_pipeline.sync.notifier import Notifier
+from mangasync_pipeline_tests import web
 from mangasync_pipeline_tests.receiver import Receiver
 from mangasync_pipeline_tests.sync_helpers import Pipeline, client_for, outbox_rows, settings_for
 
@@ -52,7 +52,7 @@ class World:
     db_url: str
 
     def admin(self, method: str, path: str, body: Any = None) -> Any:
-        response = httpx.request(method, f"{self.sim.url}{path}", json=body, timeout=30)
+        response = web.request(method, f"{self.sim.url}{path}", json=body, timeout=30)
         response.raise_for_status()
         return response.json()
 
