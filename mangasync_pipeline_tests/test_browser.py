@@ -1,8 +1,12 @@
-"""The Dagster UI of a running demo, in a real browser (Playwright driving Debian's Chromium).
+"""The demo as a newcomer runs it: its terminal, and its Dagster UI in a real browser
+(Playwright driving Debian's Chromium).
 
-Checks what an operator looks for first: the asset graph with the three partitioned assets
-and the catalogue -> chapters edge, an asset's owner and upstream, the metadata of a
-materialization, and the report's tables. Screenshots go to a temporary folder; to refresh
+The terminal: the banner (the demo user, how another terminal reaches the demo), the
+notifications as they arrive, a daemon log without per-tick lines or colour codes, and Ctrl-C
+stopping every process. The UI: what an operator looks for first, the asset graph with the
+three partitioned assets and the catalogue -> chapters edge, an asset's owner and upstream,
+the metadata of a materialization, and the report's tables. One demo serves both: starting
+one costs a minute of a CI runner's CPU. Screenshots go to a temporary folder; to refresh
 the README's, run with MANGASYNC_SCREENSHOTS=docs/img.
 """
 
@@ -146,17 +150,24 @@ def check_report_tables(page: Any, ui: str) -> None:
 
 # Its own waits add up to more than the suite's default timeout on a slow runner.
 @pytest.mark.timeout(900)
-def test_asset_graph_and_materialization_metadata(launch: Starter, browser: Any,
-                                                  tmp_path: Path) -> None:
-    ui_port = free_port()
+def test_the_demo_in_its_terminal_and_its_dagster_ui(launch: Starter, browser: Any,
+                                                    tmp_path: Path) -> None:
+    ui_port, http_port, mangadex_port = free_port(), free_port(), free_port()
     session = launch(
         [sys.executable, "-m", "mangasync_pipeline.cli", "demo", "--manga", "80",
-         "--initial-sync", "20", "--publish-every", "600", "--poll-interval", "15s",
-         "--dagster-port", str(ui_port), "--http-port", str(free_port()),
+         "--initial-sync", "20", "--publish-every", "3", "--poll-interval", "10s",
+         "--dagster-port", str(ui_port), "--http-port", str(http_port),
          "--udp-port", str(free_port(kind=socket.SOCK_DGRAM)),
-         "--mangadex-port", str(free_port())],
+         "--mangadex-port", str(mangadex_port)],
         {})
     session.wait_for("appear below as they arrive", 300)  # the initial sync has materialized
+    token_line = next(line for line in session.seen if "demo user" in line)
+    assert "token " in token_line
+    assert any(f"Dagster UI           http://127.0.0.1:{ui_port}" in s for s in session.seen)
+    # Another terminal is told how to reach the demo's simulator, never the real MangaDex.
+    export = next(line for line in session.seen if "export " in line)
+    assert f"MANGADEX_API_URL=http://127.0.0.1:{mangadex_port}" in export
+    assert f"NOTIFY_SERVER_URL=http://127.0.0.1:{http_port}" in export
     ui = f"http://127.0.0.1:{ui_port}"
     shots = Path(os.environ.get("MANGASYNC_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
@@ -192,5 +203,21 @@ def test_asset_graph_and_materialization_metadata(launch: Starter, browser: Any,
     page.get_by_text(re.compile(r"Materialized \([1-9]\d*\)")).first.wait_for()
     page.close()
 
+    # The demo user's first notification, within a minute of the banner on an idle machine
+    # (usually during the checks above); the margin is for CI runners busy with other tests.
+    first = session.wait_for(("NEW_MANGA", "NEW_CHAPTER"), 150)
+    assert "New manga" in first or "Chapter" in first
+    workdir = tmp_path / ".mangasync" / "demo"
+    assert (workdir / "mangahub.sqlite").exists()
+    # The daemon's log tells of runs, not of every quiet tick, and holds no colour codes.
+    dagster_log = (workdir / "logs" / "dagster.log").read_text()
+    assert "Launched 1 runs" in dagster_log or "Launching run for" in dagster_log
+    assert "Checking for new runs for sensor" not in dagster_log
+    assert " skipped: " not in dagster_log
+    assert "\x1b[" not in dagster_log
+
     assert session.ctrl_c() == 0
+    said = "\n".join(session.seen)
+    assert "all stopped" in said
+    assert "mangadex stopped (" in said and "server stopped (" in said  # while it stops
     assert session.leftovers() == []
