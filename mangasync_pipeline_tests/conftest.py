@@ -11,6 +11,7 @@ import gc
 import json
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -246,6 +247,13 @@ def _unit_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
 # one worker alone with a long test at the end. A test with no record yet goes first, since it
 # may be long. Only the order depends on the file.
 DURATIONS = Path(__file__).with_name("durations.json")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Many tests stop a command with Ctrl-C (SIGINT) as an operator would. A shell starts a
+    # background job with SIGINT ignored, and a child inherits that: started that way, the
+    # suite's commands would not stop. Handled here, it is reset to the default in children.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
