@@ -401,7 +401,10 @@ def test_a_legitimate_register_completes_during_a_flood_from_another_address(
         flooder = threading.Thread(target=flood, daemon=True)
         flooder.start()
         try:
-            time.sleep(0.5)
+            # The flood is well under way first (on a busy runner its thread starts slowly).
+            deadline = time.monotonic() + 30
+            while flooded[0] <= 1000 and time.monotonic() < deadline:
+                time.sleep(0.05)
             for user, tok in (("victim", victim_token), ("newcomer", newcomer_token)):
                 with NotificationClient(*server.udp_addr, user, tok,
                                         source="127.0.0.3") as client:
