@@ -18,5 +18,3 @@ from mangasync_pipeline.tls import tls_context
 request = functools.partial(httpx.request, verify=tls_context())
 get = functools.partial(httpx.get, verify=tls_context())
 post = functools.partial(httpx.post, verify=tls_context())
-put = functools.partial(httpx.put, verify=tls_context())
-delete = functools.partial(httpx.delete, verify=tls_context())
