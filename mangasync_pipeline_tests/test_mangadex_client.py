@@ -145,6 +145,9 @@ def test_ping_is_one_attempt_and_false_when_limited(
     assert client.ping() is False
     assert time.monotonic() - started < 2.5  # did not wait out the 3 s Retry-After
     assert admin.stats()["total"] == 1
+    # Why it failed is kept, for whoever has only the False (no log line per failed ping).
+    assert client.ping_error is not None and "429" in client.ping_error
+    assert client.ping() is True and client.ping_error is None
 
 
 def test_500_burst_is_survived(client: MangaDexClient, admin: SimulatorAdmin) -> None:
@@ -310,7 +313,7 @@ def _ping_many(url: str, state_url: str, count: int) -> None:
     # between admission and sending for longer than the default 40 ms of slack per second.
     with MangaDexClient(url, state_url=state_url, rate_limit=5.0, rate_margin=0.15) as client:
         for _ in range(count):
-            assert client.ping()
+            assert client.ping(), client.ping_error
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

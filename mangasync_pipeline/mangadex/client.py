@@ -122,6 +122,7 @@ class MangaDexClient:
         self.max_retry_after = max_retry_after
         self.log = logger or logging.getLogger("mangasync.mangadex")
         self.stats = ClientStats()
+        self.ping_error: str | None = None  # why the last ping() was False
         # Only the encodings `_read_bounded` inflates itself, within the body cap.
         headers = {"User-Agent": f"mangasync/{__version__}", "Accept": "application/json",
                    "Accept-Encoding": "gzip, deflate"}
@@ -198,12 +199,16 @@ class MangaDexClient:
     # -- endpoints ----------------------------------------------------------------------------
 
     def ping(self) -> bool:
-        """One attempt, no retries: is MangaDex answering right now?"""
+        """One attempt, no retries: is MangaDex answering right now? When not, `ping_error`
+        says why (callers polling it log the outage once, not this per attempt)."""
         try:
             body = self._request(EP_PING, "/ping", None, json=False, retries=0)
-        except MangaDexError:
+        except MangaDexError as exc:
+            self.ping_error = f"{type(exc).__name__}: {exc}"
             return False
-        return isinstance(body, str) and body.strip() == "pong"
+        ok = isinstance(body, str) and body.strip() == "pong"
+        self.ping_error = None if ok else f"unexpected answer {str(body)[:80]!r}"
+        return ok
 
     def list_tags(self) -> list[Tag]:
         payload = self._request(EP_TAGS, "/manga/tag", None)
