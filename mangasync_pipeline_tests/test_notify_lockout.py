@@ -194,7 +194,9 @@ def test_a_huge_number_in_a_register_is_an_ordinary_counted_refusal(
         assert counted == 300
         assert _metric(server, "datagrams_rejected", "server_error") == 0
     from_source = [r for r in caplog.records if "127.0.0.2" in r.getMessage()]
-    assert not any(r.exc_info for r in caplog.records)
+    # The server's own records: the garbage collector may finalize another test's leftover
+    # connection in the server's thread, and that logs a traceback under sqlalchemy.
+    assert not any(r.exc_info for r in caplog.records if r.name.startswith("mangasync"))
     assert 1 <= len(from_source) <= 2  # the first, then (at most) one line with the count
 
 
