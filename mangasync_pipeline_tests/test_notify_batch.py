@@ -22,6 +22,7 @@ from mangasync_pipeline.notify.testing import (
 )
 from mangasync_pipeline.sync import outbox
 from mangasync_pipeline.sync.notifier import Notifier
+from mangasync_pipeline.tls import tls_context
 from mangasync_pipeline_tests import web
 from mangasync_pipeline_tests.receiver import Receiver
 
@@ -103,7 +104,7 @@ class _LoseFirstAnswer(httpx.BaseTransport):
     committed it, the notifier sees a broken connection and must send it again."""
 
     def __init__(self) -> None:
-        self.inner = httpx.HTTPTransport()
+        self.inner = httpx.HTTPTransport(verify=tls_context())
         self.batches = 0
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -176,7 +177,7 @@ def test_a_stream_of_triggers_refreshes_statistics_as_the_table_grows(pg_url: st
 
     before, _ = analyzed()
     with ServerHandle(server_settings(pg_url), fast_options()) as server, \
-            httpx.Client(base_url=server.http_url) as http:
+            web.Client(base_url=server.http_url) as http:
         for n in range(400):  # 20,000 notifications, one trigger at a time
             r = http.post("/notify/new-chapter", json={"manga_id": manga_id, "title": "T",
                                                        "chapter": n + 1})

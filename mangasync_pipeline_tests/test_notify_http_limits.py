@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from mangasync_pipeline.notify.app import ServerHandle
 from mangasync_pipeline.notify.testing import add_manga, fast_options, server_settings
 from mangasync_pipeline.ops.system import free_port
+from mangasync_pipeline.tls import tls_context
 from mangasync_pipeline_tests import web
 
 SLOW_HEADER = b"GET /health HTTP/1.1\r\nHost: mangahub\r\nX-Slow: "  # never finished
@@ -25,7 +26,8 @@ SLOW_HEADER = b"GET /health HTTP/1.1\r\nHost: mangahub\r\nX-Slow: "  # never fin
 
 def _from(address: str, timeout: float = 3.0) -> httpx.Client:
     """An HTTP client on another loopback address: not one of the slow clients."""
-    return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=timeout)
+    transport = httpx.HTTPTransport(local_address=address, verify=tls_context())
+    return web.Client(transport=transport, timeout=timeout)
 
 
 def _slow_clients(port: int, count: int) -> list[socket.socket]:

@@ -33,7 +33,7 @@ def fixture(name: str) -> Any:
 
 @pytest.fixture
 def client(simulator: Simulator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=simulator.url, timeout=10) as c:
+    with web.Client(base_url=simulator.url, timeout=10) as c:
         yield c
 
 
@@ -200,7 +200,7 @@ def test_same_seed_same_data_other_seed_other_data(
     a, b, c = (make_simulator(seed=s, manga_count=120, end=END) for s in (7, 7, 8))
 
     def snapshot(sim: Simulator) -> list[Any]:
-        with httpx.Client(base_url=sim.url) as h:
+        with web.Client(base_url=sim.url) as h:
             page = get_ok(h, "/manga", **{"limit": 100, "order[createdAt]": "asc",
                                           "includes[]": ["cover_art", "author"]})
             feed = get_ok(h, f"/manga/{page['data'][-1]['id']}/feed",
@@ -364,7 +364,7 @@ def test_over_the_rate_limit_answers_429_with_mangadex_headers(
     make_simulator: Callable[..., Simulator],
 ) -> None:
     sim = make_simulator(manga_count=20, rate_limit=5)
-    with httpx.Client(base_url=sim.url) as c, SimulatorAdmin(sim.url) as admin:
+    with web.Client(base_url=sim.url) as c, SimulatorAdmin(sim.url) as admin:
         answers = [c.get("/ping") for _ in range(8)]
         for _ in range(3):
             admin.stats()  # admin calls are neither limited nor counted
@@ -449,7 +449,7 @@ def test_error_rate_is_seeded_and_roughly_honoured(
     outcomes = []
     for _ in range(2):
         sim = make_simulator(manga_count=5)
-        with httpx.Client(base_url=sim.url) as c, SimulatorAdmin(sim.url) as admin:
+        with web.Client(base_url=sim.url) as c, SimulatorAdmin(sim.url) as admin:
             admin.set_faults(error_rate=0.3)
             outcomes.append([c.get("/ping").status_code for _ in range(200)])
     assert outcomes[0] == outcomes[1]
@@ -537,7 +537,7 @@ def test_live_mode_keeps_publishing(make_simulator: Callable[..., Simulator]) ->
         time.sleep(0.05)
     else:
         pytest.fail(f"live mode published nothing: {before} -> {sim.catalogue.counts()}")
-    with httpx.Client(base_url=sim.url) as c:
+    with web.Client(base_url=sim.url) as c:
         newest = get_ok(c, "/manga", **{"limit": 1, "order[createdAt]": "desc"})["data"][0]
         feed = get_ok(c, f"/manga/{newest['id']}/feed")
         assert feed["total"] >= 1
@@ -554,7 +554,7 @@ def test_cli_serves_until_interrupted() -> None:
         line = proc.stdout.readline()
         url = line.split(" on ", 1)[1].split(" ", 1)[0]
         assert web.get(f"{url}/ping").text == "pong"
-        assert get_ok(httpx.Client(base_url=url), "/manga", limit=0)["total"] > 0
+        assert get_ok(web.Client(base_url=url), "/manga", limit=0)["total"] > 0
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=10)
     finally:

@@ -1,5 +1,5 @@
-"""httpx's one-call functions (`web.post(url, ...)` for `httpx.post(url, ...)`), without a TLS
-set-up per call.
+"""httpx's one-call functions (`web.post(url, ...)` for `httpx.post(url, ...)`) and its
+`Client`, without a TLS set-up per call.
 
 httpx builds a client for each such call, and a client loads the CA bundle into a new TLS
 context: about 20 ms of CPU, more than the loopback request itself, hundreds of times a
@@ -18,3 +18,4 @@ from mangasync_pipeline.tls import tls_context
 request = functools.partial(httpx.request, verify=tls_context())
 get = functools.partial(httpx.get, verify=tls_context())
 post = functools.partial(httpx.post, verify=tls_context())
+Client = functools.partial(httpx.Client, verify=tls_context())
