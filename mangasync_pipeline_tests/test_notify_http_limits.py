@@ -3,6 +3,7 @@ answering, every error is the documented `{"error": ...}` with a 4xx."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import resource
@@ -121,3 +122,49 @@ def test_hostile_paths_get_a_json_error_with_a_4xx(
     assert 400 <= r.status_code < 500, r.text
     body = r.json()
     assert set(body) == {"error"} and isinstance(body["error"], str), body
+
+
+class _Plain(asyncio.Protocol):
+    """The least a protocol uvicorn would use has: what the guard reads of it."""
+
+    cycle = None
+    transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+
+class _Peer(asyncio.Transport):
+    """A connection from `host`, as asyncio's transport describes it (loopback has no other
+    IPv6 addresses than ::1)."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__()
+        self.host, self.aborted = host, False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return (self.host, 50000, 0, 0) if name == "peername" else default
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+
+def test_connections_from_one_ipv6_64_share_one_addresss_slots() -> None:
+    from mangasync_pipeline.notify.http_guard import guarded
+
+    async def refused() -> list[bool]:
+        protocol = guarded(_Plain, per_client=4, header_timeout=60.0, total=100)
+        peers = [_Peer(f"2001:db8:0:7::{n:x}") for n in range(1, 7)]
+        peers.append(_Peer("2001:db8:0:8::1"))  # another subscriber
+        held = []
+        for peer in peers:
+            held.append(protocol())
+            held[-1].connection_made(peer)
+        for each in held:
+            each._disarm()
+        return [peer.aborted for peer in peers]
+
+    assert asyncio.run(refused()) == [False] * 4 + [True] * 2 + [False]

@@ -267,3 +267,29 @@ def test_a_flooder_behind_a_readers_nat_address_does_not_block_the_reader(
                 flooder.getsockname(), time.monotonic()))
         with NotificationClient(*server.udp_addr, "alice", token, source="127.0.0.5") as alice:
             assert alice.register(timeout=2.0, attempts=1)["type"] == "REGISTERED"
+
+
+# --- IPv6: one subscriber holds a /64, 2^64 addresses ---------------------------------------
+
+def test_an_ipv6_source_is_its_64_and_a_mapped_ipv4_client_its_address() -> None:
+    from mangasync_pipeline.notify.limits import source_of
+
+    one = {source_of(f"2001:db8:0:7:{n:x}::{n:x}") for n in range(1, 500)}
+    assert one == {"2001:db8:0:7::/64"}
+    assert source_of("2001:db8:0:8::1") == "2001:db8:0:8::/64"  # the next /64: someone else
+    assert source_of("fe80::1%eth0") == "fe80::/64"
+    assert source_of("::ffff:127.0.0.2") == "127.0.0.2"  # through a dual-stack socket
+    assert source_of("127.0.0.2") == "127.0.0.2"
+    assert source_of("") == "" and source_of("not:an:address") == "not:an:address"
+
+
+def test_refusals_from_one_ipv6_64_are_one_line_a_minute() -> None:
+    from mangasync_pipeline.notify.limits import RefusalLog
+
+    lines: list[str] = []
+    refusals = RefusalLog(lines.append, period=60.0)
+    for n in range(1, 5000):  # a new address for every datagram
+        refusals.note(f"2001:db8:0:7::{n:x}", "datagram refused: not JSON", n / 100)
+    refusals.flush(60.0)
+    assert len(lines) == 2 and "2001:db8:0:7::/64" in lines[0]
+    assert lines[1].startswith("4998 refusals from 2001:db8:0:7::/64")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from dagster import DagsterInstance, RunRequest, build_sensor_context
 from sqlalchemy import Engine, select
 
@@ -99,6 +100,19 @@ def test_manual_syncs_are_limited_per_caller_and_never_touch_mangadex(
         assert web.get(f"{server.http_url}/api/sync-requests/999").status_code == 404
     with engine.connect() as conn:
         assert conn.execute(select(mangadex_circuit.c.state)).all() == []
+
+
+def test_manual_syncs_from_one_ipv6_64_count_as_one_caller(engine: Engine) -> None:
+    """An IPv6 caller that takes a new address of its /64 for each request gets no fresh
+    allowance (each manual sync spends MangaDex requests); another /64 is another caller."""
+    from mangasync_pipeline.notify import sync_requests
+
+    ids = [add_manga(engine, f"Manga {n}") for n in range(5)]
+    for n, manga_id in enumerate(ids[:3], start=1):
+        sync_requests.record(engine, str(manga_id), f"2001:db8:0:7::{n:x}")
+    with pytest.raises(sync_requests.TooManyRequests):
+        sync_requests.record(engine, str(ids[3]), "2001:db8:0:7:ffff::1")
+    assert sync_requests.record(engine, str(ids[4]), "2001:db8:0:8::1").created
 
 
 def test_manual_sync_of_an_unknown_manga_is_404_and_records_nothing(

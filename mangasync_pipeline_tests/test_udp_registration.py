@@ -136,3 +136,52 @@ def test_a_malformed_register_counts_against_its_source(engine: Engine) -> None:
         assert run.registrar.refused_sources.records[ADDR].count == 1
 
     _with_registrar(engine, body)
+
+
+def test_guesses_from_the_addresses_of_one_ipv6_64_are_one_sources_guesses(
+        engine: Engine) -> None:
+    """An attacker with a /64 guessing alice's token from a new address each time waits out
+    one source's backoff; a reader in another /64 is answered as before."""
+    _, token = add_user(engine, "alice", KEY)
+    limit = fast_options().failed_register_limit
+
+    async def body(run: _Run) -> None:
+        for n in range(1, limit + 4):
+            addr = (f"2001:db8:0:7::{n:x}", 4000)
+            run.register(protocol.register_message("alice", f"guess-{n}",
+                                                   cookie=run.registrar.cookies.issue(addr)),
+                         addr)
+        await run.settle()
+        # Past the limit the guesses wait out the source's backoff, whatever their address.
+        assert run.rejected.count("user_limited") >= 2
+        user_id = run.registrar.directory.readers["alice"].id
+        assert list(run.registrar.failed_pairs.records) == [("2001:db8:0:7::/64", user_id)]
+        reader = ("2001:db8:0:8::1", 4000)
+        run.register(protocol.register_message("alice", token,
+                                               cookie=run.registrar.cookies.issue(reader)),
+                     reader)
+        await run.settle()
+        assert run.opened == [("alice", reader, 0)]
+
+    _with_registrar(engine, body)
+
+
+def test_a_flood_from_one_ipv6_64_takes_one_share_of_the_register_budget(
+        engine: Engine) -> None:
+    add_user(engine, "alice", KEY)
+
+    async def body(run: _Run) -> None:
+        budget = run.registrar.budget.capacity
+        for n in range(1, int(budget) * 2):  # twice the budget, from as many addresses
+            addr = (f"2001:db8:0:7::{n:x}", 4000)
+            run.register({"type": "REGISTER", "user": "alice", "ts": "soon",
+                          "nonce": "n" * 16, "sig": "x",
+                          "cookie": run.registrar.cookies.issue(addr)}, addr)
+        # One source: never more than half the budget in the second, the rest refused.
+        assert run.rejected.count("register_budget") >= budget
+        reader = ("2001:db8:0:8::1", 4000)
+        run.register({"type": "REGISTER", "user": "alice", "ts": "soon", "nonce": "n" * 16,
+                      "sig": "x", "cookie": run.registrar.cookies.issue(reader)}, reader)
+        assert run.sent[-1] == ({"type": "ERROR", "code": "BAD_REQUEST"}, reader)
+
+    _with_registrar(engine, body)

@@ -1,5 +1,5 @@
-"""Limits on HTTP connections that uvicorn does not have: connections per client address and
-a deadline for a request's headers (slowloris).
+"""Limits on HTTP connections that uvicorn does not have: connections per client address (an
+IPv6 client's /64) and a deadline for a request's headers (slowloris).
 
 uvicorn offers `limit_concurrency` (one global count, answered 503 only after the connection
 is accepted and parsed) and `timeout_keep_alive` (reset by every byte received), so thousands
@@ -17,7 +17,7 @@ import logging
 import resource
 from typing import Any
 
-from mangasync_pipeline.notify.limits import RefusalLog
+from mangasync_pipeline.notify.limits import RefusalLog, source_of
 
 log = logging.getLogger("mangasync.notify.http")
 
@@ -35,43 +35,44 @@ def total_limit() -> int:
 def guarded(protocol_class: type[Any], *, per_client: int, header_timeout: float,
             total: int | None = None) -> type[Any]:
     """`protocol_class` with per-address and total connection limits and a header deadline."""
-    open_by_host: dict[str, int] = {}
+    open_by_source: dict[str, int] = {}
     opened = [0]
     most = total_limit() if total is None else total
     refusals = RefusalLog(log.warning)
 
     class Guarded(protocol_class):  # type: ignore[misc,valid-type]
-        _host: str | None = None
+        _source: str | None = None
         _deadline: asyncio.TimerHandle | None = None
         _armed_cycle: Any = None
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             peer = transport.get_extra_info("peername")
             host = str(peer[0]) if peer else ""
+            source = source_of(host)  # an IPv6 client's /64 shares one address's slots
             loop = asyncio.get_running_loop()
-            count = open_by_host.get(host, 0)
+            count = open_by_source.get(source, 0)
             if count >= per_client or opened[0] >= most:
                 why = (f"{count} connections open from it" if count >= per_client else
                        f"{opened[0]} connections open in all")
                 refusals.note(host, f"HTTP connection from {host} refused: {why}", loop.time())
                 transport.abort()  # a reset, at once: the descriptor is free again
                 return
-            self._host = host
-            open_by_host[host] = count + 1
+            self._source = source
+            open_by_source[source] = count + 1
             opened[0] += 1
             super().connection_made(transport)
             self._arm()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            if self._host is None:
+            if self._source is None:
                 return  # refused in connection_made: uvicorn never saw it
-            left = open_by_host.get(self._host, 1) - 1
+            left = open_by_source.get(self._source, 1) - 1
             if left > 0:
-                open_by_host[self._host] = left
+                open_by_source[self._source] = left
             else:
-                open_by_host.pop(self._host, None)
+                open_by_source.pop(self._source, None)
             opened[0] -= 1
-            self._host = None
+            self._source = None
             self._disarm()
             super().connection_lost(exc)
 

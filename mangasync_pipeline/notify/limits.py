@@ -5,11 +5,31 @@ Plain data on the event loop's thread; time is passed in, so the rules are easy 
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 K = TypeVar("K")
+
+
+def source_of(host: str) -> str:
+    """Who a per-source limit counts: an IPv4 address, or the /64 of an IPv6 one.
+
+    An IPv6 subscriber is given at least a /64, so 2^64 addresses: counted one by one, a
+    single attacker would be 2^64 sources (a fresh share of every budget, a fresh backoff for
+    every password guess, a log line each). An IPv4 client behind a dual-stack socket
+    (::ffff:a.b.c.d) is its IPv4 address.
+    """
+    if ":" not in host:
+        return host  # IPv4 (or not an address at all): as it is, at no parsing cost
+    try:
+        ip = ipaddress.IPv6Address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return f"{ipaddress.IPv6Network((ip, 64), strict=False).network_address}/64"
 
 
 @dataclass
@@ -137,7 +157,8 @@ class RefusalLog:
         self.recent: set[str] = set()  # sources refused in the last period: summed up only
         self.others = 0
 
-    def note(self, source: str, reason: str, now: float) -> None:
+    def note(self, host: str, reason: str, now: float) -> None:
+        source = source_of(host)  # an IPv6 /64 rotating its addresses is one source here too
         if now - self.started >= self.period:
             self.flush(now)
         entry = self.more.get(source)

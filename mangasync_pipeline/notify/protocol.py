@@ -1,4 +1,4 @@
-"""Wire format of the MangaHub notification protocol, version 3 (PROTOCOL.md).
+"""Wire format of the MangaHub notification protocol, version 4 (PROTOCOL.md).
 
 Shared by the server, the `listen` client, tests and the benchmark, so that both ends agree on
 signing, size limits and field names.
@@ -14,7 +14,7 @@ import secrets
 import time
 from typing import Any
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 MAX_DATAGRAM = 1200
 ELLIPSIS = "…"
 

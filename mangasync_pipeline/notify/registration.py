@@ -1,4 +1,4 @@
-"""REGISTER (PROTOCOL.md, "UDP", version 3): the cookie round trip, the limits, the user's
+"""REGISTER (PROTOCOL.md, "UDP", version 4): the cookie round trip, the limits, the user's
 token and the nonce, up to the accepted REGISTER that opens a session.
 
 In order, each step costing more than the one before: a REGISTER without a valid cookie gets a
@@ -21,7 +21,7 @@ from typing import Any
 
 from mangasync_pipeline.notify import protocol, pubsub
 from mangasync_pipeline.notify.directory import Reader, UserDirectory
-from mangasync_pipeline.notify.limits import FailureBackoff, FairBudget, RefusalLog
+from mangasync_pipeline.notify.limits import FailureBackoff, FairBudget, RefusalLog, source_of
 from mangasync_pipeline.notify.message_checks import register_fields_valid
 from mangasync_pipeline.notify.metrics import NotifyMetrics
 from mangasync_pipeline.notify.options import ServerOptions
@@ -89,7 +89,7 @@ class Registrar:
     def on_register(self, msg: dict[str, Any], addr: Address, size: int, now: float) -> None:
         user, ts, nonce, sig = msg.get("user"), msg.get("ts"), msg.get("nonce"), msg.get("sig")
         cookie = msg.get("cookie")
-        ip = addr[0]
+        source = source_of(addr[0])
         if not self.cookies.valid(cookie, addr):
             # The address has not proved it receives: it may be forged. Answer with a cookie
             # and nothing else: no lookup, no counter.
@@ -101,7 +101,7 @@ class Registrar:
         if self.refused_sources.blocked(addr, now):
             self.reject("register_limited")
             return  # silently: the source keeps flooding, whatever its port
-        if not self.budget.take(ip, now):
+        if not self.budget.take(source, now):
             self.reject("register_budget")  # (counted against the source as debt)
             return
         if not register_fields_valid(user, ts, nonce, sig):
@@ -149,7 +149,7 @@ class Registrar:
         if reader is None:
             self.failed(addr, size, now, "AUTH_FAILED", None, user, "unknown user")
             return
-        pair = (addr[0], reader.id)
+        pair = (source_of(addr[0]), reader.id)
         if not counted and self.failed_pairs.blocked(pair, now):  # (counted: checked before)
             self.reject("user_limited")
             # Guesses at this user from this source wait out the backoff; insisting meanwhile
@@ -214,7 +214,7 @@ class Registrar:
         for item in batch:
             key = (item.reader.id, item.nonce)
             if key not in fresh:
-                self.failed_pairs.fail((item.addr[0], item.reader.id), now)
+                self.failed_pairs.fail((source_of(item.addr[0]), item.reader.id), now)
                 self.failed(item.addr, item.size, now, "AUTH_FAILED", None,
                             item.reader.username, "replayed nonce")
                 continue

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, func, insert, select
 
 from mangasync_pipeline.config import utcnow
 from mangasync_pipeline.db import tables as t
+from mangasync_pipeline.notify.limits import source_of
 from mangasync_pipeline.notify.users import UnknownMangaRef, resolve_manga
 
 ACTIVE = ("pending", "requested", "running")
@@ -56,6 +57,7 @@ def record(engine: Engine, manga_ref: str, caller: str) -> Recorded:
     r = t.manual_sync_requests
     now = utcnow()
     ref = manga_ref.strip()
+    caller = source_of(caller)  # an IPv6 caller is its /64: a new address is no new allowance
     with engine.begin() as conn:
         try:
             found = resolve_manga(conn, ref)
