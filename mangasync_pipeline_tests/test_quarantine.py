@@ -332,3 +332,48 @@ def test_manga_of_a_failed_run_are_asked_for_again_once_the_cursor_passed_them(
         stored = set(conn.execute(select(manga.c.mangadex_id)).scalars())
     assert {older, newer} <= stored
     assert pipeline.evaluate_sensor("new_manga_sensor") == []  # done: not asked for again
+
+
+def test_a_change_whose_refresh_run_failed_is_asked_for_again_once_the_cursor_passed_it(
+        make_simulator: Any, db_url: str, engine: Engine) -> None:
+    from mangasync_pipeline.sync.catalogue import SILENT, import_ids
+    from mangasync_pipeline_tests.sync_helpers import client_for
+
+    sim = make_simulator(manga_count=5, chapters_per_manga=0)
+    settings = settings_for(db_url, sim.url)
+    pipeline = Pipeline(settings)
+    now = datetime.now(UTC)
+
+    def stamp(moment: datetime) -> str:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S")
+
+    two_hours_ago = stamp(now - timedelta(hours=2))
+    renamed, touched = (httpx_admin(sim.url, "POST", "/_sim/manga", {
+        "title": {"en": title}, "contentRating": "safe", "createdAt": two_hours_ago,
+        "updatedAt": two_hours_ago})["ids"][0] for title in ("Old Name", "Other"))
+    with client_for(settings) as client:
+        import_ids(engine, client, [renamed, touched], policy=SILENT)
+    pipeline.sensor_cursor = PollCursor(now - timedelta(minutes=45),
+                                        now - timedelta(minutes=45)).encode()
+    # Renamed half an hour ago; another change a minute ago moves the cursor past it.
+    httpx_admin(sim.url, "PATCH", f"/_sim/manga/{renamed}", {
+        "title": {"en": "New Name"}, "updatedAt": stamp(now - timedelta(minutes=30))})
+    httpx_admin(sim.url, "PATCH", f"/_sim/manga/{touched}", {
+        "year": 2001, "updatedAt": stamp(now - timedelta(minutes=1))})
+    first = pipeline.evaluate_sensor("new_manga_sensor")
+    assert [sorted(r.run_config["ops"]["refresh_manga"]["config"]["mangadex_ids"])
+            for r in first] == [sorted([renamed, touched])]
+    httpx_admin(sim.url, "POST", "/_sim/faults", {"error_rate": 1.0, "error_status": 500})
+    assert not any(r.success for r in pipeline.run_requests(first, raise_on_error=False))
+    httpx_admin(sim.url, "DELETE", "/_sim/faults")
+
+    # A scan no longer reaches the rename (ten minutes of lookback): the failed run does.
+    again = pipeline.evaluate_sensor("new_manga_sensor")
+    assert [sorted(r.run_config["ops"]["refresh_manga"]["config"]["mangadex_ids"])
+            for r in again] == [sorted([renamed, touched])]
+    assert all(r.success for r in pipeline.run_requests(again))
+    with engine.connect() as conn:
+        title = conn.execute(select(manga.c.title).where(
+            manga.c.mangadex_id == renamed)).scalar()
+    assert title == "New Name"
+    assert pipeline.evaluate_sensor("new_manga_sensor") == []  # done: not asked for again

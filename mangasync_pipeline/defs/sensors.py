@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from dagster import (
     AssetObservation,
+    DagsterRun,
     DagsterRunStatus,
     DefaultSensorStatus,
     Definitions,
@@ -61,43 +62,64 @@ def retry_wait(failures: int, interval: timedelta) -> timedelta:
     return min(interval * 2 ** (failures - 2), RETRY_WAIT_MAX)
 
 
-def _left_by_failed_runs(context: SensorEvaluationContext, engine: Engine,
-                         poll_interval: timedelta) -> dict[str, list[str]]:
-    """Per partition, the manga named by this sensor's catalogue runs that failed or were
-    cancelled lately, still not catalogued, and not named by a later run that succeeded (a
-    manga that run did not store was quarantined or is gone: asking again would not help)."""
+def _due_again(context: SensorEvaluationContext, job_name: str, op_name: str,
+               poll_interval: timedelta) -> dict[str, str | None]:
+    """The manga named by this sensor's runs of `job_name` that failed or were cancelled
+    lately, not named by a later run that succeeded, whose wait (`retry_wait`) is over: id ->
+    the failed run's partition (None for an unpartitioned job).
+
+    Their changes may be behind the cursor by now, where no scan finds them again. The failed
+    runs are read first: with none (nearly every tick) that is one query returning nothing,
+    and successes are read only from the oldest failure on."""
     now = utcnow()
-    # Every catalogue run of this sensor in the window (a tick every 5 minutes asks a few).
-    records = context.instance.get_run_records(RunsFilter(
-        job_name=catalogue_job.name, tags=SENSOR_TAG, updated_after=now - RETRY_FAILED_FOR,
-        statuses=[*UNSUCCESSFUL, DagsterRunStatus.SUCCESS]), limit=2000)
-    failed: dict[str, tuple[str, datetime]] = {}  # id -> (partition, when its run failed)
+    window = RunsFilter(job_name=job_name, tags=SENSOR_TAG,
+                        updated_after=now - RETRY_FAILED_FOR, statuses=UNSUCCESSFUL)
+    failed: dict[str, tuple[str | None, float]] = {}  # id -> (partition, when its run started)
     failures: Counter[str] = Counter()  # id -> failed runs naming it in the window
-    succeeded: dict[str, datetime] = {}  # id -> when a run naming it last started
-    for record in records:
-        run = record.dagster_run
-        config = (run.run_config or {}).get("ops", {}).get("catalogue", {}).get("config", {})
-        partition = run.tags.get("dagster/partition")
-        for mangadex_id in config.get("mangadex_ids") or []:
-            if run.status == DagsterRunStatus.SUCCESS:
-                succeeded[mangadex_id] = max(record.create_timestamp,
-                                             succeeded.get(mangadex_id, record.create_timestamp))
-            elif partition:
-                failed.setdefault(mangadex_id, (partition, record.create_timestamp))
-                failures[mangadex_id] += 1
-    wanted = {i: p for i, (p, when) in failed.items()
-              if (i not in succeeded or succeeded[i] < when)
-              and now - when >= retry_wait(failures[i], poll_interval)}
-    if not wanted:
+    for record in context.instance.get_run_records(window, limit=500):
+        for mangadex_id in _ids_of(record.dagster_run, op_name):
+            failed.setdefault(mangadex_id, (record.dagster_run.tags.get("dagster/partition"),
+                                            record.create_timestamp.timestamp()))
+            failures[mangadex_id] += 1
+    if not failed:
         return {}
+    oldest = datetime.fromtimestamp(min(when for _, when in failed.values()), UTC)
+    succeeded: dict[str, float] = {}  # id -> when a run naming it last started
+    for record in context.instance.get_run_records(RunsFilter(
+            job_name=job_name, tags=SENSOR_TAG, statuses=[DagsterRunStatus.SUCCESS],
+            created_after=oldest), limit=2000):
+        started = record.create_timestamp.timestamp()
+        for mangadex_id in _ids_of(record.dagster_run, op_name):
+            succeeded[mangadex_id] = max(started, succeeded.get(mangadex_id, started))
+    return {i: partition for i, (partition, when) in failed.items()
+            if succeeded.get(i, 0.0) < when
+            and now.timestamp() - when >= retry_wait(failures[i], poll_interval).total_seconds()}
+
+
+def _ids_of(run: DagsterRun, op_name: str) -> list[str]:
+    config = (run.run_config or {}).get("ops", {}).get(op_name, {}).get("config", {})
+    return list(config.get("mangadex_ids") or [])
+
+
+def _left_by_failed_runs(context: SensorEvaluationContext, engine: Engine,
+                         poll_interval: timedelta) -> tuple[dict[str, list[str]], list[str]]:
+    """What failed runs of this sensor left undone: per partition, the manga its catalogue
+    runs named that are still not catalogued (one a later run did not store was quarantined
+    or is gone: asking again would not help); and the catalogued manga its refresh runs named,
+    whose change may not be stored."""
+    new = {i: p for i, p in _due_again(context, catalogue_job.name, "catalogue",
+                                       poll_interval).items() if p}
+    changed = _due_again(context, refresh_manga_job.name, "refresh_manga", poll_interval)
+    if not new and not changed:
+        return {}, []
     with engine.connect() as conn:
         stored = set(conn.execute(select(manga.c.mangadex_id).where(
-            manga.c.mangadex_id.in_(sorted(wanted)))).scalars())
+            manga.c.mangadex_id.in_(sorted({*new, *changed})))).scalars())
     left: dict[str, list[str]] = {}
-    for mangadex_id, partition in sorted(wanted.items()):
+    for mangadex_id, partition in sorted(new.items()):
         if mangadex_id not in stored:
             left.setdefault(partition, []).append(mangadex_id)
-    return left
+    return left, sorted(i for i in changed if i in stored)
 
 
 def _requests_for(manga: int) -> int:
@@ -163,15 +185,19 @@ def detect(context: SensorEvaluationContext, mangahub: MangaHubDatabase,
     by_partition: dict[str, list[str]] = {}
     for day, ids in detection.new_by_day.items():
         by_partition.setdefault(partition_of(day, settings), []).extend(ids)
-    # The manga of a catalogue run that failed may be behind the cursor by now: ask for them
-    # again until they are catalogued, whatever the scan finds.
-    for partition, ids in _left_by_failed_runs(context, engine,
-                                                  settings.new_manga_poll_interval).items():
+    # The manga of a catalogue or refresh run that failed may be behind the cursor by now:
+    # ask for them again, whatever the scan finds.
+    left, changed = _left_by_failed_runs(context, engine, settings.new_manga_poll_interval)
+    for partition, ids in left.items():
         wanted = by_partition.setdefault(partition, [])
         for mangadex_id in ids:
             if mangadex_id not in wanted:
                 wanted.append(mangadex_id)
                 detection.versions.setdefault(mangadex_id, RETRIED)
+    for mangadex_id in changed:
+        if mangadex_id not in detection.updated:
+            detection.updated.append(mangadex_id)
+            detection.versions.setdefault(mangadex_id, RETRIED)
     for partition in sorted(by_partition):
         busy = run_in_flight(context.instance, catalogue_job.name, partition_key=partition)
         if busy is not None:
