@@ -168,3 +168,55 @@ def test_connections_from_one_ipv6_64_share_one_addresss_slots() -> None:
         return [peer.aborted for peer in peers]
 
     assert asyncio.run(refused()) == [False] * 4 + [True] * 2 + [False]
+
+
+def _idle_from(address: str, port: int) -> socket.socket:
+    """A kept-alive connection from `address` that has had its answer and sends no more."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(3.0)
+    sock.bind((address, 0))
+    sock.connect(("127.0.0.1", port))
+    sock.send(b"GET /health HTTP/1.1\r\nHost: mangahub\r\n\r\n")
+    assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    return sock
+
+
+def _served(address: str, port: int) -> bool:
+    """Whether a new connection from `address` gets an answer (not a reset or a close)."""
+    try:
+        with _idle_from(address, port):
+            return True
+    except (OSError, AssertionError):
+        return False
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    # The server closed its victim before answering the newcomer, whose answer is in: a
+    # close is already here, or none is coming.
+    sock.settimeout(0.3)
+    try:
+        return sock.recv(100) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_idle_kept_alive_connections_make_room_for_new_ones(db_url: str) -> None:
+    """Idle kept-alive connections (an answer had, nothing sent since) held up to the limits
+    no longer keep a newcomer out: the oldest idle one is closed instead. A connection that
+    is busy sending its request is never the one closed."""
+    options = fast_options(http_connections_per_client=3, http_connections_total=5)
+    with ServerHandle(server_settings(db_url), options) as server:
+        port = server.server.http_port
+        idle = [_idle_from("127.0.0.5", port) for _ in range(3)]
+        assert _served("127.0.0.5", port)  # its own fourth: its oldest idle one goes
+        assert _closed_by_server(idle[0])
+        held = [_idle_from("127.0.0.6", port) for _ in range(3)]  # five open in all
+        assert _served("127.0.0.7", port)  # someone else: the oldest idle connection goes
+        assert sum(_closed_by_server(s) for s in idle[1:] + held) == 1
+        busy = _slow_clients(port, 3)  # headers still coming: these are not idle
+        time.sleep(0.2)
+        assert not _served("127.0.0.1", port)
+        for sock in idle + held + busy:
+            sock.close()

@@ -103,7 +103,8 @@ class NotifyServer:
                                 timeout_keep_alive=int(self.options.http_keep_alive),
                                 http=guarded(AutoHTTPProtocol,
                                              per_client=self.options.http_connections_per_client,
-                                             header_timeout=self.options.http_header_timeout))
+                                             header_timeout=self.options.http_header_timeout,
+                                             total=self.options.http_connections_total))
         self._uvicorn = _Uvicorn(config)
         self._http_task = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
         while not self._uvicorn.started:

@@ -5,7 +5,8 @@ uvicorn offers `limit_concurrency` (one global count, answered 503 only after th
 is accepted and parsed) and `timeout_keep_alive` (reset by every byte received), so thousands
 of clients sending one header byte at a time held every file descriptor and `/health` went
 unanswered. Here the protocol class uvicorn would use is wrapped: a connection beyond its
-address's share, or beyond the process's total, is reset at once; one that has not completed a
+address's share, or beyond the process's total, takes the place of the oldest idle kept-alive
+connection there, or is reset at once when none is idle; one that has not completed a
 request's headers `header_timeout` seconds after it opened (or after the first byte of its next
 request) is closed.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+from collections import OrderedDict
 from typing import Any
 
 from mangasync_pipeline.notify.limits import RefusalLog, source_of
@@ -34,14 +36,33 @@ def total_limit() -> int:
 
 def guarded(protocol_class: type[Any], *, per_client: int, header_timeout: float,
             total: int | None = None) -> type[Any]:
-    """`protocol_class` with per-address and total connection limits and a header deadline."""
+    """`protocol_class` with per-address and total connection limits and a header deadline.
+
+    At a limit, the oldest idle kept-alive connection (its answer sent, nothing received
+    since) of the source (or, at the total, of anyone) is closed to make room; only when none
+    is idle is the newcomer reset. Otherwise a few sources re-sending a request every minute
+    could hold every slot and keep everyone else out. A client whose idle connection is closed
+    opens another, as it does after the server's keep-alive timeout."""
     open_by_source: dict[str, int] = {}
+    idle: OrderedDict[Any, None] = OrderedDict()  # oldest first
+    idle_by_source: dict[str, OrderedDict[Any, None]] = {}
     opened = [0]
     most = total_limit() if total is None else total
     refusals = RefusalLog(log.warning)
 
+    def make_room(source: str | None) -> bool:
+        """Close the oldest idle connection (of `source`, or of anyone)."""
+        pool = idle if source is None else idle_by_source.get(source)
+        if not pool:
+            return False
+        victim = next(iter(pool))
+        victim._release()
+        victim.transport.close()
+        return True
+
     class Guarded(protocol_class):  # type: ignore[misc,valid-type]
         _source: str | None = None
+        _refused = False
         _deadline: asyncio.TimerHandle | None = None
         _armed_cycle: Any = None
 
@@ -51,10 +72,16 @@ def guarded(protocol_class: type[Any], *, per_client: int, header_timeout: float
             source = source_of(host)  # an IPv6 client's /64 shares one address's slots
             loop = asyncio.get_running_loop()
             count = open_by_source.get(source, 0)
+            if count >= per_client and make_room(source):
+                count -= 1
+            if opened[0] >= most:
+                make_room(None)
+                count = open_by_source.get(source, 0)
             if count >= per_client or opened[0] >= most:
                 why = (f"{count} connections open from it" if count >= per_client else
                        f"{opened[0]} connections open in all")
                 refusals.note(host, f"HTTP connection from {host} refused: {why}", loop.time())
+                self._refused = True
                 transport.abort()  # a reset, at once: the descriptor is free again
                 return
             self._source = source
@@ -63,20 +90,45 @@ def guarded(protocol_class: type[Any], *, per_client: int, header_timeout: float
             super().connection_made(transport)
             self._arm()
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self._source is None:
-                return  # refused in connection_made: uvicorn never saw it
-            left = open_by_source.get(self._source, 1) - 1
+        def _release(self) -> None:
+            """This connection no longer counts (closed, or being closed to make room)."""
+            source, self._source = self._source, None
+            if source is None:
+                return
+            self._not_idle(source)
+            left = open_by_source.get(source, 1) - 1
             if left > 0:
-                open_by_source[self._source] = left
+                open_by_source[source] = left
             else:
-                open_by_source.pop(self._source, None)
+                open_by_source.pop(source, None)
             opened[0] -= 1
-            self._source = None
+
+        def _not_idle(self, source: str) -> None:
+            if self in idle:
+                del idle[self]
+                mine = idle_by_source[source]
+                del mine[self]
+                if not mine:
+                    del idle_by_source[source]
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._refused:
+                return  # refused in connection_made: uvicorn never saw it
+            self._release()
             self._disarm()
             super().connection_lost(exc)
 
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            # (A pipelined request already under way has made a new cycle: not idle.)
+            if self._source is not None and not self.transport.is_closing() and (
+                    self.cycle is None or self.cycle.response_complete):
+                idle[self] = None
+                idle_by_source.setdefault(self._source, OrderedDict())[self] = None
+
         def data_received(self, data: bytes) -> None:
+            if self._source is not None:
+                self._not_idle(self._source)
             # The first bytes of a new request: its headers are due within the deadline.
             if self._deadline is None and (self.cycle is None or self.cycle.response_complete):
                 self._arm()

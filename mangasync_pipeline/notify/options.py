@@ -44,5 +44,6 @@ class ServerOptions:
     # Slow or piled-up clients: connections one address may hold, and the seconds a request's
     # headers may take (from the connection, or from the first byte of the next request).
     http_connections_per_client: int = 128
+    http_connections_total: int | None = None  # None: what the descriptor limit allows
     http_header_timeout: float = 10.0
     secret_key: bytes | None = None  # the master key; None: from the settings (tokens.py)
