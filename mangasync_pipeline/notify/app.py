@@ -100,6 +100,10 @@ class NotifyServer:
         self._ctx = ctx
         config = uvicorn.Config(create_app(ctx), log_level="warning", access_log=False,
                                 lifespan="off", timeout_graceful_shutdown=5,
+                                # No WebSocket route: an upgrade request stays plain HTTP
+                                # (uvicorn's WebSocket protocol would take the connection
+                                # out of the guard's count for good).
+                                ws="none",
                                 timeout_keep_alive=int(self.options.http_keep_alive),
                                 http=guarded(AutoHTTPProtocol,
                                              per_client=self.options.http_connections_per_client,

@@ -38,7 +38,7 @@ def guarded(protocol_class: type[Any], *, per_client: int, header_timeout: float
             total: int | None = None) -> type[Any]:
     """`protocol_class` with per-address and total connection limits and a header deadline.
 
-    At a limit, the oldest idle kept-alive connection (its answer sent, nothing received
+    At a limit, the oldest idle kept-alive connection (its answer written out, nothing received
     since) of the source (or, at the total, of anyone) is closed to make room; only when none
     is idle is the newcomer reset. Otherwise a few sources re-sending a request every minute
     could hold every slot and keep everyone else out. A client whose idle connection is closed
@@ -72,20 +72,21 @@ def guarded(protocol_class: type[Any], *, per_client: int, header_timeout: float
             source = source_of(host)  # an IPv6 client's /64 shares one address's slots
             loop = asyncio.get_running_loop()
             count = open_by_source.get(source, 0)
-            if count >= per_client and make_room(source):
-                count -= 1
-            if opened[0] >= most:
-                make_room(None)
-                count = open_by_source.get(source, 0)
-            if count >= per_client or opened[0] >= most:
-                why = (f"{count} connections open from it" if count >= per_client else
-                       f"{opened[0]} connections open in all")
+            # Room is made only for a newcomer that then gets in: its own source's idle
+            # connection first; someone else's only at the total, and only when its source
+            # has a slot free (else a refused newcomer would still cost another reader one).
+            why = None
+            if count >= per_client and not make_room(source):
+                why = f"{count} connections open from it"
+            elif opened[0] >= most and not make_room(None):
+                why = f"{opened[0]} connections open in all"
+            if why is not None:
                 refusals.note(host, f"HTTP connection from {host} refused: {why}", loop.time())
                 self._refused = True
                 transport.abort()  # a reset, at once: the descriptor is free again
                 return
             self._source = source
-            open_by_source[source] = count + 1
+            open_by_source[source] = open_by_source.get(source, 0) + 1
             opened[0] += 1
             super().connection_made(transport)
             self._arm()
@@ -120,9 +121,13 @@ def guarded(protocol_class: type[Any], *, per_client: int, header_timeout: float
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            # (A pipelined request already under way has made a new cycle: not idle.)
+            # Idle: the answer is written out (closing it then frees the descriptor at once,
+            # not after a client that never reads drains it) and no pipelined request is
+            # under way (that made a new cycle). A connection whose answer is still queued
+            # is never idle: it is left to the keep-alive and header deadlines.
             if self._source is not None and not self.transport.is_closing() and (
-                    self.cycle is None or self.cycle.response_complete):
+                    self.cycle is None or self.cycle.response_complete) and (
+                    self.transport.get_write_buffer_size() == 0):
                 idle[self] = None
                 idle_by_source.setdefault(self._source, OrderedDict())[self] = None
 
