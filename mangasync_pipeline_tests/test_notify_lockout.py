@@ -279,6 +279,7 @@ def test_an_ipv6_source_is_its_64_and_a_mapped_ipv4_client_its_address() -> None
     assert source_of("2001:db8:0:8::1") == "2001:db8:0:8::/64"  # the next /64: someone else
     assert source_of("fe80::1%eth0") == "fe80::/64"
     assert source_of("::ffff:127.0.0.2") == "127.0.0.2"  # through a dual-stack socket
+    assert source_of("64:ff9b::c000:207") == "192.0.2.7"  # through NAT64: not one /64 for all
     assert source_of("127.0.0.2") == "127.0.0.2"
     assert source_of("") == "" and source_of("not:an:address") == "not:an:address"
 

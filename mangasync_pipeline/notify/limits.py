@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 K = TypeVar("K")
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 def source_of(host: str) -> str:
@@ -19,7 +20,7 @@ def source_of(host: str) -> str:
     An IPv6 subscriber is given at least a /64, so 2^64 addresses: counted one by one, a
     single attacker would be 2^64 sources (a fresh share of every budget, a fresh backoff for
     every password guess, a log line each). An IPv4 client behind a dual-stack socket
-    (::ffff:a.b.c.d) is its IPv4 address.
+    (::ffff:a.b.c.d) or a NAT64 gateway (64:ff9b::a.b.c.d) is its IPv4 address.
     """
     if ":" not in host:
         return host  # IPv4 (or not an address at all): as it is, at no parsing cost
@@ -29,6 +30,8 @@ def source_of(host: str) -> str:
         return host
     if ip.ipv4_mapped is not None:
         return str(ip.ipv4_mapped)
+    if ip in NAT64:  # an IPv4 client translated by NAT64 (RFC 6052): its IPv4 address
+        return str(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
     return f"{ipaddress.IPv6Network((ip, 64), strict=False).network_address}/64"
 
 
