@@ -347,33 +347,84 @@ def test_a_change_whose_refresh_run_failed_is_asked_for_again_once_the_cursor_pa
     def stamp(moment: datetime) -> str:
         return moment.strftime("%Y-%m-%dT%H:%M:%S")
 
+    def refreshed(requests: list[Any]) -> list[list[str]]:
+        return [sorted(r.run_config["ops"]["refresh_manga"]["config"]["mangadex_ids"])
+                for r in requests if r.job_name == "refresh_manga_job"]
+
+    def title() -> str:
+        with engine.connect() as conn:
+            return str(conn.execute(select(manga.c.title).where(
+                manga.c.mangadex_id == renamed)).scalar())
+
+    def rename_and_fail(name: str, renamed_at: datetime) -> None:
+        """Rename the manga; a new manga a minute ago moves the cursor past the rename; the
+        refresh run (and the new manga's catalogue run) fail."""
+        httpx_admin(sim.url, "PATCH", f"/_sim/manga/{renamed}", {
+            "title": {"en": name}, "updatedAt": stamp(renamed_at)})
+        a_minute_ago = stamp(datetime.now(UTC) - timedelta(minutes=1))
+        httpx_admin(sim.url, "POST", "/_sim/manga", {
+            "contentRating": "safe", "createdAt": a_minute_ago, "updatedAt": a_minute_ago})
+        requests = pipeline.evaluate_sensor("new_manga_sensor")
+        assert refreshed(requests) == [[renamed]] and len(requests) == 2
+        httpx_admin(sim.url, "POST", "/_sim/faults", {"error_rate": 1.0, "error_status": 500})
+        assert not any(r.success for r in pipeline.run_requests(requests,
+                                                                raise_on_error=False))
+        httpx_admin(sim.url, "DELETE", "/_sim/faults")
+
     two_hours_ago = stamp(now - timedelta(hours=2))
-    renamed, touched = (httpx_admin(sim.url, "POST", "/_sim/manga", {
-        "title": {"en": title}, "contentRating": "safe", "createdAt": two_hours_ago,
-        "updatedAt": two_hours_ago})["ids"][0] for title in ("Old Name", "Other"))
+    renamed = httpx_admin(sim.url, "POST", "/_sim/manga", {
+        "title": {"en": "Old Name"}, "contentRating": "safe", "createdAt": two_hours_ago,
+        "updatedAt": two_hours_ago})["ids"][0]
     with client_for(settings) as client:
-        import_ids(engine, client, [renamed, touched], policy=SILENT)
+        import_ids(engine, client, [renamed], policy=SILENT)
     pipeline.sensor_cursor = PollCursor(now - timedelta(minutes=45),
                                         now - timedelta(minutes=45)).encode()
-    # Renamed half an hour ago; another change a minute ago moves the cursor past it.
-    httpx_admin(sim.url, "PATCH", f"/_sim/manga/{renamed}", {
-        "title": {"en": "New Name"}, "updatedAt": stamp(now - timedelta(minutes=30))})
-    httpx_admin(sim.url, "PATCH", f"/_sim/manga/{touched}", {
-        "year": 2001, "updatedAt": stamp(now - timedelta(minutes=1))})
-    first = pipeline.evaluate_sensor("new_manga_sensor")
-    assert [sorted(r.run_config["ops"]["refresh_manga"]["config"]["mangadex_ids"])
-            for r in first] == [sorted([renamed, touched])]
-    httpx_admin(sim.url, "POST", "/_sim/faults", {"error_rate": 1.0, "error_status": 500})
-    assert not any(r.success for r in pipeline.run_requests(first, raise_on_error=False))
-    httpx_admin(sim.url, "DELETE", "/_sim/faults")
+    rename_and_fail("New Name", now - timedelta(minutes=30))
 
     # A scan no longer reaches the rename (ten minutes of lookback): the failed run does.
     again = pipeline.evaluate_sensor("new_manga_sensor")
-    assert [sorted(r.run_config["ops"]["refresh_manga"]["config"]["mangadex_ids"])
-            for r in again] == [sorted([renamed, touched])]
+    assert refreshed(again) == [[renamed]]
     assert all(r.success for r in pipeline.run_requests(again))
-    with engine.connect() as conn:
-        title = conn.execute(select(manga.c.title).where(
-            manga.c.mangadex_id == renamed)).scalar()
-    assert title == "New Name"
+    assert title() == "New Name"
     assert pipeline.evaluate_sensor("new_manga_sensor") == []  # done: not asked for again
+
+    # It changes and fails again: its retry is a new run, not a repeat of the first retry
+    # (which succeeded: the daemon would drop it as a duplicate run key).
+    pipeline.sensor_cursor = PollCursor(now - timedelta(minutes=25),
+                                        now - timedelta(minutes=45)).encode()
+    rename_and_fail("Newest Name", now - timedelta(minutes=20))
+    retried = pipeline.run_requests(pipeline.evaluate_sensor("new_manga_sensor"))
+    assert [r.success for r in retried] == [True, True]
+    assert title() == "Newest Name"
+
+
+def test_failed_refresh_runs_are_asked_for_again_for_a_day_not_for_ever(
+        make_simulator: Any, db_url: str, engine: Engine) -> None:
+    """A streak of failed runs is retried for 24 hours from its first failure, which the
+    retries carry in a tag; after that the manga is left (every failed run was alerted)."""
+    from mangasync_pipeline.defs.sensors import FAILING_SINCE_TAG, SENSOR_TAG
+    from mangasync_pipeline.sync.catalogue import SILENT, import_ids
+    from mangasync_pipeline_tests.sync_helpers import client_for
+
+    sim = make_simulator(manga_count=5, chapters_per_manga=0)
+    settings = settings_for(db_url, sim.url)
+    pipeline = Pipeline(settings)
+    ids = [httpx_admin(sim.url, "POST", "/_sim/manga", {"contentRating": "safe"})["ids"][0]
+           for _ in range(2)]
+    with client_for(settings) as client:
+        import_ids(engine, client, ids, policy=SILENT)
+    pipeline.run_requests(pipeline.evaluate_sensor("new_manga_sensor"))  # the starting point
+    now = datetime.now(UTC)
+    httpx_admin(sim.url, "POST", "/_sim/faults", {"error_rate": 1.0, "error_status": 500})
+    for mangadex_id, since in zip(ids, (now - timedelta(hours=25), now - timedelta(hours=23)),
+                                  strict=True):
+        failed = pipeline.run("refresh_manga_job", raise_on_error=False,
+                              run_config={"ops": {"refresh_manga": {"config": {
+                                  "mangadex_ids": [mangadex_id]}}}},
+                              tags={**SENSOR_TAG, FAILING_SINCE_TAG: since.isoformat()})
+        assert not failed.success
+    httpx_admin(sim.url, "DELETE", "/_sim/faults")
+    requests = pipeline.evaluate_sensor("new_manga_sensor")
+    assert [r.run_config["ops"]["refresh_manga"]["config"]["mangadex_ids"]
+            for r in requests] == [[ids[1]]]  # failing for 23 hours: still; 25: no more
+    assert requests[0].tags[FAILING_SINCE_TAG] == (now - timedelta(hours=23)).isoformat()

@@ -1,7 +1,9 @@
 """Sensors detect and hand work to runs; they never do the work (60 s tick limit)."""
 
 import math
-from collections import Counter
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from dagster import (
@@ -49,7 +51,7 @@ from mangasync_pipeline.sync.catalogue import PollCursor, detect_changes, start_
 SENSOR_TAG = {"mangasync/trigger": "new_manga_sensor"}
 # How far back failed catalogue runs are looked at for manga still to catalogue.
 RETRY_FAILED_FOR = timedelta(hours=24)
-RETRIED = datetime(1970, 1, 1, tzinfo=UTC)  # the version of a manga asked for again
+FAILING_SINCE_TAG = "mangasync/failing_since"
 RETRY_WAIT_MAX = timedelta(hours=2)
 
 
@@ -62,38 +64,68 @@ def retry_wait(failures: int, interval: timedelta) -> timedelta:
     return min(interval * 2 ** (failures - 2), RETRY_WAIT_MAX)
 
 
+@dataclass(frozen=True)
+class Retry:
+    """A manga that failed runs of this sensor left undone, due to be asked for again."""
+
+    partition: str | None  # of its newest failed run (None for an unpartitioned job)
+    # The newest failed run's start: the version the retry carries, so that each retry is a
+    # new run key (a fixed one would repeat an earlier retry that succeeded, and the daemon
+    # would drop it as a duplicate).
+    failed_at: datetime
+    failing_since: datetime  # the first failure of this streak, carried by retries' tags
+
+
+def _tag_time(value: str | None) -> float | None:
+    try:
+        return datetime.fromisoformat(value).timestamp() if value else None
+    except ValueError:
+        return None
+
+
 def _due_again(context: SensorEvaluationContext, job_name: str, op_name: str,
-               poll_interval: timedelta) -> dict[str, str | None]:
+               poll_interval: timedelta) -> dict[str, Retry]:
     """The manga named by this sensor's runs of `job_name` that failed or were cancelled
-    lately, not named by a later run that succeeded, whose wait (`retry_wait`) is over: id ->
-    the failed run's partition (None for an unpartitioned job).
+    since the last run naming them succeeded, for less than a day, whose wait (`retry_wait`,
+    by the failures since that success) is over.
 
     Their changes may be behind the cursor by now, where no scan finds them again. The failed
     runs are read first: with none (nearly every tick) that is one query returning nothing,
     and successes are read only from the oldest failure on."""
-    now = utcnow()
+    now = utcnow().timestamp()
     window = RunsFilter(job_name=job_name, tags=SENSOR_TAG,
-                        updated_after=now - RETRY_FAILED_FOR, statuses=UNSUCCESSFUL)
-    failed: dict[str, tuple[str | None, float]] = {}  # id -> (partition, when its run started)
-    failures: Counter[str] = Counter()  # id -> failed runs naming it in the window
+                        updated_after=utcnow() - RETRY_FAILED_FOR, statuses=UNSUCCESSFUL)
+    # id -> [(when its run started, when the streak started, partition)]
+    failures: dict[str, list[tuple[float, float, str | None]]] = defaultdict(list)
     for record in context.instance.get_run_records(window, limit=500):
-        for mangadex_id in _ids_of(record.dagster_run, op_name):
-            failed.setdefault(mangadex_id, (record.dagster_run.tags.get("dagster/partition"),
-                                            record.create_timestamp.timestamp()))
-            failures[mangadex_id] += 1
-    if not failed:
+        run = record.dagster_run
+        started = record.create_timestamp.timestamp()
+        since = min(_tag_time(run.tags.get(FAILING_SINCE_TAG)) or started, started)
+        for mangadex_id in _ids_of(run, op_name):
+            failures[mangadex_id].append((started, since, run.tags.get("dagster/partition")))
+    if not failures:
         return {}
-    oldest = datetime.fromtimestamp(min(when for _, when in failed.values()), UTC)
+    oldest = min(started for runs in failures.values() for started, _, _ in runs)
     succeeded: dict[str, float] = {}  # id -> when a run naming it last started
     for record in context.instance.get_run_records(RunsFilter(
             job_name=job_name, tags=SENSOR_TAG, statuses=[DagsterRunStatus.SUCCESS],
-            created_after=oldest), limit=2000):
+            created_after=datetime.fromtimestamp(oldest, UTC)), limit=2000):
         started = record.create_timestamp.timestamp()
         for mangadex_id in _ids_of(record.dagster_run, op_name):
             succeeded[mangadex_id] = max(started, succeeded.get(mangadex_id, started))
-    return {i: partition for i, (partition, when) in failed.items()
-            if succeeded.get(i, 0.0) < when
-            and now.timestamp() - when >= retry_wait(failures[i], poll_interval).total_seconds()}
+    due: dict[str, Retry] = {}
+    for mangadex_id, runs in failures.items():
+        streak = [run for run in runs if run[0] > succeeded.get(mangadex_id, 0.0)]
+        if not streak:
+            continue
+        newest, _, partition = max(streak, key=lambda run: run[0])
+        since = min(run[1] for run in streak)
+        if now - since > RETRY_FAILED_FOR.total_seconds():
+            continue  # a day of failed runs: given up (each of them was alerted)
+        if now - newest >= retry_wait(len(streak), poll_interval).total_seconds():
+            due[mangadex_id] = Retry(partition, datetime.fromtimestamp(newest, UTC),
+                                     datetime.fromtimestamp(since, UTC))
+    return due
 
 
 def _ids_of(run: DagsterRun, op_name: str) -> list[str]:
@@ -102,24 +134,27 @@ def _ids_of(run: DagsterRun, op_name: str) -> list[str]:
 
 
 def _left_by_failed_runs(context: SensorEvaluationContext, engine: Engine,
-                         poll_interval: timedelta) -> tuple[dict[str, list[str]], list[str]]:
-    """What failed runs of this sensor left undone: per partition, the manga its catalogue
-    runs named that are still not catalogued (one a later run did not store was quarantined
-    or is gone: asking again would not help); and the catalogued manga its refresh runs named,
-    whose change may not be stored."""
-    new = {i: p for i, p in _due_again(context, catalogue_job.name, "catalogue",
-                                       poll_interval).items() if p}
+                         poll_interval: timedelta) -> tuple[dict[str, Retry], dict[str, Retry]]:
+    """What failed runs of this sensor left undone: the manga its catalogue runs named that
+    are still not catalogued (one a later run did not store was quarantined or is gone:
+    asking again would not help); and the catalogued manga its refresh runs named, whose
+    change may not be stored."""
+    new = {i: r for i, r in _due_again(context, catalogue_job.name, "catalogue",
+                                       poll_interval).items() if r.partition}
     changed = _due_again(context, refresh_manga_job.name, "refresh_manga", poll_interval)
     if not new and not changed:
-        return {}, []
+        return {}, {}
     with engine.connect() as conn:
         stored = set(conn.execute(select(manga.c.mangadex_id).where(
             manga.c.mangadex_id.in_(sorted({*new, *changed})))).scalars())
-    left: dict[str, list[str]] = {}
-    for mangadex_id, partition in sorted(new.items()):
-        if mangadex_id not in stored:
-            left.setdefault(partition, []).append(mangadex_id)
-    return left, sorted(i for i in changed if i in stored)
+    return ({i: r for i, r in new.items() if i not in stored},
+            {i: r for i, r in changed.items() if i in stored})
+
+
+def _retry_tags(ids: Iterable[str], retries: dict[str, Retry]) -> dict[str, str]:
+    """The first failure of the retried manga's streak, kept across their retries."""
+    since = [retries[i].failing_since for i in ids if i in retries]
+    return {FAILING_SINCE_TAG: min(since).isoformat()} if since else {}
 
 
 def _requests_for(manga: int) -> int:
@@ -188,16 +223,15 @@ def detect(context: SensorEvaluationContext, mangahub: MangaHubDatabase,
     # The manga of a catalogue or refresh run that failed may be behind the cursor by now:
     # ask for them again, whatever the scan finds.
     left, changed = _left_by_failed_runs(context, engine, settings.new_manga_poll_interval)
-    for partition, ids in left.items():
-        wanted = by_partition.setdefault(partition, [])
-        for mangadex_id in ids:
-            if mangadex_id not in wanted:
-                wanted.append(mangadex_id)
-                detection.versions.setdefault(mangadex_id, RETRIED)
-    for mangadex_id in changed:
+    for mangadex_id, retry in sorted(left.items()):
+        wanted = by_partition.setdefault(retry.partition or "", [])
+        if mangadex_id not in wanted:
+            wanted.append(mangadex_id)
+            detection.versions.setdefault(mangadex_id, retry.failed_at)
+    for mangadex_id, retry in sorted(changed.items()):
         if mangadex_id not in detection.updated:
             detection.updated.append(mangadex_id)
-            detection.versions.setdefault(mangadex_id, RETRIED)
+            detection.versions.setdefault(mangadex_id, retry.failed_at)
     for partition in sorted(by_partition):
         busy = run_in_flight(context.instance, catalogue_job.name, partition_key=partition)
         if busy is not None:
@@ -219,7 +253,8 @@ def detect(context: SensorEvaluationContext, mangahub: MangaHubDatabase,
             run_config=RunConfig(ops={"catalogue": CatalogueConfig(
                 mangadex_ids=sorted(ids), notify_new_manga=True)}),
             tags={**SENSOR_TAG, "mangasync/manga": str(len(ids)),
-                  **max_runtime_tags(_requests_for(len(ids)), *budget)},
+                  **max_runtime_tags(_requests_for(len(ids)), *budget),
+                  **_retry_tags(ids, left)},
         ))
     if detection.updated:
         requests.append(RunRequest(
@@ -229,7 +264,8 @@ def detect(context: SensorEvaluationContext, mangahub: MangaHubDatabase,
             run_config=RunConfig(ops={"refresh_manga": RefreshMangaConfig(
                 mangadex_ids=sorted(detection.updated))}),
             tags={**SENSOR_TAG, "mangasync/manga": str(len(detection.updated)),
-                  **max_runtime_tags(_requests_for(len(detection.updated)), *budget)},
+                  **max_runtime_tags(_requests_for(len(detection.updated)), *budget),
+                  **_retry_tags(detection.updated, changed)},
         ))
     new_cursor = detection.cursor or cursor
     new_count = sum(len(v) for v in detection.new_by_day.values())
