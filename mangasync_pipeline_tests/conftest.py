@@ -79,22 +79,36 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # a tenth of the suite's CPU over its PostgreSQL tests. Each test process keeps the databases
 # its tests are done with and hands them out again emptied: no session left on them, the
 # tables a test added dropped, every table truncated with its sequences restarted. One that
-# still differs from the template afterwards in anything a test can change (columns,
-# constraints, triggers, rules, functions, schemas, the database's own settings) is dropped
-# instead: a constraint one test added once refused the next test's rows.
+# still differs from the template afterwards in anything the check below reads (columns with
+# their types, lengths and defaults, constraints, triggers and whether they are enabled, rules,
+# policies, sequences, functions, schemas, comments, large objects, the database's own
+# settings), or that someone reconnected to, is dropped instead: a constraint one test added
+# once refused the next test's rows.
 _SCHEMA = """
 SELECT md5(coalesce(string_agg(item, ';' ORDER BY item), '')) FROM (
   SELECT 'c:' || table_name || '.' || column_name || ':' || data_type || ':'
-         || coalesce(column_default, '') || ':' || is_nullable AS item
+         || coalesce(character_maximum_length::text, '') || ':'
+         || coalesce(numeric_precision::text, '') || ',' || coalesce(numeric_scale::text, '')
+         || ':' || coalesce(collation_name, '') || ':' || coalesce(column_default, '') || ':'
+         || is_nullable || ':' || is_identity AS item
     FROM information_schema.columns WHERE table_schema = 'public'
-  UNION ALL SELECT 'r:' || c.relname || ':' || c.relkind::text FROM pg_class c
-    WHERE c.relnamespace = 'public'::regnamespace
+  UNION ALL SELECT 'r:' || c.relname || ':' || c.relkind::text || ':' || c.relrowsecurity
+         || c.relforcerowsecurity || ':' || coalesce(obj_description(c.oid, 'pg_class'), '')
+    FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
+  UNION ALL SELECT 'q:' || schemaname || '.' || sequencename || ':' || start_value || ':'
+         || increment_by || ':' || min_value || ':' || max_value || ':' || cycle
+    FROM pg_sequences WHERE schemaname = 'public'
+  UNION ALL SELECT 'e:' || evtname || ':' || evtenabled::text FROM pg_event_trigger
+  UNION ALL SELECT 'l:' || count(*) FROM pg_largeobject_metadata
   UNION ALL SELECT 'k:' || conrelid::regclass || '.' || conname || ':'
          || pg_get_constraintdef(oid) FROM pg_constraint
     WHERE connamespace = 'public'::regnamespace
-  UNION ALL SELECT 'g:' || pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal
+  UNION ALL SELECT 'g:' || tgname || ':' || tgenabled::text || ':' || pg_get_triggerdef(oid)
+    FROM pg_trigger
   UNION ALL SELECT 'w:' || pg_get_ruledef(oid) FROM pg_rewrite WHERE rulename <> '_RETURN'
-  UNION ALL SELECT 'p:' || polrelid::regclass || '.' || polname FROM pg_policy
+  UNION ALL SELECT 'p:' || polrelid::regclass || '.' || polname || ':'
+         || coalesce(pg_get_expr(polqual, polrelid), '') || ':'
+         || coalesce(pg_get_expr(polwithcheck, polrelid), '') FROM pg_policy
   UNION ALL SELECT 'i:' || indexdef FROM pg_indexes WHERE schemaname = 'public'
   UNION ALL SELECT 'v:' || version_num FROM alembic_version
   UNION ALL SELECT 'o:' || p.oid::regprocedure::text || ':' || md5(p.prosrc) FROM pg_proc p
@@ -111,6 +125,8 @@ SELECT md5(coalesce(string_agg(item, ';' ORDER BY item), '')) FROM (
 ) AS schema
 """
 _TABLES = "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+_OTHERS = ("SELECT count(*) FROM pg_stat_activity "
+           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
 _idle_pg: list[str] = []
 _pg_shape: dict[str, tuple[str, frozenset[str]]] = {}
 
@@ -139,6 +155,9 @@ def _emptied(name: str, template: str) -> bool:
 def _cleared(name: str, tables: frozenset[str]) -> tuple[str, frozenset[str]] | None:
     """The database's shape once its sessions, added tables and rows are gone."""
     with _pg_connect(name) as conn:
+        # A prepared transaction or a lock left behind is an error here (the database is
+        # then dropped), not a teardown that hangs until the test's timeout.
+        conn.execute("SET lock_timeout = '5s'")
         for _ in range(200):  # a terminated session takes a moment to leave
             others = conn.execute(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
@@ -153,6 +172,8 @@ def _cleared(name: str, tables: frozenset[str]) -> tuple[str, frozenset[str]] | 
             conn.execute(f'DROP TABLE IF EXISTS "{table}" CASCADE')  # type: ignore[arg-type]
         emptied = ", ".join(f'"{t}"' for t in sorted(tables - {"alembic_version"}))
         conn.execute(f"TRUNCATE {emptied} RESTART IDENTITY CASCADE")  # type: ignore[arg-type]
+        if conn.execute(_OTHERS).fetchone() != (0,):
+            return None  # something reconnected (a process a test left running): not reused
         return _shape(conn)
 
 

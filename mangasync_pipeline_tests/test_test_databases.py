@@ -48,6 +48,14 @@ def _trigger(conn: psycopg.Connection, _name: str) -> None:
                  "FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger()")
 
 
+def _disabled(conn: psycopg.Connection, _name: str) -> None:
+    conn.execute("ALTER TABLE chapters DISABLE TRIGGER ALL")  # foreign keys unchecked
+
+
+def _widened(conn: psycopg.Connection, _name: str) -> None:
+    conn.execute("ALTER TABLE chapters ALTER COLUMN label TYPE varchar(64)")
+
+
 def _shut(_conn: psycopg.Connection, name: str) -> None:
     _pg_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
 
@@ -56,8 +64,9 @@ def _setting(_conn: psycopg.Connection, name: str) -> None:
     _pg_admin(f'ALTER DATABASE "{name}" SET statement_timeout = 1')
 
 
-@pytest.mark.parametrize("change", [_constraint, _trigger, _shut, _setting],
-                         ids=["constraint", "trigger", "closed", "setting"])
+@pytest.mark.parametrize("change", [_constraint, _trigger, _disabled, _widened, _shut, _setting],
+                         ids=["constraint", "trigger", "disabled", "widened", "closed",
+                              "setting"])
 def test_a_database_a_test_altered_is_not_handed_out_again(
         pg_template: str, change: Callable[[psycopg.Connection, str], None]) -> None:
     with _next_after(pg_template, change) as (same, conn):
