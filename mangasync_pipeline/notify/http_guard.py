@@ -14,6 +14,7 @@ request) is closed.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import resource
 from collections import OrderedDict
@@ -51,18 +52,21 @@ def guarded(protocol_class: type[Any], *, per_client: int, header_timeout: float
     refusals = RefusalLog(log.warning)
 
     def make_room(source: str | None) -> bool:
-        """Close the oldest idle connection (of `source`, or of anyone)."""
+        """Close the oldest idle connection (of `source`, or of anyone) whose answer is
+        written out: closing one still being written would free its slot while its
+        descriptor waits for a client that may never read. A few are looked at, not all."""
         pool = idle if source is None else idle_by_source.get(source)
-        if not pool:
-            return False
-        victim = next(iter(pool))
-        victim._release()
-        victim.transport.close()
-        return True
+        for victim in itertools.islice(pool or (), 16):
+            if victim.transport.get_write_buffer_size() == 0:
+                victim._release()
+                victim.transport.close()
+                return True
+        return False
 
     class Guarded(protocol_class):  # type: ignore[misc,valid-type]
         _source: str | None = None
         _refused = False
+        _request_begun = False
         _deadline: asyncio.TimerHandle | None = None
         _armed_cycle: Any = None
 
@@ -121,15 +125,38 @@ def guarded(protocol_class: type[Any], *, per_client: int, header_timeout: float
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            # Idle: the answer is written out (closing it then frees the descriptor at once,
-            # not after a client that never reads drains it) and no pipelined request is
-            # under way (that made a new cycle). A connection whose answer is still queued
-            # is never idle: it is left to the keep-alive and header deadlines.
+            # Idle: no pipelined request under way, not even its first bytes (a complete one
+            # made a new cycle). Whether its answer is written out is asked when room is
+            # made (make_room skips one still being written).
             if self._source is not None and not self.transport.is_closing() and (
                     self.cycle is None or self.cycle.response_complete) and (
-                    self.transport.get_write_buffer_size() == 0):
+                    not self._mid_request()):
                 idle[self] = None
                 idle_by_source.setdefault(self._source, OrderedDict())[self] = None
+
+        def _mid_request(self) -> bool:
+            """Bytes of a next request are in, its headers not yet complete."""
+            conn = getattr(self, "conn", None)  # h11 buffers them unparsed
+            if conn is not None and conn.trailing_data[0]:
+                return True
+            return self._request_begun  # httptools: its parser said so
+
+        def on_message_begin(self) -> None:  # httptools only
+            self._request_begun = True
+            if self._source is not None:
+                self._not_idle(self._source)
+            super().on_message_begin()
+
+        def on_headers_complete(self) -> None:  # httptools only
+            self._request_begun = False
+            super().on_headers_complete()
+
+        def _unsupported_upgrade_warning(self) -> None:
+            # uvicorn logs two warnings per Upgrade request: a log flood on demand. Counted
+            # and logged once a minute per source instead, as other refusals are.
+            host = self.client[0] if self.client else ""
+            refusals.note(host, f"Upgrade request from {host} answered as plain HTTP "
+                          "(no WebSocket here)", asyncio.get_running_loop().time())
 
         def data_received(self, data: bytes) -> None:
             if self._source is not None:
