@@ -1,5 +1,6 @@
 """Sensors detect and hand work to runs; they never do the work (60 s tick limit)."""
 
+import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable
@@ -76,11 +77,16 @@ class Retry:
     failing_since: datetime  # the first failure of this streak, carried by retries' tags
 
 
-def _tag_time(value: str | None) -> float | None:
+def _streak_starts(value: str | None) -> dict[str, float]:
+    """The retried manga of a run and when each one's streak of failures began (the tag a
+    retry carries: a run's other manga, fresh finds, began with the run itself)."""
     try:
-        return datetime.fromisoformat(value).timestamp() if value else None
+        starts = json.loads(value) if value else {}
     except ValueError:
-        return None
+        return {}
+    if not isinstance(starts, dict):
+        return {}
+    return {str(k): float(v) for k, v in starts.items() if isinstance(v, int | float)}
 
 
 def _due_again(context: SensorEvaluationContext, job_name: str, op_name: str,
@@ -100,8 +106,9 @@ def _due_again(context: SensorEvaluationContext, job_name: str, op_name: str,
     for record in context.instance.get_run_records(window, limit=500):
         run = record.dagster_run
         started = record.create_timestamp.timestamp()
-        since = min(_tag_time(run.tags.get(FAILING_SINCE_TAG)) or started, started)
+        starts = _streak_starts(run.tags.get(FAILING_SINCE_TAG))
         for mangadex_id in _ids_of(run, op_name):
+            since = min(starts.get(mangadex_id, started), started)
             failures[mangadex_id].append((started, since, run.tags.get("dagster/partition")))
     if not failures:
         return {}
@@ -152,9 +159,10 @@ def _left_by_failed_runs(context: SensorEvaluationContext, engine: Engine,
 
 
 def _retry_tags(ids: Iterable[str], retries: dict[str, Retry]) -> dict[str, str]:
-    """The first failure of the retried manga's streak, kept across their retries."""
-    since = [retries[i].failing_since for i in ids if i in retries]
-    return {FAILING_SINCE_TAG: min(since).isoformat()} if since else {}
+    """When each retried manga's streak of failures began, kept across its retries (per
+    manga: one time for the run would age a fresh find that shares it)."""
+    starts = {i: int(retries[i].failing_since.timestamp()) for i in ids if i in retries}
+    return {FAILING_SINCE_TAG: json.dumps(starts, separators=(",", ":"))} if starts else {}
 
 
 def _requests_for(manga: int) -> int:
