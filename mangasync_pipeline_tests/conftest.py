@@ -92,9 +92,14 @@ SELECT md5(coalesce(string_agg(item, ';' ORDER BY item), '')) FROM (
          || ':' || coalesce(collation_name, '') || ':' || coalesce(column_default, '') || ':'
          || is_nullable || ':' || is_identity AS item
     FROM information_schema.columns WHERE table_schema = 'public'
-  UNION ALL SELECT 'r:' || c.relname || ':' || c.relkind::text || ':' || c.relrowsecurity
-         || c.relforcerowsecurity || ':' || coalesce(obj_description(c.oid, 'pg_class'), '')
+  UNION ALL SELECT 'r:' || c.relname || ':' || c.relkind::text || c.relpersistence::text
+         || ':' || c.relrowsecurity || c.relforcerowsecurity || ':'
+         || coalesce(c.relacl::text, '') || ':'
+         || coalesce(obj_description(c.oid, 'pg_class'), '')
     FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
+  UNION ALL SELECT 'y:' || viewname || ':' || definition FROM pg_views
+    WHERE schemaname = 'public'
+  UNION ALL SELECT 'm:' || enumtypid::regtype || ':' || enumlabel FROM pg_enum
   UNION ALL SELECT 'q:' || schemaname || '.' || sequencename || ':' || start_value || ':'
          || increment_by || ':' || min_value || ':' || max_value || ':' || cycle
     FROM pg_sequences WHERE schemaname = 'public'
@@ -125,8 +130,10 @@ SELECT md5(coalesce(string_agg(item, ';' ORDER BY item), '')) FROM (
 ) AS schema
 """
 _TABLES = "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-_OTHERS = ("SELECT count(*) FROM pg_stat_activity "
-           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+# Other clients' sessions (autovacuum's workers are not a test's leftovers).
+_OTHERS_WHERE = ("datname = current_database() AND pid <> pg_backend_pid() "
+                 "AND backend_type = 'client backend'")
+_OTHERS = f"SELECT count(*) FROM pg_stat_activity WHERE {_OTHERS_WHERE}"
 _idle_pg: list[str] = []
 _pg_shape: dict[str, tuple[str, frozenset[str]]] = {}
 
@@ -155,13 +162,13 @@ def _emptied(name: str, template: str) -> bool:
 def _cleared(name: str, tables: frozenset[str]) -> tuple[str, frozenset[str]] | None:
     """The database's shape once its sessions, added tables and rows are gone."""
     with _pg_connect(name) as conn:
-        # A prepared transaction or a lock left behind is an error here (the database is
-        # then dropped), not a teardown that hangs until the test's timeout.
+        # A lock left behind is an error here (the database is then dropped), not a
+        # teardown that hangs until the test's timeout.
         conn.execute("SET lock_timeout = '5s'")
         for _ in range(200):  # a terminated session takes a moment to leave
-            others = conn.execute(
+            others = conn.execute(  # type: ignore[arg-type]
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()
+                f"WHERE {_OTHERS_WHERE}").fetchone()
             if not others or others[0] == 0:
                 break
             time.sleep(0.01)
