@@ -432,3 +432,30 @@ def test_failed_refresh_runs_are_asked_for_again_for_a_day_not_for_ever(
             for r in requests] == [sorted([ids[1], fresh])]  # 23 hours: still; 25: no more
     carried = json.loads(requests[0].tags[FAILING_SINCE_TAG])
     assert carried[ids[1]] == starts[ids[1]] and carried[fresh] > starts[ids[1]]
+
+
+def test_a_tick_without_failed_runs_reads_no_run_records(
+        make_simulator: Any, db_url: str, engine: Engine) -> None:
+    """The sensor looks for failed runs first: with none, the successes of its earlier runs
+    are not read (it read up to 2,000 run records every tick)."""
+    from mangasync_pipeline.defs.sensors import SENSOR_TAG
+
+    sim = make_simulator(manga_count=5, chapters_per_manga=0)
+    pipeline = Pipeline(settings_for(db_url, sim.url))
+    pipeline.run_requests(pipeline.evaluate_sensor("new_manga_sensor"))  # the starting point
+    day = datetime.now(UTC).date().isoformat()
+    for _ in range(4):  # earlier runs of this sensor, all succeeded
+        ids = [httpx_admin(sim.url, "POST", "/_sim/manga", {"contentRating": "safe"})["ids"][0]]
+        assert pipeline.run("catalogue_job", partition_key=day, tags=SENSOR_TAG, run_config={
+            "ops": {"catalogue": {"config": {"mangadex_ids": ids}}}}).success
+    read: list[int] = []
+    real = pipeline.instance.get_run_records
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        records = real(*args, **kwargs)
+        read.append(len(records))
+        return records
+
+    pipeline.instance.get_run_records = counted  # type: ignore[method-assign]
+    pipeline.evaluate_sensor("new_manga_sensor")
+    assert read and sum(read) == 0
