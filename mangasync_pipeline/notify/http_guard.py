@@ -142,9 +142,8 @@ def guarded(protocol_class: type[Any], *, per_client: int, header_timeout: float
             return self._request_begun  # httptools: its parser said so
 
         def on_message_begin(self) -> None:  # httptools only
+            # (data_received, which fed these bytes, already took it off the idle lists)
             self._request_begun = True
-            if self._source is not None:
-                self._not_idle(self._source)
             super().on_message_begin()
 
         def on_headers_complete(self) -> None:  # httptools only

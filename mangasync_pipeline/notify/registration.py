@@ -37,6 +37,11 @@ MAX_PENDING_REGISTERS = 2000  # REGISTERs awaiting the database; more are droppe
 MAX_REGISTER_BATCH = 500
 
 
+def _pair(addr: Address, reader_id: int) -> tuple[str, int]:
+    """What failed REGISTERs count against: the source (an IPv6 /64) and the reader."""
+    return source_of(addr[0]), reader_id
+
+
 @dataclass
 class Accepted:
     """A REGISTER whose signature matched, waiting for its nonce to be recorded."""
@@ -149,7 +154,7 @@ class Registrar:
         if reader is None:
             self.failed(addr, size, now, "AUTH_FAILED", None, user, "unknown user")
             return
-        pair = (source_of(addr[0]), reader.id)
+        pair = _pair(addr, reader.id)
         if not counted and self.failed_pairs.blocked(pair, now):  # (counted: checked before)
             self.reject("user_limited")
             # Guesses at this user from this source wait out the backoff; insisting meanwhile
@@ -214,7 +219,7 @@ class Registrar:
         for item in batch:
             key = (item.reader.id, item.nonce)
             if key not in fresh:
-                self.failed_pairs.fail((source_of(item.addr[0]), item.reader.id), now)
+                self.failed_pairs.fail(_pair(item.addr, item.reader.id), now)
                 self.failed(item.addr, item.size, now, "AUTH_FAILED", None,
                             item.reader.username, "replayed nonce")
                 continue
