@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from dagster import (
     AssetObservation,
@@ -77,6 +78,14 @@ class Retry:
     failing_since: datetime  # the first failure of this streak, carried by retries' tags
 
 
+class _Failure(NamedTuple):
+    """A failed run naming a manga."""
+
+    started: float  # when the run started (Unix time)
+    since: float  # when that manga's streak of failures began
+    partition: str | None
+
+
 def _streak_starts(value: str | None) -> dict[str, float]:
     """The retried manga of a run and when each one's streak of failures began (the tag a
     retry carries: a run's other manga, fresh finds, began with the run itself)."""
@@ -98,21 +107,22 @@ def _due_again(context: SensorEvaluationContext, job_name: str, op_name: str,
     Their changes may be behind the cursor by now, where no scan finds them again. The failed
     runs are read first: with none (nearly every tick) that is one query returning nothing,
     and successes are read only from the oldest failure on."""
-    now = utcnow().timestamp()
+    moment = utcnow()
+    now = moment.timestamp()
     window = RunsFilter(job_name=job_name, tags=SENSOR_TAG,
-                        updated_after=utcnow() - RETRY_FAILED_FOR, statuses=UNSUCCESSFUL)
-    # id -> [(when its run started, when the streak started, partition)]
-    failures: dict[str, list[tuple[float, float, str | None]]] = defaultdict(list)
+                        updated_after=moment - RETRY_FAILED_FOR, statuses=UNSUCCESSFUL)
+    failures: dict[str, list[_Failure]] = defaultdict(list)
     for record in context.instance.get_run_records(window, limit=500):
         run = record.dagster_run
         started = record.create_timestamp.timestamp()
         starts = _streak_starts(run.tags.get(FAILING_SINCE_TAG))
         for mangadex_id in _ids_of(run, op_name):
             since = min(starts.get(mangadex_id, started), started)
-            failures[mangadex_id].append((started, since, run.tags.get("dagster/partition")))
+            failures[mangadex_id].append(
+                _Failure(started, since, run.tags.get("dagster/partition")))
     if not failures:
         return {}
-    oldest = min(started for runs in failures.values() for started, _, _ in runs)
+    oldest = min(f.started for runs in failures.values() for f in runs)
     succeeded: dict[str, float] = {}  # id -> when a run naming it last started
     for record in context.instance.get_run_records(RunsFilter(
             job_name=job_name, tags=SENSOR_TAG, statuses=[DagsterRunStatus.SUCCESS],
@@ -122,15 +132,16 @@ def _due_again(context: SensorEvaluationContext, job_name: str, op_name: str,
             succeeded[mangadex_id] = max(started, succeeded.get(mangadex_id, started))
     due: dict[str, Retry] = {}
     for mangadex_id, runs in failures.items():
-        streak = [run for run in runs if run[0] > succeeded.get(mangadex_id, 0.0)]
+        streak = [f for f in runs if f.started > succeeded.get(mangadex_id, 0.0)]
         if not streak:
             continue
-        newest, _, partition = max(streak, key=lambda run: run[0])
-        since = min(run[1] for run in streak)
+        newest = max(streak, key=lambda f: f.started)
+        since = min(f.since for f in streak)
         if now - since > RETRY_FAILED_FOR.total_seconds():
             continue  # a day of failed runs: given up (each of them was alerted)
-        if now - newest >= retry_wait(len(streak), poll_interval).total_seconds():
-            due[mangadex_id] = Retry(partition, datetime.fromtimestamp(newest, UTC),
+        if now - newest.started >= retry_wait(len(streak), poll_interval).total_seconds():
+            due[mangadex_id] = Retry(newest.partition,
+                                     datetime.fromtimestamp(newest.started, UTC),
                                      datetime.fromtimestamp(since, UTC))
     return due
 
